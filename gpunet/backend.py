@@ -1,0 +1,161 @@
+"""Device choice, resolved once at the edge: the only module that imports cupy.
+
+Everything else takes arrays and asks `array_namespace(x)` for the functions
+that work on them, so the same math runs on numpy, cupy or array-api-strict.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from array_api_compat import array_namespace, is_cupy_array, is_numpy_array
+
+from gpunet.errors import DeviceError
+
+__all__ = ["Device", "array_namespace", "blas_info", "describe", "resolve_device", "to_numpy"]
+
+CUDA_HINT = "install the GPU extra: pip install 'gpunet[cuda]'"
+
+
+@dataclass(frozen=True)
+class Device:
+    """Where arrays live: `name` is "cpu" or "cuda:N"; `xp` creates arrays there."""
+
+    name: str
+    xp: Any
+    note: str | None = None  # why `auto` chose this device, shown to the user
+
+    @property
+    def is_cuda(self) -> bool:
+        return self.name.startswith("cuda")
+
+    def asarray(self, host: np.ndarray) -> Any:
+        """Host -> device (a copy on the GPU, a no-op view on the CPU)."""
+        return self.xp.asarray(host)
+
+    def synchronize(self) -> None:
+        """Wait for queued device work, so a clock read afterwards is honest."""
+        if self.is_cuda:
+            import cupy
+
+            cupy.cuda.get_current_stream().synchronize()
+
+
+def to_numpy(a: Any) -> np.ndarray:
+    """Device -> host. Used only at the edges: metrics, checkpoints, results."""
+    if is_numpy_array(a):
+        return a
+    if is_cupy_array(a):
+        return a.get()
+    return np.from_dlpack(a)
+
+
+def cpu() -> Device:
+    return Device("cpu", array_namespace(np.empty(0)))
+
+
+def resolve_device(spec: str) -> Device:
+    """Turn `cpu`, `cuda`, `cuda:N` or `auto` into a usable Device, or raise DeviceError."""
+    spec = spec.strip().lower()
+    if spec == "cpu":
+        return cpu()
+    if spec == "auto":
+        try:
+            return _cuda(0)
+        except DeviceError as e:
+            return Device("cpu", cpu().xp, note=f"device: cpu, since {e}")
+    if spec == "cuda" or spec.startswith("cuda:"):
+        index = spec.partition(":")[2] or "0"
+        if not index.isdigit():
+            raise DeviceError(f"bad device '{spec}': the index after 'cuda:' must be a number")
+        return _cuda(int(index))
+    raise DeviceError(f"unknown device '{spec}': use cpu, cuda, cuda:N or auto")
+
+
+def _import_cupy() -> Any:
+    try:
+        import cupy
+    except ImportError as e:
+        if e.name == "cupy":
+            raise DeviceError(f"cuda needs cupy, which is not installed; {CUDA_HINT}") from e
+        raise DeviceError(f"cupy is installed but failed to import: {_first_line(e)}") from e
+    except Exception as e:  # a broken install fails in many ways (missing libraries, ABI)
+        raise DeviceError(f"cupy is installed but failed to import: {_first_line(e)}") from e
+    return cupy
+
+
+def _device_count(cupy: Any) -> int:
+    try:
+        return cupy.cuda.runtime.getDeviceCount()
+    except Exception as e:  # CUDARuntimeError names the cause: no device, driver too old, ...
+        raise DeviceError(f"CUDA is not usable: {_first_line(e)}") from e
+
+
+def _cuda(index: int) -> Device:
+    cupy = _import_cupy()
+    count = _device_count(cupy)
+    if count == 0:
+        raise DeviceError("CUDA is not usable: no CUDA device found")
+    if index >= count:
+        raise DeviceError(f"there is no device cuda:{index}: this machine has {count} (cuda:0..cuda:{count - 1})")
+    try:
+        cupy.cuda.Device(index).use()
+        # A tiny matmul loads cuBLAS and compiles a kernel, so a broken toolkit
+        # fails here with its own message instead of in the middle of training.
+        probe = cupy.ones((2, 2), dtype=cupy.float32)
+        float((probe @ probe).sum())
+    except Exception as e:
+        raise DeviceError(f"cuda:{index} failed a smoke test: {_first_line(e)}") from e
+    return Device(f"cuda:{index}", array_namespace(probe))
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0]}" if text else type(e).__name__
+
+
+def blas_info() -> str:
+    """The BLAS numpy runs with, and its kernel: it decides the CPU's speed."""
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return "unknown (threadpoolctl not installed)"
+    blas = [i for i in threadpool_info() if i.get("user_api") == "blas"]
+    if not blas:
+        return "unknown"
+    b = blas[0]
+    return f"{b.get('internal_api')} {b.get('version')}, kernel {b.get('architecture')}, {b.get('num_threads')} threads"
+
+
+def describe() -> list[tuple[str, str]]:
+    """What can run here, as (name, detail) rows; a row says why cuda cannot."""
+    rows = [("cpu", f"numpy {np.__version__}, BLAS: {blas_info()}")]
+    try:
+        cupy = _import_cupy()
+        count = _device_count(cupy)
+    except DeviceError as e:
+        return [*rows, ("cuda", f"unavailable: {e}")]
+    runtime = cupy.cuda.runtime
+    rows.append(
+        (
+            "cuda",
+            f"cupy {cupy.__version__}, CUDA runtime {_cuda_version(runtime.runtimeGetVersion())}, "
+            f"driver {_cuda_version(runtime.driverGetVersion())}, {count} device(s)",
+        )
+    )
+    for i in range(count):
+        p = runtime.getDeviceProperties(i)
+        name = p["name"].decode() if isinstance(p["name"], bytes) else p["name"]
+        rows.append(
+            (
+                f"cuda:{i}",
+                f"{name}, {p['totalGlobalMem'] / 2**30:.1f} GiB, compute capability {p['major']}.{p['minor']}",
+            )
+        )
+    return rows
+
+
+def _cuda_version(v: int) -> str:
+    return f"{v // 1000}.{v % 1000 // 10}"

@@ -1,0 +1,281 @@
+"""Datasets: where they are looked for, how they are fetched and checked, and a synthetic one.
+
+Lookup order for `mnist` and `fashion-mnist`: --data-dir, $GPUNET_DATA, the
+user cache (~/.cache/gpunet/<name>), then Debian's /usr/share/datasets/<name>.
+Each of those may hold the four files directly or in a <name>/ subfolder.
+A missing dataset is downloaded into the cache unless offline.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from gpunet.download import Progress, download
+from gpunet.errors import DatasetError, DatasetMissing
+from gpunet.idx import check_split, parse_idx, read_bytes
+
+NUM_CLASSES = 10
+
+
+@dataclass(frozen=True)
+class DataFile:
+    name: str  # e.g. "train-images-idx3-ubyte"; stored as name + ".gz" or raw
+    gz_sha256: str  # of the mirrors' .gz bytes: what a download is checked against
+    raw_sha256: str | None  # of the decompressed contents: recognises any local copy
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    name: str
+    title: str
+    mirrors: tuple[str, ...]
+    files: tuple[DataFile, DataFile, DataFile, DataFile]  # train images, train labels, test images, test labels
+
+
+MNIST = DatasetSpec(
+    "mnist",
+    "MNIST",
+    (
+        "https://storage.googleapis.com/cvdf-datasets/mnist/",
+        "https://ossci-datasets.s3.amazonaws.com/mnist/",
+        "http://yann.lecun.com/exdb/mnist/",
+    ),
+    (
+        DataFile("train-images-idx3-ubyte", "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609", None),
+        DataFile("train-labels-idx1-ubyte", "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c", None),
+        DataFile("t10k-images-idx3-ubyte", "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6", None),
+        DataFile("t10k-labels-idx1-ubyte", "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6", None),
+    ),
+)
+
+FASHION_MNIST = DatasetSpec(
+    "fashion-mnist",
+    "Fashion-MNIST",
+    (
+        "https://storage.googleapis.com/tensorflow/tf-keras-datasets/",
+        "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
+    ),
+    (
+        DataFile(
+            "train-images-idx3-ubyte",
+            "3aede38d61863908ad78613f6a32ed271626dd12800ba2636569512369268a84",
+            "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
+        ),
+        DataFile(
+            "train-labels-idx1-ubyte",
+            "a04f17134ac03560a47e3764e11b92fc97de4d1bfaf8ba1a3aa29af54cc90845",
+            "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
+        ),
+        DataFile(
+            "t10k-images-idx3-ubyte",
+            "346e55b948d973a97e58d2351dde16a484bd415d4595297633bb08f03db6a073",
+            "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
+        ),
+        DataFile(
+            "t10k-labels-idx1-ubyte",
+            "67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5",
+            "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
+        ),
+    ),
+)
+
+SPECS = {s.name: s for s in (MNIST, FASHION_MNIST)}
+DATASET_NAMES = ("auto", "mnist", "fashion-mnist", "synthetic")
+
+# Every known checksum, so a file of one dataset found where another was
+# expected is named for what it is instead of being trained on by mistake.
+_KNOWN = {sha: (spec, f) for spec in SPECS.values() for f in spec.files for sha in (f.gz_sha256, f.raw_sha256) if sha}
+
+
+@dataclass
+class Dataset:
+    """Images as (n, 784) uint8 rows and labels as (n,) uint8, on the host."""
+
+    name: str
+    source: str  # where it came from, for the user and for the record
+    train_images: np.ndarray
+    train_labels: np.ndarray
+    test_images: np.ndarray
+    test_labels: np.ndarray
+    checksum: str  # SHA-256 over the decompressed contents of all four files
+    verified: bool = True  # False when no published checksum could vouch for a file
+    num_classes: int = NUM_CLASSES
+
+
+def cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "gpunet"
+
+
+def search_dirs(name: str, data_dir: Path | None = None) -> list[Path]:
+    """Where a dataset is looked for, in order."""
+    roots = [Path(data_dir)] if data_dir else []
+    if os.environ.get("GPUNET_DATA"):
+        roots.append(Path(os.environ["GPUNET_DATA"]))
+    dirs = [d for root in roots for d in (root / name, root)]
+    return [*dirs, cache_dir() / name, Path("/usr/share/datasets") / name]
+
+
+def mirrors(spec: DatasetSpec) -> tuple[str, ...]:
+    """$GPUNET_MIRRORS (comma-separated base URLs) replaces the built-in list."""
+    override = os.environ.get("GPUNET_MIRRORS")
+    return tuple(u.strip() for u in override.split(",") if u.strip()) if override else spec.mirrors
+
+
+def _file_in(directory: Path, f: DataFile) -> Path | None:
+    for candidate in (directory / f"{f.name}.gz", directory / f.name):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def locate(spec: DatasetSpec, data_dir: Path | None = None) -> tuple[Path | None, list[Path]]:
+    """The first directory holding all four files, and the searched ones.
+
+    A directory holding only some of them is an error (files went missing),
+    except the cache, where a later download completes the set.
+    """
+    searched = search_dirs(spec.name, data_dir)
+    for d in searched:
+        present = [f for f in spec.files if _file_in(d, f)]
+        if len(present) == len(spec.files):
+            return d, searched
+        if present and d != cache_dir() / spec.name:
+            missing = ", ".join(f.name for f in spec.files if f not in present)
+            raise DatasetError(f"incomplete {spec.title}: missing {missing}", d)
+    return None, searched
+
+
+def _verified_contents(path: Path, f: DataFile, spec: DatasetSpec) -> tuple[bytes, str, bool]:
+    """Decompressed contents, their SHA-256, and whether a known checksum vouched for them."""
+    stored, contents = read_bytes(path)
+    raw_sha = hashlib.sha256(contents).hexdigest()
+    if hashlib.sha256(stored).hexdigest() == f.gz_sha256 or raw_sha == f.raw_sha256:
+        return contents, raw_sha, True
+    other = _KNOWN.get(raw_sha) or _KNOWN.get(hashlib.sha256(stored).hexdigest())
+    if other is not None:
+        other_spec, other_file = other
+        raise DatasetError(f"this is {other_spec.title}'s {other_file.name}, not {spec.title}'s {f.name}", path)
+    if f.raw_sha256 is not None:
+        raise DatasetError(
+            f"checksum mismatch: contents have sha256 {raw_sha[:16]}…, the official file {f.raw_sha256[:16]}…; "
+            "the file is corrupt or not the official release (delete it to download it again)",
+            path,
+        )
+    return contents, raw_sha, False
+
+
+def load_dir(spec: DatasetSpec, directory: Path) -> Dataset:
+    """Read, verify and validate the four files in `directory`."""
+    arrays, shas, paths = [], [], []
+    verified = True
+    for f in spec.files:
+        path = _file_in(directory, f)
+        if path is None:
+            raise DatasetError(f"missing {f.name}(.gz)", directory)
+        contents, sha, ok = _verified_contents(path, f, spec)
+        arrays.append(parse_idx(contents, path))
+        shas.append(sha)
+        paths.append(path)
+        verified &= ok
+    train_x, train_y, test_x, test_y = arrays
+    check_split(train_x, train_y, NUM_CLASSES, paths[0], paths[1])
+    check_split(test_x, test_y, NUM_CLASSES, paths[2], paths[3])
+    if train_x.shape[1:] != test_x.shape[1:]:
+        raise DatasetError(f"test images are {test_x.shape[1:]}, train images {train_x.shape[1:]}", paths[2])
+    return Dataset(
+        name=spec.name,
+        source=str(directory),
+        train_images=train_x.reshape(len(train_x), -1),
+        train_labels=train_y,
+        test_images=test_x.reshape(len(test_x), -1),
+        test_labels=test_y,
+        checksum=hashlib.sha256("".join(shas).encode()).hexdigest(),
+        verified=verified,
+    )
+
+
+def fetch(spec: DatasetSpec, progress: Callable[[str], Progress | None] | None = None) -> Path:
+    """Download whatever of `spec` the cache lacks; returns the cache directory."""
+    target = cache_dir() / spec.name
+    for f in spec.files:
+        if _file_in(target, f) is None:
+            urls = [base + f.name + ".gz" for base in mirrors(spec)]
+            download(urls, target / f"{f.name}.gz", f.gz_sha256, progress(f.name) if progress else None)
+    return target
+
+
+def _not_found(spec: DatasetSpec, searched: list[Path], why: str) -> DatasetMissing:
+    debian = f" or `apt-get install dataset-{spec.name}`" if spec is FASHION_MNIST else ""
+    where = ", ".join(str(d) for d in searched)
+    return DatasetMissing(
+        f"{spec.title} not found ({why}); looked in {where}. "
+        f"Run `gpunet datasets download {spec.name}` where there is network{debian}, "
+        "or pass --data-dir DIR holding its four IDX files"
+    )
+
+
+def load(
+    name: str,
+    data_dir: Path | None = None,
+    offline: bool = False,
+    progress: Callable[[str], Progress | None] | None = None,
+    say: Callable[[str], None] = lambda _: None,
+) -> Dataset:
+    """Find (or download) and load a dataset by name; `auto` prefers MNIST."""
+    if name == "synthetic":
+        return synthetic()
+    if name == "auto":
+        return _load_auto(data_dir, offline, progress, say)
+    if name not in SPECS:
+        raise DatasetError(f"unknown dataset '{name}': choose one of {', '.join(DATASET_NAMES)}")
+    spec = SPECS[name]
+    found, searched = locate(spec, data_dir)
+    if found is None:
+        if offline:
+            raise _not_found(spec, searched, "--offline forbids downloading")
+        try:
+            found = fetch(spec, progress)
+        except DatasetError as e:
+            raise _not_found(spec, searched, str(e)) from e
+    return load_dir(spec, found)
+
+
+def _load_auto(data_dir: Path | None, offline: bool, progress, say) -> Dataset:
+    try:
+        return load("mnist", data_dir, offline, progress, say)
+    except DatasetMissing as e:  # a corrupt MNIST is reported, not replaced
+        mnist_error = e
+    try:
+        fashion = load("fashion-mnist", data_dir, offline=True)
+    except DatasetMissing as e:
+        raise DatasetMissing(
+            f"no dataset available: {mnist_error}; Fashion-MNIST is not installed either ({e.reason})"
+        ) from e
+    why = "offline" if offline else "(could not be downloaded)"
+    say(f"MNIST unavailable {why}: training on Fashion-MNIST from {fashion.source}")
+    return fashion
+
+
+def synthetic(n_train: int = 3000, n_test: int = 1000, seed: int = 1234) -> Dataset:
+    """Ten noisy 28x28 stroke patterns: learnable in seconds, for quick runs and tests."""
+    rng = np.random.default_rng(seed)
+    prototypes = rng.random((NUM_CLASSES, 784)) < 0.2
+
+    def draw(n: int) -> tuple[np.ndarray, np.ndarray]:
+        labels = rng.integers(0, NUM_CLASSES, n).astype(np.uint8)
+        flips = rng.random((n, 784)) < 0.1  # each pixel flips with probability 0.1
+        on = prototypes[labels] ^ flips
+        intensity = rng.integers(128, 256, (n, 784))
+        return (on * intensity).astype(np.uint8), labels
+
+    train_x, train_y = draw(n_train)
+    test_x, test_y = draw(n_test)
+    checksum = hashlib.sha256(train_x.tobytes() + train_y.tobytes() + test_x.tobytes() + test_y.tobytes()).hexdigest()
+    return Dataset("synthetic", f"generated (seed {seed})", train_x, train_y, test_x, test_y, checksum)

@@ -1,0 +1,86 @@
+"""Fetching a file from a list of mirrors, verified, never leaving half a file behind."""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import os
+import tempfile
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from gpunet.errors import DatasetError
+
+# Seconds to wait for a connection or for the next bytes: a dead mirror
+# should cost seconds, not the minutes of the operating system's default.
+TIMEOUT_S = 10.0
+CHUNK = 1 << 16
+
+Progress = Callable[[int, int], None]  # (bytes so far, total bytes or 0 if unknown)
+
+
+class MirrorFailed(Exception):
+    """One mirror could not deliver the file; the next one is tried."""
+
+
+def download(
+    urls: Sequence[str],
+    dest: Path,
+    sha256: str,
+    progress: Progress | None = None,
+    timeout: float = TIMEOUT_S,
+) -> Path:
+    """Fetch the first of `urls` that delivers bytes with this SHA-256 to `dest`.
+
+    The bytes go to a temporary file beside `dest`, which is renamed to `dest`
+    only once complete and verified: an interrupted or corrupt download never
+    appears under the real name.
+    """
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    failures = []
+    for url in urls:
+        try:
+            _fetch(url, dest, sha256, progress, timeout)
+            return dest
+        except MirrorFailed as e:
+            failures.append(f"{urlsplit(url).netloc or url}: {e}")
+    raise DatasetError(f"could not download {dest.name}: " + "; ".join(failures))
+
+
+def _fetch(url: str, dest: Path, sha256: str, progress: Progress | None, timeout: float) -> None:
+    fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
+    tmp = Path(tmp_name)
+    try:
+        digest = hashlib.sha256()
+        received = 0
+        with os.fdopen(fd, "wb") as out:
+            with urllib.request.urlopen(url, timeout=timeout) as response:
+                total = int(response.headers.get("Content-Length") or 0)
+                while chunk := response.read(CHUNK):
+                    out.write(chunk)
+                    digest.update(chunk)
+                    received += len(chunk)
+                    if progress:
+                        progress(received, total)
+            if total and received != total:
+                raise MirrorFailed(f"connection closed after {received} of {total} bytes")
+            if digest.hexdigest() != sha256:
+                raise MirrorFailed(
+                    f"checksum mismatch (got sha256 {digest.hexdigest()[:16]}…, expected {sha256[:16]}…)"
+                )
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, dest)
+    except urllib.error.HTTPError as e:
+        raise MirrorFailed(f"HTTP {e.code} {e.reason}") from e
+    except urllib.error.URLError as e:
+        raise MirrorFailed(f"cannot connect ({e.reason})") from e
+    except http.client.IncompleteRead as e:
+        raise MirrorFailed(f"connection closed after {received + len(e.partial)} bytes") from e
+    except (OSError, http.client.HTTPException) as e:
+        raise MirrorFailed(f"{type(e).__name__}: {e}") from e
+    finally:
+        tmp.unlink(missing_ok=True)

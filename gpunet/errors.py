@@ -1,0 +1,56 @@
+"""The errors gpunet reports to a user as one line, without a traceback."""
+
+from __future__ import annotations
+
+
+class GpunetError(Exception):
+    """Something the user can fix: bad data, a missing device, a diverging run."""
+
+    exit_code = 1
+    result: object = None  # what a training run had done when it stopped, if anything
+
+
+class DatasetError(GpunetError):
+    """A data file is missing, corrupt, truncated, mislabelled or cannot be fetched."""
+
+    def __init__(self, reason: str, path: object = None) -> None:
+        self.path = path
+        self.reason = reason
+        super().__init__(f"{path}: {reason}" if path is not None else reason)
+
+
+class DatasetMissing(DatasetError):
+    """The dataset is nowhere to be found and could not be downloaded."""
+
+
+class DeviceError(GpunetError):
+    """The requested device cannot run: no cupy, no GPU, an old driver, a bad index."""
+
+
+class ConfigError(GpunetError):
+    """An option value that makes no sense (hidden size 0, a NaN learning rate, ...)."""
+
+    exit_code = 2
+
+
+class DivergedError(GpunetError):
+    """The loss became NaN or infinite."""
+
+    exit_code = 3
+
+    def __init__(self, step: int, loss: float, lr: float) -> None:
+        self.step = step
+        self.loss = loss
+        super().__init__(
+            f"training diverged: the loss became {loss} at step {step}; try a lower learning rate than {lr:g}"
+        )
+
+
+class Interrupted(GpunetError):
+    """Ctrl-C (or SIGTERM) stopped training between two steps."""
+
+    exit_code = 130
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+        super().__init__(f"interrupted after step {step}")

@@ -1,0 +1,116 @@
+"""What the user sees while things run: a rich progress bar on a terminal, plain lines otherwise."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Iterator
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+
+from gpunet.download import Progress as ByteProgress
+from gpunet.train import Record
+
+
+def format_record(r: Record) -> str:
+    return f"loss {r.loss:.4f}  train {r.train_accuracy:.4f}  test {r.test_accuracy:.4f}"
+
+
+class Reporter:
+    """Progress and messages for one command; `quiet` keeps only results and errors."""
+
+    def __init__(self, quiet: bool = False, console: Console | None = None) -> None:
+        self.quiet = quiet
+        self.console = console or Console(highlight=False)
+        self.live = self.console.is_terminal and not quiet
+        self._progress: Progress | None = None
+        self._task = None
+        self._total = 0
+        self.last_step = 0
+
+    def say(self, text: str) -> None:
+        """An informational line (suppressed by --quiet)."""
+        if not self.quiet:
+            self.result(text)
+
+    def result(self, text: str) -> None:
+        """A line that is printed even with --quiet."""
+        if self.live:
+            self.console.print(text, markup=False)
+        else:
+            print(text, flush=True)
+
+    @contextlib.contextmanager
+    def training(self, total_steps: int) -> Iterator[None]:
+        self._total = total_steps
+        if not self.live:
+            yield
+            return
+        columns = [
+            TextColumn("step"),
+            MofNCompleteColumn(),
+            BarColumn(),
+            TextColumn("{task.fields[metrics]}"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+        ]
+        with Progress(*columns, console=self.console, transient=True) as progress:
+            self._progress = progress
+            self._task = progress.add_task("train", total=total_steps, metrics="")
+            try:
+                yield
+            finally:
+                self._progress = None
+
+    def step(self, step: int) -> None:
+        self.last_step = step
+        if self._progress is not None:
+            self._progress.update(self._task, completed=step)
+
+    def record(self, r: Record) -> None:
+        if self._progress is not None:
+            self._progress.update(self._task, metrics=format_record(r))
+        elif not self.quiet:
+            width = len(str(self._total))
+            print(f"step {r.iteration:>{width}}/{self._total}  {format_record(r)}", flush=True)
+
+    @contextlib.contextmanager
+    def downloads(self) -> Iterator[None]:
+        """Byte progress bars for any download started inside this block."""
+        if not self.live:
+            yield
+            return
+        columns = [TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn()]
+        with Progress(*columns, console=self.console, transient=False) as progress:
+            self._progress = progress
+            try:
+                yield
+            finally:
+                self._progress = None
+
+    def download_progress(self, name: str) -> ByteProgress:
+        self.say(f"downloading {name}")
+        progress = self._progress
+        if progress is None:
+            return lambda done, total: None
+        task = progress.add_task(name, total=None)
+
+        def update(done: int, total: int) -> None:
+            progress.update(task, completed=done, total=total or None)
+
+        return update
+
+
+def stderr_line(text: str) -> None:
+    """One line on stderr, whatever the text held."""
+    print(" ".join(text.split()), file=sys.stderr, flush=True)

@@ -1,0 +1,56 @@
+"""Shared fixtures: the array namespaces every math test runs on, and the gpu marker's skip."""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import pytest
+
+from gpunet.backend import Device, resolve_device
+from gpunet.errors import DeviceError
+
+FASHION_DIR = "/usr/share/datasets/fashion-mnist"
+
+
+@functools.cache
+def cuda_device() -> Device | None:
+    try:
+        return resolve_device("cuda")
+    except DeviceError:
+        return None
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # GPU tests are skipped only where no CUDA device exists; everything else always runs.
+    if cuda_device() is not None:
+        return
+    skip = pytest.mark.skip(reason="no CUDA device on this machine")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+def strict_device() -> Device:
+    import array_api_strict  # only the tests need it
+
+    return Device("array-api-strict", array_api_strict)
+
+
+def numpy_device() -> Device:
+    return resolve_device("cpu")
+
+
+@pytest.fixture(params=["numpy", "array-api-strict", pytest.param("cupy", marks=pytest.mark.gpu)])
+def device(request: pytest.FixtureRequest) -> Device:
+    """Each backend the array math must run on unchanged."""
+    if request.param == "numpy":
+        return numpy_device()
+    if request.param == "array-api-strict":
+        return strict_device()
+    return cuda_device()
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(42)
