@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from gpunet.download import Progress, download
-from gpunet.errors import DatasetError, DatasetMissing
+from gpunet.errors import DatasetError, DatasetMissing, ForeignFile
 from gpunet.idx import check_split, parse_idx, read_bytes
 
 NUM_CLASSES = 10
@@ -161,7 +161,7 @@ def _verified_contents(path: Path, f: DataFile, spec: DatasetSpec) -> tuple[byte
     other = _KNOWN.get(raw_sha) or _KNOWN.get(hashlib.sha256(stored).hexdigest())
     if other is not None:
         other_spec, other_file = other
-        raise DatasetError(f"this is {other_spec.title}'s {other_file.name}, not {spec.title}'s {f.name}", path)
+        raise ForeignFile(f"this is {other_spec.title}'s {other_file.name}, not {spec.title}'s {f.name}", path)
     if f.raw_sha256 is not None:
         raise DatasetError(
             f"checksum mismatch: contents have sha256 {raw_sha[:16]}…, the official file {f.raw_sha256[:16]}…; "
@@ -250,7 +250,7 @@ def load(
 def _load_auto(data_dir: Path | None, offline: bool, progress, say) -> Dataset:
     try:
         return load("mnist", data_dir, offline, progress, say)
-    except DatasetMissing as e:  # a corrupt MNIST is reported, not replaced
+    except (DatasetMissing, ForeignFile) as e:  # a corrupt MNIST is reported, not replaced
         mnist_error = e
     try:
         fashion = load("fashion-mnist", data_dir, offline=True)

@@ -80,7 +80,7 @@ def _fetch(url: str, dest: Path, sha256: str, progress: Progress | None, timeout
         raise MirrorFailed(f"cannot connect ({e.reason})") from e
     except http.client.IncompleteRead as e:
         raise MirrorFailed(f"connection closed after {received + len(e.partial)} bytes") from e
-    except (OSError, http.client.HTTPException) as e:
+    except (OSError, ValueError, http.client.HTTPException) as e:  # ValueError: bad URL or header
         raise MirrorFailed(f"{type(e).__name__}: {e}") from e
     finally:
         tmp.unlink(missing_ok=True)

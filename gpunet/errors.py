@@ -23,6 +23,10 @@ class DatasetMissing(DatasetError):
     """The dataset is nowhere to be found and could not be downloaded."""
 
 
+class ForeignFile(DatasetError):
+    """A file of another known dataset stands where this dataset's file was expected."""
+
+
 class DeviceError(GpunetError):
     """The requested device cannot run: no cupy, no GPU, an old driver, a bad index."""
 

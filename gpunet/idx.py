@@ -56,7 +56,10 @@ def parse_idx(data: bytes, path: object = "<bytes>") -> np.ndarray:
         raise DatasetError(f"truncated: shape {shape} needs {expected} bytes, file has {len(data)}", path)
     if len(data) > expected:
         raise DatasetError(f"{len(data) - expected} unexpected bytes after the data of shape {shape}", path)
-    values = np.frombuffer(data, dtype=dtype, offset=header).reshape(shape)
+    try:
+        values = np.frombuffer(data, dtype=dtype, offset=header).reshape(shape)
+    except ValueError as e:  # an empty shape whose other dimensions numpy cannot index
+        raise DatasetError(f"IDX header declares an impossible shape {shape} ({e})", path) from e
     return values.astype(dtype.newbyteorder("="), copy=False)
 
 

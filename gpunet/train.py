@@ -185,20 +185,23 @@ def train(
     start = time.perf_counter()
     step = 0
     try:
-        record(0)
-        for step in range(1, config.iterations + 1):
-            x, targets = next(stream)
-            loss, grads = model.loss_and_gradients(params, x, targets)
-            optimizer.step(params, grads)
-            slot = (step - 1) % config.eval_every
-            step_losses[slot] = loss
-            if on_step:
-                on_step(step)
-            if step % config.eval_every == 0 or step == config.iterations:
-                _check_finite(to_numpy(step_losses)[: slot + 1], step - slot, config.lr)
-                record(step)
+        # Overflow in a diverging run is caught below and named by its step;
+        # numpy's warnings about it would only bury that message.
+        with np.errstate(over="ignore", invalid="ignore"):
+            record(0)
+            for step in range(1, config.iterations + 1):
+                x, targets = next(stream)
+                loss, grads = model.loss_and_gradients(params, x, targets)
+                optimizer.step(params, grads)
+                slot = (step - 1) % config.eval_every
+                step_losses[slot] = loss
+                if on_step:
+                    on_step(step)
+                if step % config.eval_every == 0 or step == config.iterations:
+                    _check_finite(to_numpy(step_losses)[: slot + 1], step - slot, config.lr)
+                    record(step)
     except KeyboardInterrupt:
-        error: GpunetError = Interrupted(max(step - 1, 0))
+        error: GpunetError | None = Interrupted(max(step - 1, 0))
     except DivergedError as e:
         error = e
     else:

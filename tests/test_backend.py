@@ -1,0 +1,127 @@
+"""Device resolution and its errors. A stand-in cupy plays the broken GPU setups CI cannot have."""
+
+from __future__ import annotations
+
+import sys
+import types
+
+import numpy as np
+import pytest
+
+from gpunet import backend
+from gpunet.backend import resolve_device, to_numpy
+from gpunet.errors import DeviceError
+from tests.conftest import cuda_device, strict_device
+
+
+class CUDARuntimeError(RuntimeError):
+    pass
+
+
+def fake_cupy(count: int | None = 1, error: str = "") -> types.ModuleType:
+    """A module shaped like cupy whose runtime reports `count` devices or raises `error`."""
+
+    def get_device_count() -> int:
+        if error:
+            raise CUDARuntimeError(error)
+        return count
+
+    cupy = types.ModuleType("cupy")
+    cupy.cuda = types.SimpleNamespace(runtime=types.SimpleNamespace(getDeviceCount=get_device_count))
+    return cupy
+
+
+@pytest.fixture
+def no_gpu_here() -> None:
+    if cuda_device() is not None:
+        pytest.skip("this machine has a usable GPU")
+
+
+def test_cpu() -> None:
+    dev = resolve_device("cpu")
+    assert dev.name == "cpu" and not dev.is_cuda and dev.note is None
+    a = dev.asarray(np.arange(3.0))
+    np.testing.assert_array_equal(to_numpy(a), [0.0, 1.0, 2.0])
+
+
+@pytest.mark.parametrize(("spec", "text"), [("tpu", "unknown device 'tpu'"), ("cuda:x", "must be a number")])
+def test_bad_device_strings(spec: str, text: str) -> None:
+    with pytest.raises(DeviceError, match=text):
+        resolve_device(spec)
+
+
+def test_cuda_without_cupy_says_how_to_install(no_gpu_here, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "cupy", None)  # import cupy -> ImportError
+    with pytest.raises(
+        DeviceError, match=r"cupy, which is not installed; install the GPU extra: pip install 'gpunet\[cuda\]'"
+    ):
+        resolve_device("cuda")
+
+
+def test_auto_falls_back_to_cpu_and_says_why(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "cupy", None)
+    dev = resolve_device("auto")
+    assert dev.name == "cpu"
+    assert dev.note.startswith("device: cpu, since") and "not installed" in dev.note
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        "cudaErrorInsufficientDriver: CUDA driver version is insufficient for CUDA runtime version",
+        "cudaErrorNoDevice: no CUDA-capable device is detected",
+    ],
+)
+def test_cuda_runtime_errors_are_named(monkeypatch: pytest.MonkeyPatch, error: str) -> None:
+    monkeypatch.setitem(sys.modules, "cupy", fake_cupy(error=error))
+    with pytest.raises(DeviceError) as caught:
+        resolve_device("cuda")
+    assert error.split(":")[0] in str(caught.value)
+    assert "\n" not in str(caught.value)
+
+
+def test_zero_devices(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "cupy", fake_cupy(count=0))
+    with pytest.raises(DeviceError, match="no CUDA device"):
+        resolve_device("cuda:0")
+
+
+def test_device_index_that_does_not_exist(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "cupy", fake_cupy(count=2))
+    with pytest.raises(DeviceError, match=r"no device cuda:3: this machine has 2 \(cuda:0..cuda:1\)"):
+        resolve_device("cuda:3")
+
+
+def test_a_broken_cupy_import_is_reported(monkeypatch: pytest.MonkeyPatch) -> None:
+    class Exploding(types.ModuleType):
+        def __getattr__(self, name: str):
+            raise OSError("libcudart.so.12: cannot open shared object file")
+
+    monkeypatch.setitem(sys.modules, "cupy", Exploding("cupy"))
+    with pytest.raises(DeviceError, match="libcudart"):
+        resolve_device("cuda")
+
+
+def test_describe_has_a_cpu_row_with_blas_and_a_cuda_row(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "cupy", fake_cupy(error="cudaErrorNoDevice: no CUDA-capable device"))
+    rows = dict(backend.describe())
+    assert rows["cpu"].startswith(f"numpy {np.__version__}") and "BLAS" in rows["cpu"]
+    assert rows["cuda"].startswith("unavailable") and "cudaErrorNoDevice" in rows["cuda"]
+
+
+def test_to_numpy_reads_any_namespace() -> None:
+    dev = strict_device()
+    a = dev.asarray(np.array([[1.0, 2.0]]))
+    out = to_numpy(a)
+    assert isinstance(out, np.ndarray)
+    np.testing.assert_array_equal(out, [[1.0, 2.0]])
+
+
+@pytest.mark.gpu
+def test_cuda_device_round_trip() -> None:
+    dev = cuda_device()
+    assert dev.is_cuda
+    a = dev.asarray(np.arange(5, dtype=np.float32))
+    assert type(a).__module__.startswith("cupy")
+    dev.synchronize()
+    np.testing.assert_array_equal(to_numpy(a * 2), np.arange(5) * 2)

@@ -1,0 +1,242 @@
+"""The command line, through typer's CliRunner and, for the real entry point, a subprocess."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from gpunet.cli import app
+from tests.conftest import FASHION_DIR, cuda_device
+
+runner = CliRunner()
+QUICK = ["--dataset", "synthetic", "--iterations", "20", "--eval-every", "10", "--device", "cpu"]
+
+
+@pytest.fixture(autouse=True)
+def isolated_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An empty cache, no $GPUNET_DATA, and mirrors that refuse at once: nothing leaves the machine."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.delenv("GPUNET_DATA", raising=False)
+    monkeypatch.setenv("GPUNET_MIRRORS", "http://127.0.0.1:9/")
+
+
+def invoke(*args: str):
+    return runner.invoke(app, list(args))
+
+
+def assert_one_line_error(result, code: int | None = None, text: str = "") -> str:
+    assert result.exit_code != 0
+    if code is not None:
+        assert result.exit_code == code
+    assert "Traceback" not in result.output
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.output
+    assert lines[0].startswith("error: ")
+    assert text in lines[0]
+    return lines[0]
+
+
+def test_train_reports_output_layer_accuracy_and_writes_json(tmp_path: Path) -> None:
+    out = tmp_path / "run.json"
+    result = invoke("train", *QUICK, "--json", str(out))
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines()[0].startswith("dataset: synthetic")
+    assert "test accuracy" in result.output
+    summary = json.loads(out.read_text())
+    for key in (
+        "test_accuracy",
+        "train_accuracy",
+        "final_loss",
+        "iterations",
+        "train_seconds",
+        "device",
+        "dataset",
+        "hidden",
+        "optimizer",
+        "lr",
+        "dtype",
+        "seed",
+        "history",
+    ):
+        assert key in summary
+    assert summary["status"] == "completed"
+    assert summary["device"] == "cpu" and summary["hidden"] == [16, 16] and summary["iterations"] == 20
+    assert summary["test_accuracy"] > 0.9
+    assert [h["iteration"] for h in summary["history"]] == [0, 10, 20]
+    assert set(summary["history"][0]) == {"iteration", "loss", "train_accuracy", "test_accuracy"}
+    assert summary["history"][0]["loss"] == pytest.approx(math.log(10), abs=0.05)
+    assert f"{summary['test_accuracy']:.4f}" in result.output
+
+
+def test_quiet_prints_only_the_result() -> None:
+    result = invoke("train", *QUICK, "--quiet")
+    assert result.exit_code == 0
+    assert result.output.strip().startswith("test accuracy")
+    assert len(result.output.strip().splitlines()) == 1
+
+
+def test_plain_log_lines_when_not_a_terminal() -> None:
+    result = invoke("train", *QUICK, "--hidden", "8", "--optimizer", "momentum", "--lr", "0.05", "--batch-size", "500")
+    assert result.exit_code == 0, result.output
+    steps = [line for line in result.output.splitlines() if line.startswith("step")]
+    assert len(steps) == 3 and "loss" in steps[-1] and "test" in steps[-1]
+    assert "784-8-10 with momentum lr 0.05, batches of 500" in result.output
+
+
+@pytest.mark.parametrize(
+    ("args", "text"),
+    [
+        (["--hidden", "0"], "positive"),
+        (["--hidden", "16,abc"], "comma-separated"),
+        (["--lr", "nan"], "learning rate"),
+        (["--lr", "-1"], "learning rate"),
+        (["--batch-size", "0"], "batch size"),
+        (["--iterations", "-1"], "iterations"),
+        (["--iterations", "ten"], "--iterations"),
+        (["--optimizer", "sgd"], "optimizer"),
+        (["--dtype", "float16"], "dtype"),
+        (["--eval-every", "0"], "eval-every"),
+        (["--dataset", "cifar"], "unknown dataset"),
+        (["--device", "tpu"], "unknown device"),
+        (["--device", "cuda:x"], "index"),
+        (["--no-such-option"], "No such option"),
+    ],
+    ids=lambda v: " ".join(v) if isinstance(v, list) else None,
+)
+def test_bad_options_give_one_line_and_exit_2_or_1(args: list[str], text: str) -> None:
+    result = invoke("train", "--dataset", "synthetic", *args)
+    assert_one_line_error(result, text=text)
+    assert result.exit_code in (1, 2)
+
+
+@pytest.mark.skipif(cuda_device() is not None, reason="this machine has a usable GPU")
+def test_cuda_without_gpu_says_why() -> None:
+    line = assert_one_line_error(invoke("train", *QUICK[:-2], "--device", "cuda"), code=1)
+    assert "cupy" in line or "CUDA" in line
+
+
+def test_auto_device_falls_back_to_cpu_and_says_so() -> None:
+    if cuda_device() is not None:
+        pytest.skip("this machine has a usable GPU")
+    result = invoke("train", *QUICK[:-2], "--device", "auto")
+    assert result.exit_code == 0
+    assert "device: cpu, since" in result.output
+
+
+def test_missing_data_offline_says_how_to_get_it(tmp_path: Path) -> None:
+    line = assert_one_line_error(invoke("train", "--dataset", "mnist", "--offline"), code=1)
+    assert "gpunet datasets download mnist" in line and "--offline" in line
+
+
+def test_no_network_fails_fast_with_a_clear_error() -> None:
+    line = assert_one_line_error(invoke("train", "--dataset", "mnist"), code=1)
+    assert "could not download" in line and "127.0.0.1" in line
+
+
+def test_auto_dataset_announces_the_fashion_fallback_first() -> None:
+    result = invoke("train", "--offline", "--iterations", "0", "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    first = result.output.splitlines()[0]
+    assert first == f"MNIST unavailable offline: training on Fashion-MNIST from {FASHION_DIR}"
+
+
+def test_auto_dataset_with_nothing_available(monkeypatch: pytest.MonkeyPatch) -> None:
+    import gpunet.data
+
+    monkeypatch.setattr(gpunet.data, "search_dirs", lambda name, data_dir=None: [])
+    line = assert_one_line_error(invoke("train", "--offline"), code=1)
+    assert "no dataset available" in line
+
+
+def copy_fashion(tmp_path: Path) -> Path:
+    target = tmp_path / "fashion-mnist"
+    shutil.copytree(FASHION_DIR, target)
+    return target
+
+
+def test_truncated_data_file(tmp_path: Path) -> None:
+    target = copy_fashion(tmp_path)
+    labels = target / "t10k-labels-idx1-ubyte.gz"
+    labels.write_bytes(labels.read_bytes()[:2000])
+    line = assert_one_line_error(invoke("train", "--dataset", "fashion-mnist", "--data-dir", str(tmp_path)), code=1)
+    assert "t10k-labels-idx1-ubyte.gz" in line and "gzip" in line
+
+
+def test_mislabelled_data_file(tmp_path: Path) -> None:
+    target = copy_fashion(tmp_path)
+    labels = target / "t10k-labels-idx1-ubyte.gz"
+    raw = bytearray(gzip.decompress(labels.read_bytes()))
+    raw[8 + 17] = 12  # label 12 in a 10-class dataset
+    labels.unlink()
+    (target / "t10k-labels-idx1-ubyte").write_bytes(bytes(raw))
+    line = assert_one_line_error(invoke("train", "--dataset", "fashion-mnist", "--data-dir", str(target)), code=1)
+    assert "t10k-labels-idx1-ubyte" in line
+
+
+def test_missing_data_file(tmp_path: Path) -> None:
+    target = copy_fashion(tmp_path)
+    (target / "train-labels-idx1-ubyte.gz").unlink()
+    line = assert_one_line_error(invoke("train", "--dataset", "fashion-mnist", "--data-dir", str(target)), code=1)
+    assert "missing train-labels-idx1-ubyte" in line
+
+
+def test_divergence_exits_3_names_the_step_and_keeps_the_history(tmp_path: Path) -> None:
+    out = tmp_path / "diverged.json"
+    args = ["train", *QUICK, "--optimizer", "gd", "--lr", "1e30", "--json", str(out)]
+    line = assert_one_line_error(invoke(*args), code=3)
+    assert "at step" in line and "lower learning rate" in line
+    summary = json.loads(out.read_text())
+    assert summary["status"] == "DivergedError" and summary["history"][0]["iteration"] == 0
+
+
+def test_devices_lists_cpu_and_explains_cuda() -> None:
+    result = invoke("devices")
+    assert result.exit_code == 0
+    assert result.output.startswith("cpu")
+    assert "numpy" in result.output and "BLAS" in result.output
+    assert "cuda" in result.output
+
+
+def test_datasets_lists_where_each_was_found() -> None:
+    result = invoke("datasets")
+    assert result.exit_code == 0
+    assert f"fashion-mnist  found in {FASHION_DIR}" in result.output
+    assert "mnist          not found" in result.output
+    assert "synthetic" in result.output
+
+
+def test_datasets_download_verifies_a_present_dataset() -> None:
+    result = invoke("datasets", "download", "fashion-mnist")
+    assert result.exit_code == 0, result.output
+    assert "60,000 train" in result.output and "verified" in result.output
+
+
+def test_datasets_download_without_network_fails_in_one_line() -> None:
+    assert_one_line_error(invoke("datasets", "download", "mnist"), code=1, text="could not download")
+
+
+def test_datasets_download_unknown_name() -> None:
+    assert_one_line_error(invoke("datasets", "download", "cifar"), code=2, text="cannot download 'cifar'")
+
+
+def test_the_installed_entry_point_prints_no_traceback(tmp_path: Path) -> None:
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path), "GPUNET_MIRRORS": "http://127.0.0.1:9/"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "gpunet", "train", "--dataset", "mnist", "--offline"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and proc.stderr.startswith("error: ")

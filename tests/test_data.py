@@ -1,0 +1,438 @@
+"""Datasets: where they are looked for, how they are verified, downloaded, and `auto`'s fallback."""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import hashlib
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from idxfiles import FILE_NAMES, gzipped, idx_bytes, make_dataset, serve, write_dataset
+
+from gpunet import data
+from gpunet.errors import DatasetError, DatasetMissing
+
+REAL_FASHION = Path("/usr/share/datasets/fashion-mnist")  # installed by `apt-get install dataset-fashion-mnist`
+
+
+@pytest.fixture(autouse=True)
+def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty user cache and no environment overrides; returns $XDG_CACHE_HOME."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
+    monkeypatch.delenv("GPUNET_DATA", raising=False)
+    monkeypatch.delenv("GPUNET_MIRRORS", raising=False)
+    for name in ("no_proxy", "NO_PROXY"):
+        monkeypatch.setenv(name, "127.0.0.1,localhost")
+    return tmp_path / "xdg-cache"
+
+
+def hide_system(monkeypatch: pytest.MonkeyPatch, *names: str) -> None:
+    """Make /usr/share/datasets/<name> invisible to the lookup, as on a machine without the package."""
+    hidden = {Path("/usr/share/datasets") / name for name in names}
+    search_dirs = data.search_dirs
+    monkeypatch.setattr(data, "search_dirs", lambda *a, **k: [d for d in search_dirs(*a, **k) if d not in hidden])
+
+
+def assert_loaded(ds: data.Dataset, arrays: dict[str, np.ndarray]) -> None:
+    """`ds` holds exactly `arrays` (as written by write_dataset), images flattened to 784 columns."""
+    train_x, train_y, test_x, test_y = (arrays[name] for name in FILE_NAMES)
+    assert ds.train_images.shape == (len(train_x), 784)
+    assert ds.test_images.shape == (len(test_x), 784)
+    assert ds.train_images.dtype == ds.test_images.dtype == np.uint8
+    assert ds.train_labels.dtype == ds.test_labels.dtype == np.uint8
+    np.testing.assert_array_equal(ds.train_images, train_x.reshape(-1, 784))
+    np.testing.assert_array_equal(ds.test_images, test_x.reshape(-1, 784))
+    np.testing.assert_array_equal(ds.train_labels, train_y)
+    np.testing.assert_array_equal(ds.test_labels, test_y)
+
+
+def link_real_fashion(directory: Path, *except_names: str) -> Path:
+    """`directory` with symlinks to the real Fashion-MNIST files, except those named."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for name in FILE_NAMES:
+        if name not in except_names:
+            (directory / f"{name}.gz").symlink_to(REAL_FASHION / f"{name}.gz")
+    return directory
+
+
+def real_contents(name: str) -> bytes:
+    return gzip.decompress((REAL_FASHION / f"{name}.gz").read_bytes())
+
+
+# --- verification -------------------------------------------------------------------------------
+
+
+def test_fake_directory_is_refused_as_fashion_mnist(tmp_path: Path) -> None:
+    write_dataset(tmp_path / "fake")
+    with pytest.raises(DatasetError) as info:
+        data.load("fashion-mnist", data_dir=tmp_path / "fake", offline=True)
+    assert not isinstance(info.value, DatasetMissing)  # a bad file is reported, never treated as absent
+    assert "checksum mismatch" in str(info.value)
+    assert info.value.path == tmp_path / "fake" / "train-images-idx3-ubyte.gz"
+
+
+@pytest.mark.parametrize("gz", [True, False], ids=["gzip", "raw"])
+def test_structurally_valid_fake_mnist_loads_unverified(tmp_path: Path, gz: bool) -> None:
+    assert all(f.raw_sha256 is None for f in data.MNIST.files)  # nothing can vouch for a local MNIST copy
+    arrays = write_dataset(tmp_path / "fake", n_train=30, n_test=12, gzip=gz)
+    ds = data.load("mnist", data_dir=tmp_path / "fake", offline=True)
+    assert ds.name == "mnist"
+    assert ds.verified is False
+    assert ds.source == str(tmp_path / "fake")
+    assert len(ds.checksum) == 64
+    assert_loaded(ds, arrays)
+
+
+def test_checksum_identifies_the_contents(tmp_path: Path) -> None:
+    write_dataset(tmp_path / "a", seed=1)
+    write_dataset(tmp_path / "b", seed=1, gzip=False)  # same contents, stored raw
+    write_dataset(tmp_path / "c", seed=2)
+    a, b, c = (data.load("mnist", data_dir=tmp_path / d, offline=True).checksum for d in "abc")
+    assert a == b
+    assert a != c
+
+
+def test_bad_labels_in_a_fake_mnist_are_refused(tmp_path: Path) -> None:
+    arrays = write_dataset(tmp_path / "fake", n_train=12)
+    labels = arrays["train-labels-idx1-ubyte"].copy()
+    labels[5] = 10
+    (tmp_path / "fake" / "train-labels-idx1-ubyte.gz").write_bytes(gzipped(idx_bytes(labels)))
+    with pytest.raises(DatasetError, match="label 10 at index 5"):
+        data.load("mnist", data_dir=tmp_path / "fake", offline=True)
+
+
+def test_test_images_of_another_size_are_refused(tmp_path: Path) -> None:
+    write_dataset(tmp_path / "fake")
+    images = np.zeros((10, 14, 14), dtype=np.uint8)
+    (tmp_path / "fake" / "t10k-images-idx3-ubyte.gz").write_bytes(gzipped(idx_bytes(images)))
+    with pytest.raises(DatasetError, match=r"test images are \(14, 14\)"):
+        data.load("mnist", data_dir=tmp_path / "fake", offline=True)
+
+
+def test_unknown_dataset_name_lists_the_choices() -> None:
+    with pytest.raises(DatasetError, match=r"unknown dataset 'cifar'.*fashion-mnist"):
+        data.load("cifar", offline=True)
+
+
+# --- lookup order -------------------------------------------------------------------------------
+
+
+def place(root: Path, layout: str, seed: int, n_train: int) -> tuple[Path, dict[str, np.ndarray]]:
+    """A fake MNIST in `root/mnist/` ("nested") or directly in `root` ("flat"); its folder and arrays."""
+    folder = root / "mnist" if layout == "nested" else root
+    return folder, write_dataset(folder, n_train=n_train, seed=seed)
+
+
+@pytest.mark.parametrize("layout", ["nested", "flat"])
+def test_data_dir_wins_over_gpunet_data_which_wins_over_cache(
+    tmp_path: Path, isolated: Path, monkeypatch: pytest.MonkeyPatch, layout: str
+) -> None:
+    hide_system(monkeypatch, "mnist")
+    cache, cache_arrays = place(isolated / "gpunet", "nested", seed=1, n_train=11)
+    assert data.load("mnist", offline=True).source == str(cache)
+
+    monkeypatch.setenv("GPUNET_DATA", str(tmp_path / "env"))
+    env, env_arrays = place(tmp_path / "env", layout, seed=2, n_train=12)
+    from_env = data.load("mnist", offline=True)
+    assert from_env.source == str(env)
+    assert_loaded(from_env, env_arrays)
+
+    given, given_arrays = place(tmp_path / "given", layout, seed=3, n_train=13)
+    from_dir = data.load("mnist", data_dir=tmp_path / "given", offline=True)
+    assert from_dir.source == str(given)
+    assert_loaded(from_dir, given_arrays)
+
+    monkeypatch.delenv("GPUNET_DATA")
+    assert_loaded(data.load("mnist", offline=True), cache_arrays)
+
+
+def test_search_dirs_order(tmp_path: Path, isolated: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GPUNET_DATA", str(tmp_path / "env"))
+    assert data.search_dirs("mnist", tmp_path / "given") == [
+        tmp_path / "given" / "mnist",
+        tmp_path / "given",
+        tmp_path / "env" / "mnist",
+        tmp_path / "env",
+        isolated / "gpunet" / "mnist",
+        Path("/usr/share/datasets/mnist"),
+    ]
+
+
+def test_nested_layout_wins_over_flat_in_the_same_root(tmp_path: Path) -> None:
+    nested = write_dataset(tmp_path / "root" / "mnist", seed=1)
+    write_dataset(tmp_path / "root", seed=2)
+    assert_loaded(data.load("mnist", data_dir=tmp_path / "root", offline=True), nested)
+
+
+@pytest.mark.parametrize("where", ["data_dir", "GPUNET_DATA"])
+def test_incomplete_directory_names_the_missing_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str
+) -> None:
+    write_dataset(tmp_path / "partial")
+    (tmp_path / "partial" / "t10k-labels-idx1-ubyte.gz").unlink()
+    if where == "GPUNET_DATA":
+        monkeypatch.setenv("GPUNET_DATA", str(tmp_path / "partial"))
+    data_dir = tmp_path / "partial" if where == "data_dir" else None
+    with pytest.raises(DatasetError) as info:
+        data.load("mnist", data_dir=data_dir, offline=True)
+    assert not isinstance(info.value, DatasetMissing)
+    assert info.value.path == tmp_path / "partial"
+    assert "missing t10k-labels-idx1-ubyte" in str(info.value)
+    assert "train-images" not in str(info.value)
+
+
+def test_offline_with_nothing_found_says_how_to_get_data(isolated: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    hide_system(monkeypatch, "mnist")
+    with pytest.raises(DatasetMissing) as info:
+        data.load("mnist", offline=True)
+    message = str(info.value)
+    assert "gpunet datasets download mnist" in message
+    assert "--data-dir" in message
+    assert "offline" in message
+    assert str(isolated / "gpunet" / "mnist") in message  # where it looked
+
+
+def test_partial_cache_offline_is_missing_not_an_error(isolated: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    hide_system(monkeypatch, "mnist")
+    write_dataset(isolated / "gpunet" / "mnist")
+    (isolated / "gpunet" / "mnist" / "train-labels-idx1-ubyte.gz").unlink()
+    with pytest.raises(DatasetMissing):
+        data.load("mnist", offline=True)
+
+
+# --- downloading into the cache -----------------------------------------------------------------
+
+
+Mirrored = tuple[dict[str, bytes], dict[str, np.ndarray]]  # gz bytes by URL path, arrays by file name
+
+
+@pytest.fixture
+def mirrored_mnist(monkeypatch: pytest.MonkeyPatch) -> Mirrored:
+    """A fake MNIST whose .gz bytes are what data.MNIST's checksums now expect; (gz bytes by path, arrays)."""
+    hide_system(monkeypatch, "mnist")
+    arrays = make_dataset(n_train=25, n_test=10, seed=7)
+    stored = {name: gzipped(idx_bytes(array)) for name, array in arrays.items()}
+    files = tuple(
+        dataclasses.replace(f, gz_sha256=hashlib.sha256(stored[f.name]).hexdigest()) for f in data.MNIST.files
+    )
+    spec = dataclasses.replace(data.MNIST, files=files)
+    monkeypatch.setattr(data, "MNIST", spec)
+    monkeypatch.setitem(data.SPECS, "mnist", spec)
+    return {f"/mnist/{name}.gz": body for name, body in stored.items()}, arrays
+
+
+def test_download_into_the_cache(isolated: Path, monkeypatch: pytest.MonkeyPatch, mirrored_mnist: Mirrored) -> None:
+    routes, arrays = mirrored_mnist
+    progressed: list[str] = []
+    with serve(routes) as server:
+        monkeypatch.setenv("GPUNET_MIRRORS", f" {server.base}mnist/ ")
+        ds = data.load("mnist", offline=False, progress=lambda name: progressed.append(name))
+    cache = isolated / "gpunet" / "mnist"
+    assert sorted(server.requests) == sorted(routes)
+    assert progressed == list(FILE_NAMES)
+    assert sorted(p.name for p in cache.iterdir()) == sorted(f"{name}.gz" for name in FILE_NAMES)
+    assert ds.source == str(cache)
+    assert ds.verified is True  # the downloaded .gz bytes matched the spec's checksums
+    assert_loaded(ds, arrays)
+    # Now cached: loads offline, with the server gone.
+    assert_loaded(data.load("mnist", offline=True), arrays)
+
+
+def test_download_completes_a_partial_cache(
+    isolated: Path, monkeypatch: pytest.MonkeyPatch, mirrored_mnist: Mirrored
+) -> None:
+    routes, arrays = mirrored_mnist
+    cache = isolated / "gpunet" / "mnist"
+    cache.mkdir(parents=True)
+    for name in FILE_NAMES[:2]:
+        (cache / f"{name}.gz").write_bytes(routes[f"/mnist/{name}.gz"])
+    with serve(routes) as server:
+        monkeypatch.setenv("GPUNET_MIRRORS", server.base + "mnist/")
+        ds = data.load("mnist")
+    assert sorted(server.requests) == sorted(f"/mnist/{name}.gz" for name in FILE_NAMES[2:])
+    assert_loaded(ds, arrays)
+
+
+def test_download_falls_back_to_the_next_mirror(monkeypatch: pytest.MonkeyPatch, mirrored_mnist: Mirrored) -> None:
+    routes, arrays = mirrored_mnist
+    with serve({}) as empty, serve(routes) as server:
+        monkeypatch.setenv("GPUNET_MIRRORS", f"{empty.base}mnist/,{server.base}mnist/")
+        ds = data.load("mnist")
+    assert len(empty.requests) == 4
+    assert_loaded(ds, arrays)
+
+
+def test_failed_download_is_missing_with_every_reason(
+    isolated: Path, monkeypatch: pytest.MonkeyPatch, mirrored_mnist: Mirrored
+) -> None:
+    routes, _ = mirrored_mnist
+    corrupt = {path: body[:-1] + b"!" for path, body in routes.items()}
+    with serve({}) as empty, serve(corrupt) as wrong:
+        monkeypatch.setenv("GPUNET_MIRRORS", f"{empty.base}mnist/,{wrong.base}mnist/")
+        with pytest.raises(DatasetMissing) as info:
+            data.load("mnist")
+    message = str(info.value)
+    assert f"{empty.netloc}: HTTP 404" in message
+    assert f"{wrong.netloc}: checksum mismatch" in message
+    assert "gpunet datasets download mnist" in message
+    assert not list((isolated / "gpunet" / "mnist").iterdir())  # nothing half-downloaded
+
+
+def test_offline_never_downloads(monkeypatch: pytest.MonkeyPatch, mirrored_mnist: Mirrored) -> None:
+    routes, _ = mirrored_mnist
+    with serve(routes) as server:
+        monkeypatch.setenv("GPUNET_MIRRORS", server.base + "mnist/")
+        with pytest.raises(DatasetMissing):
+            data.load("mnist", offline=True)
+    assert server.requests == []
+
+
+# --- auto ---------------------------------------------------------------------------------------
+
+FALLBACK = "MNIST unavailable offline: training on Fashion-MNIST from"
+
+
+def test_auto_falls_back_to_installed_fashion_mnist_offline(monkeypatch: pytest.MonkeyPatch) -> None:
+    hide_system(monkeypatch, "mnist")
+    messages: list[str] = []
+    ds = data.load("auto", offline=True, say=messages.append)
+    assert ds.name == "fashion-mnist"
+    assert ds.source == str(REAL_FASHION)
+    assert ds.verified is True
+    assert messages[0].startswith(FALLBACK)
+    assert messages[0].endswith(str(REAL_FASHION))
+
+
+def test_auto_falls_back_to_fashion_mnist_in_data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    hide_system(monkeypatch, "mnist", "fashion-mnist")
+    link_real_fashion(tmp_path / "datasets" / "fashion-mnist")
+    messages: list[str] = []
+    ds = data.load("auto", data_dir=tmp_path / "datasets", offline=True, say=messages.append)
+    assert ds.name == "fashion-mnist"
+    assert ds.source == str(tmp_path / "datasets" / "fashion-mnist")
+    assert messages == [f"{FALLBACK} {tmp_path / 'datasets' / 'fashion-mnist'}"]
+
+
+def test_auto_with_data_dir_holding_fashion_mnist_files_directly(monkeypatch: pytest.MonkeyPatch) -> None:
+    hide_system(monkeypatch, "mnist")
+    messages: list[str] = []
+    ds = data.load("auto", data_dir=REAL_FASHION, offline=True, say=messages.append)
+    assert ds.name == "fashion-mnist"
+    assert messages[0].startswith(FALLBACK)
+
+
+def test_auto_prefers_mnist(tmp_path: Path) -> None:
+    arrays = write_dataset(tmp_path / "datasets" / "mnist")
+    messages: list[str] = []
+    ds = data.load("auto", data_dir=tmp_path / "datasets", offline=True, say=messages.append)
+    assert ds.name == "mnist"
+    assert messages == []
+    assert_loaded(ds, arrays)
+
+
+def test_auto_reports_a_corrupt_mnist_instead_of_replacing_it(tmp_path: Path) -> None:
+    write_dataset(tmp_path / "datasets" / "mnist")
+    (tmp_path / "datasets" / "mnist" / "train-images-idx3-ubyte.gz").write_bytes(gzipped(b"\x00\x00\x08\x03"))
+    with pytest.raises(DatasetError, match="truncated header") as info:
+        data.load("auto", data_dir=tmp_path / "datasets", offline=True)
+    assert not isinstance(info.value, DatasetMissing)
+
+
+def test_auto_with_no_dataset_at_all_is_missing(monkeypatch: pytest.MonkeyPatch) -> None:
+    hide_system(monkeypatch, "mnist", "fashion-mnist")
+    messages: list[str] = []
+    with pytest.raises(DatasetMissing) as info:
+        data.load("auto", offline=True, say=messages.append)
+    assert "no dataset available" in str(info.value)
+    assert "gpunet datasets download" in str(info.value)
+    assert "Fashion-MNIST is not installed either" in str(info.value)
+    assert messages == []
+
+
+# --- the real Fashion-MNIST ---------------------------------------------------------------------
+
+
+def test_real_fashion_mnist_loads_verified() -> None:
+    ds = data.load("fashion-mnist", offline=True)
+    assert ds.source == str(REAL_FASHION)
+    assert ds.verified is True
+    assert ds.train_images.shape == (60000, 784)
+    assert ds.test_images.shape == (10000, 784)
+    assert ds.train_images.dtype == ds.test_images.dtype == np.uint8
+    assert ds.train_labels.shape == (60000,)
+    assert ds.test_labels.shape == (10000,)
+    assert np.bincount(ds.train_labels, minlength=10).tolist() == [6000] * 10  # all ten classes, balanced
+    assert np.bincount(ds.test_labels, minlength=10).tolist() == [1000] * 10
+    assert ds.train_images.max() == 255
+
+
+def test_real_file_recompressed_or_raw_is_still_recognised(tmp_path: Path) -> None:
+    folder = link_real_fashion(tmp_path / "copy", "train-labels-idx1-ubyte", "t10k-labels-idx1-ubyte")
+    (folder / "train-labels-idx1-ubyte").write_bytes(real_contents("train-labels-idx1-ubyte"))
+    (folder / "t10k-labels-idx1-ubyte.gz").write_bytes(gzip.compress(real_contents("t10k-labels-idx1-ubyte"), 1))
+    ds = data.load("fashion-mnist", data_dir=folder, offline=True)
+    assert ds.verified is True
+    assert ds.checksum == data.load("fashion-mnist", offline=True).checksum
+
+
+def test_real_file_with_one_byte_changed_is_a_checksum_mismatch(tmp_path: Path) -> None:
+    folder = link_real_fashion(tmp_path / "copy", "t10k-labels-idx1-ubyte")
+    contents = bytearray(real_contents("t10k-labels-idx1-ubyte"))
+    contents[-1] = (contents[-1] + 1) % 10  # still a valid label: only the checksum can tell
+    (folder / "t10k-labels-idx1-ubyte.gz").write_bytes(gzipped(bytes(contents)))
+    with pytest.raises(DatasetError) as info:
+        data.load("fashion-mnist", data_dir=folder, offline=True)
+    assert info.value.path == folder / "t10k-labels-idx1-ubyte.gz"
+    assert "checksum mismatch" in str(info.value)
+    assert "delete it" in str(info.value)
+
+
+def test_fashion_mnist_file_where_mnist_expects_its_own_is_named(tmp_path: Path) -> None:
+    write_dataset(tmp_path / "mnist")
+    shutil.copy(REAL_FASHION / "train-labels-idx1-ubyte.gz", tmp_path / "mnist" / "train-labels-idx1-ubyte.gz")
+    with pytest.raises(DatasetError) as info:
+        data.load("mnist", data_dir=tmp_path / "mnist", offline=True)
+    assert info.value.path == tmp_path / "mnist" / "train-labels-idx1-ubyte.gz"
+    assert "this is Fashion-MNIST's train-labels-idx1-ubyte, not MNIST's train-labels-idx1-ubyte" in str(info.value)
+
+
+def test_fashion_mnist_file_under_another_fashion_name_is_named(tmp_path: Path) -> None:
+    folder = link_real_fashion(tmp_path / "copy", "t10k-labels-idx1-ubyte")
+    shutil.copy(REAL_FASHION / "train-labels-idx1-ubyte.gz", folder / "t10k-labels-idx1-ubyte.gz")
+    with pytest.raises(DatasetError, match="this is Fashion-MNIST's train-labels-idx1-ubyte, not Fashion-MNIST's t10k"):
+        data.load("fashion-mnist", data_dir=folder, offline=True)
+
+
+# --- synthetic ----------------------------------------------------------------------------------
+
+
+def test_synthetic_is_deterministic_and_well_formed() -> None:
+    a, b = data.synthetic(), data.synthetic()
+    for field in ("train_images", "train_labels", "test_images", "test_labels"):
+        np.testing.assert_array_equal(getattr(a, field), getattr(b, field))
+    assert a.checksum == b.checksum
+    assert a.train_images.shape == (3000, 784)
+    assert a.test_images.shape == (1000, 784)
+    assert a.train_images.dtype == a.test_images.dtype == np.uint8
+    assert a.train_labels.shape == (3000,)
+    assert a.test_labels.shape == (1000,)
+    assert a.train_labels.max() < 10
+    assert a.test_labels.max() < 10
+    assert set(np.unique(a.train_labels)) == set(range(10))
+
+
+def test_synthetic_sizes_and_seeds() -> None:
+    small = data.synthetic(n_train=50, n_test=20, seed=5)
+    assert small.train_images.shape == (50, 784)
+    assert small.test_labels.shape == (20,)
+    assert small.checksum != data.synthetic(n_train=50, n_test=20, seed=6).checksum
+    np.testing.assert_array_equal(small.train_images, data.synthetic(n_train=50, n_test=20, seed=5).train_images)
+
+
+def test_load_synthetic_is_synthetic() -> None:
+    ds = data.load("synthetic", offline=True)
+    assert ds.name == "synthetic"
+    assert ds.checksum == data.synthetic().checksum

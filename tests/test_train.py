@@ -1,0 +1,142 @@
+"""The training loop: reproducible, portable, honest about divergence, and it learns real data."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+import gpunet.train as train_module
+from gpunet import data, model
+from gpunet.backend import to_numpy
+from gpunet.errors import ConfigError, DivergedError
+from gpunet.train import DeviceData, TrainConfig, train
+from tests.conftest import FASHION_DIR, numpy_device, strict_device
+
+QUICK = TrainConfig(iterations=30, eval_every=10)
+
+
+@pytest.fixture(scope="module")
+def small() -> data.Dataset:
+    return data.synthetic(n_train=600, n_test=200)
+
+
+def test_learns_the_synthetic_task(small: data.Dataset) -> None:
+    result = train(QUICK, small, numpy_device())
+    assert [r.iteration for r in result.history] == [0, 10, 20, 30]
+    assert result.history[0].loss == pytest.approx(math.log(10), abs=0.05)
+    assert result.final.loss < result.history[0].loss / 2
+    assert result.final.test_accuracy > 0.9
+
+
+def test_same_seed_same_run_and_another_seed_another(small: data.Dataset) -> None:
+    config = TrainConfig(iterations=12, eval_every=4, batch_size=100)
+    a = train(config, small, numpy_device())
+    b = train(config, small, numpy_device())
+    assert a.history == b.history
+    for pa, pb in zip(a.params, b.params):
+        np.testing.assert_array_equal(pa, pb)
+    c = train(TrainConfig(iterations=12, eval_every=4, batch_size=100, seed=1), small, numpy_device())
+    assert not np.array_equal(a.params[0], c.params[0])
+
+
+def test_batch_size_changes_the_order_not_the_initial_weights(small: data.Dataset) -> None:
+    full = train(TrainConfig(iterations=5, eval_every=5), small, numpy_device())
+    mini = train(TrainConfig(iterations=5, eval_every=5, batch_size=64), small, numpy_device())
+    assert full.history[0] == mini.history[0]
+    assert full.history[-1] != mini.history[-1]
+
+
+def test_minibatch_epochs_cover_every_sample_once(small: data.Dataset) -> None:
+    split = DeviceData.from_host(small.train_images, small.train_labels, numpy_device(), "float64", 10)
+    stream = train_module.batches(split, 250, np.random.default_rng(0), numpy_device())
+    epoch = [next(stream) for _ in range(3)]  # 600 samples: 250 + 250 + 100
+    assert [len(x) for x, _ in epoch] == [250, 250, 100]
+    rows = np.concatenate([x for x, _ in epoch])
+    order = np.lexsort(rows.T)
+    np.testing.assert_array_equal(rows[order], split.x[np.lexsort(split.x.T)])
+
+
+def test_training_runs_unchanged_on_array_api_strict(small: data.Dataset) -> None:
+    """The loop, not only the math, is array-agnostic: batches, buffers and evaluation."""
+    config = TrainConfig(iterations=6, eval_every=3, batch_size=200, dtype="float64", optimizer="momentum")
+    strict = train(config, small, strict_device())
+    reference = train(config, small, numpy_device())
+    for s, r in zip(strict.history, reference.history):
+        assert s.loss == pytest.approx(r.loss, rel=1e-12)
+        assert s.test_accuracy == r.test_accuracy
+    for s, r in zip(strict.params, reference.params):
+        np.testing.assert_allclose(s, r, rtol=1e-10)
+
+
+def test_no_host_reads_between_evaluations(small: data.Dataset, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Results travel to the host only at evaluations: the step itself never synchronises."""
+    reads = []
+
+    def counting_to_numpy(a):
+        reads.append(1)
+        return to_numpy(a)
+
+    monkeypatch.setattr(train_module, "to_numpy", counting_to_numpy)
+    counts = []
+    for iterations in (5, 40):
+        reads.clear()
+        train(TrainConfig(iterations=iterations, eval_every=iterations), small, numpy_device())
+        counts.append(len(reads))
+    assert counts[0] == counts[1]
+
+
+def test_divergence_names_the_step(small: data.Dataset) -> None:
+    config = TrainConfig(optimizer="gd", lr=1e30, iterations=50, eval_every=50)
+    with pytest.raises(DivergedError) as caught:
+        train(config, small, numpy_device())
+    err = caught.value
+    assert 1 <= err.step < 50
+    assert not math.isfinite(err.loss)
+    assert "lower learning rate" in str(err)
+    assert err.result.history[0].iteration == 0  # what was done before is kept
+
+
+def test_the_recorded_metrics_are_the_models(small: data.Dataset) -> None:
+    result = train(TrainConfig(iterations=10, eval_every=10, dtype="float64"), small, numpy_device())
+    x = small.test_images / 255.0
+    expected = np.mean(model.predict(result.params, x) == small.test_labels)
+    assert result.final.test_accuracy == pytest.approx(expected)
+
+
+def test_zero_iterations_evaluates_the_initial_network(small: data.Dataset) -> None:
+    result = train(TrainConfig(iterations=0), small, numpy_device())
+    assert [r.iteration for r in result.history] == [0]
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"hidden": (16, 0)},
+        {"lr": float("nan")},
+        {"lr": -0.1},
+        {"lr": 0.0},
+        {"iterations": -1},
+        {"batch_size": 0},
+        {"optimizer": "sgd"},
+        {"dtype": "float16"},
+        {"eval_every": 0},
+        {"seed": -1},
+    ],
+    ids=str,
+)
+def test_nonsensical_settings_are_refused(bad: dict) -> None:
+    with pytest.raises(ConfigError):
+        TrainConfig(**bad).validate()
+
+
+@pytest.mark.slow
+def test_learns_real_fashion_mnist() -> None:
+    """The functional check: 200 full-batch Adam steps on all 60000 images reach 0.80 on the test set."""
+    fashion = data.load("fashion-mnist", data_dir=FASHION_DIR, offline=True)
+    result = train(TrainConfig(iterations=200, eval_every=50), fashion, numpy_device())
+    assert result.history[0].loss == pytest.approx(math.log(10), abs=0.05)
+    assert result.final.test_accuracy >= 0.80
+    losses = [r.loss for r in result.history]
+    assert losses == sorted(losses, reverse=True)
