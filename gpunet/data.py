@@ -270,7 +270,7 @@ def synthetic(n_train: int = 3000, n_test: int = 1000, seed: int = 1234) -> Data
 
     def draw(n: int) -> tuple[np.ndarray, np.ndarray]:
         labels = rng.integers(0, NUM_CLASSES, n).astype(np.uint8)
-        flips = rng.random((n, 784)) < 0.1  # each pixel flips with probability 0.1
+        flips = rng.random((n, 784)) < 0.3  # noisy enough to take a few dozen steps
         on = prototypes[labels] ^ flips
         intensity = rng.integers(128, 256, (n, 784))
         return (on * intensity).astype(np.uint8), labels

@@ -51,10 +51,10 @@ class DivergedError(GpunetError):
 
 
 class Interrupted(GpunetError):
-    """Ctrl-C (or SIGTERM) stopped training between two steps."""
+    """Ctrl-C (SIGINT) or SIGTERM stopped training between two steps."""
 
-    exit_code = 130
-
-    def __init__(self, step: int) -> None:
+    def __init__(self, step: int, signum: int = 2) -> None:
         self.step = step
-        super().__init__(f"interrupted after step {step}")
+        self.exit_code = 128 + signum  # the shell's convention: 130 for Ctrl-C, 143 for SIGTERM
+        name = "Ctrl-C" if signum == 2 else f"signal {signum}"
+        super().__init__(f"interrupted by {name} after step {step}")

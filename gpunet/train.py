@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
+import signal
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -187,9 +190,11 @@ def train(
     try:
         # Overflow in a diverging run is caught below and named by its step;
         # numpy's warnings about it would only bury that message.
-        with np.errstate(over="ignore", invalid="ignore"):
+        with np.errstate(over="ignore", invalid="ignore"), stop_requests() as stop:
             record(0)
             for step in range(1, config.iterations + 1):
+                if stop:
+                    raise Interrupted(step - 1, stop[0])
                 x, targets = next(stream)
                 loss, grads = model.loss_and_gradients(params, x, targets)
                 optimizer.step(params, grads)
@@ -200,10 +205,8 @@ def train(
                 if step % config.eval_every == 0 or step == config.iterations:
                     _check_finite(to_numpy(step_losses)[: slot + 1], step - slot, config.lr)
                     record(step)
-    except KeyboardInterrupt:
-        error: GpunetError | None = Interrupted(max(step - 1, 0))
-    except DivergedError as e:
-        error = e
+    except (Interrupted, DivergedError) as e:
+        error: GpunetError | None = e
     else:
         error = None
     device.synchronize()
@@ -213,6 +216,31 @@ def train(
         error.result = result
         raise error
     return result
+
+
+@contextlib.contextmanager
+def stop_requests() -> Iterator[list[int]]:
+    """Ctrl-C and SIGTERM only ask to stop, so a step is never cut in half.
+
+    The loop checks the yielded list between steps. A second signal while a
+    stop is pending interrupts at once, for a run that is stuck.
+    """
+    requested: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield requested  # signal handlers can only be set from the main thread
+        return
+
+    def ask_to_stop(signum: int, frame: object) -> None:
+        if requested:
+            raise KeyboardInterrupt
+        requested.append(signum)
+
+    previous = {s: signal.signal(s, ask_to_stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield requested
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
 
 
 def _check_finite(losses: np.ndarray, first_step: int, lr: float) -> None:

@@ -7,6 +7,7 @@ import json
 import math
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -240,3 +241,26 @@ def test_the_installed_entry_point_prints_no_traceback(tmp_path: Path) -> None:
     assert proc.returncode == 1
     assert "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and proc.stderr.startswith("error: ")
+
+
+@pytest.mark.parametrize(
+    ("signum", "code", "name"), [(signal.SIGINT, 130, "Ctrl-C"), (signal.SIGTERM, 143, "signal 15")]
+)
+def test_a_signal_stops_between_steps_and_keeps_the_history(tmp_path: Path, signum: int, code: int, name: str) -> None:
+    summary_path = tmp_path / "run.json"
+    args = ["train", *QUICK, "--iterations", "1000000", "--eval-every", "5", "--json", str(summary_path)]
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gpunet", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    )
+    for line in proc.stdout:
+        if line.startswith("step") and not line.split()[1].startswith("0/"):
+            break  # the loop is running
+    proc.send_signal(signum)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == code
+    assert "Traceback" not in stderr
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: interrupted by {name} after step ")
+    summary = json.loads(summary_path.read_text())
+    assert summary["status"] == "Interrupted" and summary["history"][-1]["iteration"] >= 5
