@@ -42,6 +42,21 @@ class Device:
 
             cupy.cuda.get_current_stream().synchronize()
 
+    def reset_memory_peak(self) -> None:
+        """Return cached GPU blocks, so `memory_peak_bytes` counts what comes next."""
+        if self.is_cuda:
+            import cupy
+
+            cupy.get_default_memory_pool().free_all_blocks()
+
+    def memory_peak_bytes(self) -> int | None:
+        """GPU memory held by cupy's pool (it keeps freed blocks, so this is its high-water mark)."""
+        if not self.is_cuda:
+            return None
+        import cupy
+
+        return int(cupy.get_default_memory_pool().total_bytes())
+
 
 def to_numpy(a: Any) -> np.ndarray:
     """Device -> host. Used only at the edges: metrics, checkpoints, results."""

@@ -15,11 +15,12 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.table import Table
 from typer.core import TyperGroup
 
 from gpunet import __version__, data
 from gpunet.backend import describe, resolve_device
-from gpunet.errors import ConfigError, DatasetError, GpunetError
+from gpunet.errors import ConfigError, DatasetError, DeviceError, GpunetError
 from gpunet.report import Reporter, stderr_line
 from gpunet.train import TrainConfig, TrainResult, layer_sizes, train
 
@@ -107,22 +108,51 @@ def write_json(path: Path, payload: dict[str, Any]) -> None:
         Path(tmp).unlink(missing_ok=True)
 
 
+# Options that `train` and `bench` share, declared once.
+DatasetOpt = Annotated[str, typer.Option("--dataset", help=DATASET_HELP)]
+DataDirOpt = Annotated[Path | None, typer.Option("--data-dir", help=DATA_DIR_HELP)]
+OfflineOpt = Annotated[bool, typer.Option("--offline", help="Never download; use only local files.")]
+HiddenOpt = Annotated[str, typer.Option("--hidden", help="Hidden layer sizes, comma-separated.")]
+OptimizerOpt = Annotated[str, typer.Option("--optimizer", help="gd, momentum or adam.")]
+LrOpt = Annotated[float, typer.Option("--lr", help="Learning rate.")]
+IterationsOpt = Annotated[int, typer.Option("--iterations", help="Number of updates.")]
+BatchOpt = Annotated[int | None, typer.Option("--batch-size", help="Samples per update; default: all (full batch).")]
+DtypeOpt = Annotated[str, typer.Option("--dtype", help="float32 or float64.")]
+SeedOpt = Annotated[int, typer.Option("--seed", help="Seed for the initial weights and the batch order.")]
+EvalOpt = Annotated[int, typer.Option("--eval-every", help="Compute loss and accuracies every N steps.")]
+JsonOpt = Annotated[Path | None, typer.Option("--json", help="Write the machine-readable result here.")]
+DEFAULT = TrainConfig()
+
+
+def load_dataset(name: str, data_dir: Path | None, offline: bool, out: Reporter) -> data.Dataset:
+    if name not in data.DATASET_NAMES:
+        raise ConfigError(f"unknown dataset '{name}': choose one of {', '.join(data.DATASET_NAMES)}")
+    with out.downloads():
+        ds = data.load(name, data_dir, offline, out.download_progress, out.say)
+    out.say(
+        f"dataset: {ds.name} from {ds.source} ({len(ds.train_images):,} train, {len(ds.test_images):,} test images)"
+    )
+    if not ds.verified:
+        out.say("note: no published checksum covers these files; they passed the format checks only")
+    return ds
+
+
 @app.command("train")
 def train_command(
-    dataset: Annotated[str, typer.Option(help=DATASET_HELP)] = "auto",
-    data_dir: Annotated[Path | None, typer.Option(help=DATA_DIR_HELP)] = None,
-    offline: Annotated[bool, typer.Option(help="Never download; use only local files.")] = False,
+    dataset: DatasetOpt = "auto",
+    data_dir: DataDirOpt = None,
+    offline: OfflineOpt = False,
     device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N, or auto (cuda when usable, else cpu).")] = "auto",
-    hidden: Annotated[str, typer.Option(help="Hidden layer sizes, comma-separated.")] = "16,16",
-    optimizer: Annotated[str, typer.Option(help="gd, momentum or adam.")] = "adam",
-    lr: Annotated[float, typer.Option(help="Learning rate.")] = 0.01,
-    iterations: Annotated[int, typer.Option(help="Number of updates.")] = 500,
-    batch_size: Annotated[int | None, typer.Option(help="Samples per update; default: all (full batch).")] = None,
-    dtype: Annotated[str, typer.Option(help="float32 or float64.")] = "float32",
-    seed: Annotated[int, typer.Option(help="Seed for the initial weights and the batch order.")] = 0,
-    eval_every: Annotated[int, typer.Option(help="Compute loss and accuracies every N steps.")] = 10,
+    hidden: HiddenOpt = "16,16",
+    optimizer: OptimizerOpt = DEFAULT.optimizer,
+    lr: LrOpt = DEFAULT.lr,
+    iterations: IterationsOpt = DEFAULT.iterations,
+    batch_size: BatchOpt = None,
+    dtype: DtypeOpt = DEFAULT.dtype,
+    seed: SeedOpt = DEFAULT.seed,
+    eval_every: EvalOpt = DEFAULT.eval_every,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only the final result.")] = False,
-    json_path: Annotated[Path | None, typer.Option("--json", help="Write a JSON summary, with history, here.")] = None,
+    json_path: JsonOpt = None,
 ) -> None:
     """Train the network and report loss and accuracy, read from the output layer."""
     config = TrainConfig(parse_hidden(hidden), optimizer, lr, iterations, batch_size, dtype, seed, eval_every)
@@ -131,13 +161,7 @@ def train_command(
         raise ConfigError(f"unknown dataset '{dataset}': choose one of {', '.join(data.DATASET_NAMES)}")
     dev = resolve_device(device)
     out = Reporter(quiet)
-    with out.downloads():
-        ds = data.load(dataset, data_dir, offline, out.download_progress, out.say)
-    out.say(
-        f"dataset: {ds.name} from {ds.source} ({len(ds.train_images):,} train, {len(ds.test_images):,} test images)"
-    )
-    if not ds.verified:
-        out.say("note: no published checksum covers these files; they passed the format checks only")
+    ds = load_dataset(dataset, data_dir, offline, out)
     if dev.note:
         out.say(dev.note)
     batch = "full batch" if batch_size is None else f"batches of {batch_size}"
@@ -164,6 +188,124 @@ def train_command(
         out.say(f"summary written to {json_path}")
 
 
+@app.command("bench")
+def bench_command(
+    backends: Annotated[
+        str | None,
+        typer.Option(help="Comma-separated, from numpy, cupy, torch-cpu, torch-cuda; default: all that run here."),
+    ] = None,
+    dataset: DatasetOpt = "fashion-mnist",
+    data_dir: DataDirOpt = None,
+    offline: OfflineOpt = False,
+    hidden: HiddenOpt = "16,16",
+    optimizer: OptimizerOpt = DEFAULT.optimizer,
+    lr: LrOpt = DEFAULT.lr,
+    iterations: IterationsOpt = DEFAULT.iterations,
+    batch_size: BatchOpt = None,
+    dtype: DtypeOpt = DEFAULT.dtype,
+    seed: SeedOpt = DEFAULT.seed,
+    eval_every: EvalOpt = DEFAULT.eval_every,
+    target_accuracy: Annotated[float, typer.Option(help="Test accuracy that stops the time-to-target clock.")] = 0.85,
+    repeats: Annotated[int, typer.Option(help="Rounds of timed steps, pooled.")] = 3,
+    timed_steps: Annotated[int, typer.Option(help="Timed steps per round, after the warm-up.")] = 30,
+    warmup: Annotated[int, typer.Option(help="Untimed steps before timing.")] = 5,
+    sweep: Annotated[
+        bool, typer.Option(help="Also time steps as samples (7500-60000) and width (16-256) grow.")
+    ] = False,
+    json_path: JsonOpt = None,
+    plot: Annotated[Path | None, typer.Option(help="Save figures here (PNG); the sweep's get a -sweep suffix.")] = None,
+) -> None:
+    """Train the same configuration on every backend; compare ms/step, time to target and accuracy."""
+    from gpunet import bench
+
+    config = TrainConfig(parse_hidden(hidden), optimizer, lr, iterations, batch_size, dtype, seed, eval_every)
+    settings = bench.BenchSettings(config, target_accuracy, warmup, timed_steps, repeats)
+    settings.validate()
+    chosen = [b.strip() for b in backends.split(",") if b.strip()] if backends else list(bench.BACKENDS)
+    if backends:  # asked for by name: a backend that cannot run is an error, not a footnote
+        for b in chosen:
+            reason = bench.unavailable(b)
+            if reason:
+                raise (ConfigError if b not in bench.BACKENDS else DeviceError)(f"backend {b}: {reason}")
+    out = Reporter()
+    ds = load_dataset(dataset, data_dir, offline, out)
+    report = bench.run_bench(settings, ds, chosen, out.say)
+    out.console.print(bench_table(report))
+    for name, detail in report["agreement"].items():
+        out.say(
+            f"{name} vs {detail['versus']}: final weights differ by {detail['max_relative_weight_difference']:.1e} "
+            f"(relative), test accuracy by {100 * detail['test_accuracy_difference']:+.2f} points"
+        )
+    if sweep:
+        report["sweep"] = bench.sweep(settings, ds, chosen, say=out.say)["sweep"]
+        out.console.print(sweep_table(report["sweep"]))
+    if json_path:
+        write_json(json_path, report)
+        out.say(f"results written to {json_path}")
+    if plot:
+        from gpunet import plots
+
+        plots.plot_bench(report, plot)
+        if sweep:
+            plots.plot_sweep(report, plot.with_name(f"{plot.stem}-sweep{plot.suffix}"))
+        out.say(f"figures written to {plot}")
+
+
+def bench_table(report: dict[str, Any]) -> Table:
+    config = report["config"]
+    table = Table(
+        title=f"{config['dataset']}, {config['samples']:,} samples, {config['dtype']}, {config['iterations']} steps"
+    )
+    for column in (
+        "backend",
+        "ms/step (IQR)",
+        "floor ms",
+        "x floor",
+        f"to {config['target_accuracy']:g}",
+        "train",
+        "test",
+        "host MB",
+        "device MB",
+    ):
+        table.add_column(column, justify="left" if column == "backend" else "right")
+    for r in report["results"]:
+        to_target = (
+            "not reached"
+            if r["time_to_target_s"] is None
+            else f"{r['time_to_target_s']:.2f} s (step {r['target_step']})"
+        )
+        device_mb = "" if r["peak_device_mb"] is None else f"{r['peak_device_mb']:.0f}"
+        table.add_row(
+            r["backend"],
+            f"{r['ms_per_step_median']:.3f} ({r['ms_per_step_iqr']:.3f})",
+            f"{r['floor_ms']:.3f}",
+            f"{r['x_floor']:.1f}",
+            to_target,
+            f"{r['train_accuracy']:.4f}",
+            f"{r['test_accuracy']:.4f}",
+            f"{r['peak_host_rss_mb']:.0f}",
+            device_mb,
+        )
+    return table
+
+
+def sweep_table(rows: list[dict[str, Any]]) -> Table:
+    table = Table(title="cost as the work grows")
+    for column in ("backend", "samples", "hidden", "GFLOP/step", "ms/step", "floor ms", "x floor"):
+        table.add_column(column, justify="left" if column == "backend" else "right")
+    for r in rows:
+        table.add_row(
+            r["backend"],
+            f"{r['samples']:,}",
+            ",".join(map(str, r["hidden"])),
+            f"{r['gflops_per_step']:.2f}",
+            f"{r['ms_per_step_median']:.3f}",
+            f"{r['floor_ms']:.3f}",
+            f"{r['x_floor']:.1f}",
+        )
+    return table
+
+
 @app.command("devices")
 def devices_command() -> None:
     """What can run here: numpy and its BLAS, cupy and each GPU, or why cuda cannot."""
@@ -172,10 +314,7 @@ def devices_command() -> None:
 
 
 @datasets_app.callback(invoke_without_command=True)
-def datasets_command(
-    ctx: typer.Context,
-    data_dir: Annotated[Path | None, typer.Option(help=DATA_DIR_HELP)] = None,
-) -> None:
+def datasets_command(ctx: typer.Context, data_dir: DataDirOpt = None) -> None:
     """List the datasets and where each was found."""
     if ctx.invoked_subcommand is not None:
         return
@@ -191,8 +330,7 @@ def datasets_command(
 
 @datasets_app.command("download")
 def download_command(
-    name: Annotated[str, typer.Argument(help="mnist or fashion-mnist.")],
-    data_dir: Annotated[Path | None, typer.Option(help=DATA_DIR_HELP)] = None,
+    name: Annotated[str, typer.Argument(help="mnist or fashion-mnist.")], data_dir: DataDirOpt = None
 ) -> None:
     """Fetch a dataset into the cache (if it is not found locally) and verify it."""
     if name not in data.SPECS:

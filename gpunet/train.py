@@ -16,6 +16,7 @@ import numpy as np
 from gpunet import model
 from gpunet.backend import Device, to_numpy
 from gpunet.data import Dataset
+from gpunet.engine import LocalEngine
 from gpunet.errors import ConfigError, DivergedError, GpunetError, Interrupted
 from gpunet.initializers import he_normal
 from gpunet.optimizers import OPTIMIZERS, make_optimizer
@@ -28,7 +29,7 @@ DTYPES = ("float32", "float64")
 class TrainConfig:
     hidden: tuple[int, ...] = (16, 16)
     optimizer: str = "adam"
-    lr: float = 0.01
+    lr: float = 0.005
     iterations: int = 500
     batch_size: int | None = None  # None: the full batch, one update per pass over the data
     dtype: str = "float32"
@@ -141,11 +142,115 @@ def batches(
             yield xp.take(data.x, index, axis=0), xp.take(data.targets, index, axis=0)
 
 
-def evaluate(params: list[Array], train: DeviceData, test: DeviceData, iteration: int) -> Record:
-    """Read the metrics back to the host: the only place a step's results are synchronised."""
-    loss, train_acc = model.evaluate(params, train.x, train.targets, train.labels)
-    _, test_acc = model.evaluate(params, test.x, test.targets, test.labels)
-    return Record(iteration, float(to_numpy(loss)), float(to_numpy(train_acc)), float(to_numpy(test_acc)))
+class Trainer:
+    """One run's state on its device: data, parameters, optimizer, batch order, steps done.
+
+    `step()` queues one update and reads nothing back; `evaluate()` and
+    `check_losses()` are where results travel to the host.
+    """
+
+    def __init__(
+        self, config: TrainConfig, dataset: Dataset, device: Device, engine: LocalEngine | None = None
+    ) -> None:
+        config.validate()
+        self.config, self.device, self.dataset_name = config, device, dataset.name
+        self.engine = engine or LocalEngine.for_device(device)
+        k = dataset.num_classes
+        self.train = DeviceData.from_host(dataset.train_images, dataset.train_labels, device, config.dtype, k)
+        self.test = DeviceData.from_host(dataset.test_images, dataset.test_labels, device, config.dtype, k)
+        host_params = he_normal(layer_sizes(config, dataset), config.seed, config.dtype)
+        self.params = [device.asarray(p) for p in host_params]
+        self.optimizer = make_optimizer(config.optimizer, self.params, config.lr)
+        # The shuffling stream is separate from the initialisation stream, so
+        # the batch size never changes the initial weights.
+        self.shuffle_rng = np.random.default_rng(np.random.SeedSequence(config.seed).spawn(1)[0])
+        self.batches = batches(self.train, config.batch_size, self.shuffle_rng, device)
+        # Each step's loss is written here on the device and read at the next
+        # check, so a divergence is pinned to its step without a per-step sync.
+        self.step_losses = device.xp.zeros(config.eval_every, dtype=self.train.x.dtype)
+        self.steps_done = 0
+        self._checked = 0
+
+    def step(self) -> None:
+        x, targets = next(self.batches)
+        loss, grads = self.engine.loss_and_gradients(self.params, x, targets)
+        self.optimizer.step(self.params, grads)
+        self.step_losses[self.steps_done % self.config.eval_every] = loss
+        self.steps_done += 1
+
+    def check_losses(self) -> None:
+        """Raise DivergedError naming the first step since the last check whose loss was not finite."""
+        pending = self.steps_done - self._checked
+        if pending > self.config.eval_every:
+            raise RuntimeError("check_losses() must run at least every eval_every steps")
+        losses = to_numpy(self.step_losses)
+        first = self._checked
+        for offset in range(pending):
+            loss = float(losses[(first + offset) % self.config.eval_every])
+            if not math.isfinite(loss):
+                raise DivergedError(first + offset + 1, loss, self.config.lr)
+        self._checked = self.steps_done
+
+    def evaluate(self) -> Record:
+        """Loss and accuracies of the current parameters, read back to the host."""
+        train, test = self.train, self.test
+        loss, train_acc = self.engine.evaluate(self.params, train.x, train.targets, train.labels)
+        _, test_acc = self.engine.evaluate(self.params, test.x, test.targets, test.labels)
+        values = (float(to_numpy(v)) for v in (loss, train_acc, test_acc))
+        return Record(self.steps_done, *values)
+
+    def host_params(self) -> list[np.ndarray]:
+        return [to_numpy(p) for p in self.params]
+
+    def synchronize(self) -> None:
+        self.device.synchronize()
+
+    def run(
+        self,
+        on_record: Callable[[Record], None] | None = None,
+        on_step: Callable[[int], None] | None = None,
+    ) -> TrainResult:
+        """Step to `config.iterations`, evaluating every `eval_every` steps.
+
+        Raises DivergedError or Interrupted with `.result` holding what was done.
+        """
+        config = self.config
+        result = TrainResult(config, self.device.name, self.dataset_name, [])
+
+        def record() -> None:
+            r = self.evaluate()
+            result.history.append(r)
+            if on_record:
+                on_record(r)
+            if not math.isfinite(r.loss):
+                raise DivergedError(r.iteration, r.loss, config.lr)
+
+        self.device.synchronize()
+        start = time.perf_counter()
+        error: GpunetError | None = None
+        try:
+            # Overflow in a diverging run is caught and named by its step;
+            # numpy's warnings about it would only bury that message.
+            with np.errstate(over="ignore", invalid="ignore"), stop_requests() as stop:
+                record()
+                while self.steps_done < config.iterations:
+                    if stop:
+                        raise Interrupted(self.steps_done, stop[0])
+                    self.step()
+                    if on_step:
+                        on_step(self.steps_done)
+                    if self.steps_done % config.eval_every == 0 or self.steps_done == config.iterations:
+                        self.check_losses()
+                        record()
+        except (Interrupted, DivergedError) as e:
+            error = e
+        self.device.synchronize()
+        result.train_seconds = time.perf_counter() - start
+        result.params = self.host_params()
+        if error is not None:
+            error.result = result
+            raise error
+        return result
 
 
 def train(
@@ -156,66 +261,7 @@ def train(
     on_step: Callable[[int], None] | None = None,
 ) -> TrainResult:
     """Train from the seeded initial weights; raise DivergedError if the loss stops being finite."""
-    config.validate()
-    xp = device.xp
-    train_data = DeviceData.from_host(
-        dataset.train_images, dataset.train_labels, device, config.dtype, dataset.num_classes
-    )
-    test_data = DeviceData.from_host(
-        dataset.test_images, dataset.test_labels, device, config.dtype, dataset.num_classes
-    )
-    params = [device.asarray(p) for p in he_normal(layer_sizes(config, dataset), config.seed, config.dtype)]
-    optimizer = make_optimizer(config.optimizer, params, config.lr)
-    # The shuffling stream is separate from the initialisation stream, so the
-    # batch size never changes the initial weights.
-    shuffle_rng = np.random.default_rng(np.random.SeedSequence(config.seed).spawn(1)[0])
-    stream = batches(train_data, config.batch_size, shuffle_rng, device)
-    # Each step's loss is written here on the device and read at the next
-    # evaluation, so a divergence is pinned to its step without a per-step sync.
-    step_losses = xp.zeros(config.eval_every, dtype=train_data.x.dtype)
-
-    result = TrainResult(config, device.name, dataset.name, [])
-
-    def record(iteration: int) -> None:
-        r = evaluate(params, train_data, test_data, iteration)
-        result.history.append(r)
-        if on_record:
-            on_record(r)
-        if not math.isfinite(r.loss):
-            raise DivergedError(iteration, r.loss, config.lr)
-
-    device.synchronize()
-    start = time.perf_counter()
-    step = 0
-    try:
-        # Overflow in a diverging run is caught below and named by its step;
-        # numpy's warnings about it would only bury that message.
-        with np.errstate(over="ignore", invalid="ignore"), stop_requests() as stop:
-            record(0)
-            for step in range(1, config.iterations + 1):
-                if stop:
-                    raise Interrupted(step - 1, stop[0])
-                x, targets = next(stream)
-                loss, grads = model.loss_and_gradients(params, x, targets)
-                optimizer.step(params, grads)
-                slot = (step - 1) % config.eval_every
-                step_losses[slot] = loss
-                if on_step:
-                    on_step(step)
-                if step % config.eval_every == 0 or step == config.iterations:
-                    _check_finite(to_numpy(step_losses)[: slot + 1], step - slot, config.lr)
-                    record(step)
-    except (Interrupted, DivergedError) as e:
-        error: GpunetError | None = e
-    else:
-        error = None
-    device.synchronize()
-    result.train_seconds = time.perf_counter() - start
-    result.params = [to_numpy(p) for p in params]
-    if error is not None:
-        error.result = result
-        raise error
-    return result
+    return Trainer(config, dataset, device).run(on_record, on_step)
 
 
 @contextlib.contextmanager
@@ -241,9 +287,3 @@ def stop_requests() -> Iterator[list[int]]:
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
-
-
-def _check_finite(losses: np.ndarray, first_step: int, lr: float) -> None:
-    bad = np.flatnonzero(~np.isfinite(losses))
-    if bad.size:
-        raise DivergedError(first_step + int(bad[0]), float(losses[bad[0]]), lr)

@@ -1,0 +1,434 @@
+"""`gpunet bench`: one training configuration on every backend, timed honestly, against the machine's floor.
+
+Method (see benchmarks/README.md):
+- ms per step: after warm-up steps, each timed step is bracketed by device
+  synchronisations, so queued GPU work is never mistaken for finished work;
+  the median and inter-quartile range over all timed steps are reported.
+- time to target: the clock starts with the data in host memory and stops at
+  the first evaluation whose test accuracy reaches the target; the transfer to
+  the device and every evaluation on the way are included (as MLPerf counts).
+- floor: the step's floating-point operations over this machine's measured
+  matrix-multiply rate, or the bytes it must read over the measured memory
+  bandwidth, whichever is larger; x_floor is the step time over that floor.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import platform
+import resource
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from datetime import datetime, timezone
+from itertools import pairwise
+from typing import Any
+
+import numpy as np
+
+from gpunet import __version__
+from gpunet.backend import Device, blas_info, describe, resolve_device
+from gpunet.data import Dataset
+from gpunet.errors import ConfigError, DeviceError
+from gpunet.train import Record, TrainConfig, Trainer, layer_sizes
+
+BACKENDS = ("numpy", "cupy", "torch-cpu", "torch-cuda")
+
+
+@dataclass(frozen=True)
+class BenchSettings:
+    config: TrainConfig = field(default_factory=TrainConfig)
+    target_accuracy: float = 0.85
+    warmup: int = 5
+    timed_steps: int = 30
+    repeats: int = 3
+
+    def validate(self) -> None:
+        self.config.validate()
+        if not 0 < self.target_accuracy <= 1:
+            raise ConfigError(f"--target-accuracy must be in (0, 1], got {self.target_accuracy}")
+        if self.repeats < 1 or self.timed_steps < 1 or self.warmup < 0:
+            raise ConfigError("--repeats and --timed-steps must be at least 1, --warmup at least 0")
+
+
+# --- backends ---------------------------------------------------------------------------------
+
+
+def device_kind(backend: str) -> str:
+    return "cuda" if backend in ("cupy", "torch-cuda") else "cpu"
+
+
+def unavailable(backend: str) -> str | None:
+    """Why `backend` cannot run here, or None."""
+    if backend not in BACKENDS:
+        return f"unknown backend (choose from {', '.join(BACKENDS)})"
+    if backend == "numpy":
+        return None
+    if backend == "cupy":
+        try:
+            resolve_device("cuda")
+        except DeviceError as e:
+            return str(e)
+        return None
+    from gpunet.torch_reference import torch_unavailable
+
+    return torch_unavailable(device_kind(backend))
+
+
+def make_trainer(backend: str, config: TrainConfig, dataset: Dataset) -> Any:
+    """A fresh run from the seeded initial weights: gpunet's Trainer, or the PyTorch reference."""
+    if backend == "numpy":
+        return Trainer(config, dataset, resolve_device("cpu"))
+    if backend == "cupy":
+        return Trainer(config, dataset, resolve_device("cuda"))
+    from gpunet.torch_reference import TorchTrainer
+
+    return TorchTrainer(config, dataset, device_kind(backend))
+
+
+# --- the machine's floor ----------------------------------------------------------------------
+
+
+def step_cost(sizes: Sequence[int], samples: int, itemsize: int) -> tuple[float, float]:
+    """(floating-point operations, bytes that must be read) of one full-batch training step.
+
+    Forward and weight gradients are each 2*n*in*out per layer; the gradient
+    flowing back into a layer's inputs is needed for every layer but the
+    first. The input matrix must be read at least once; the rest (weights,
+    16-wide activations) is small beside it.
+    """
+    products = [a * b for a, b in pairwise(sizes)]
+    flops = 2.0 * samples * (2 * sum(products) + sum(products[1:]))
+    return flops, float(samples * sizes[0] * itemsize)
+
+
+@dataclass(frozen=True)
+class Floor:
+    device: str
+    matmul_flops_per_s: float
+    bandwidth_bytes_per_s: float
+    measured_with: str
+
+    def ms(self, flops: float, nbytes: float) -> float:
+        return 1000.0 * max(flops / self.matmul_flops_per_s, nbytes / self.bandwidth_bytes_per_s)
+
+
+def _best_time(fn: Callable[[], Any], sync: Callable[[], None], repeats: int) -> float:
+    fn()
+    sync()
+    best = math.inf
+    for _ in range(repeats):
+        sync()
+        start = time.perf_counter()
+        fn()
+        sync()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def measure_floor(kind: str, dtype: str = "float32") -> Floor:
+    """This machine's matrix-multiply rate and memory bandwidth on `kind` ("cpu" or "cuda"), briefly.
+
+    The best of the libraries present is taken (numpy or cupy, and torch if
+    installed): the floor belongs to the machine, not to one library.
+    """
+    rates: list[tuple[float, float, str]] = []
+    if kind == "cpu":
+        libraries = [("numpy", np, lambda: None)]
+    else:
+        device = resolve_device("cuda")
+        libraries = [("cupy", device.xp, device.synchronize)]
+    try:
+        import torch
+
+        if kind == "cpu" or torch.cuda.is_available():
+            torch_device = "cuda" if kind == "cuda" else "cpu"
+            sync = torch.cuda.synchronize if kind == "cuda" else (lambda: None)
+            libraries.append(("torch", _TorchArrays(torch, torch_device), sync))
+    except ImportError:
+        pass
+    side = 2048 if kind == "cpu" else 8192
+    words = (256 if kind == "cpu" else 2048) * 2**20 // np.dtype(dtype).itemsize
+    for name, xp, sync in libraries:
+        a = xp.ones((side, side), dtype=getattr(xp, dtype))
+        t_matmul = _best_time(lambda a=a: a @ a, sync, 3)
+        src = xp.ones((words,), dtype=getattr(xp, dtype))
+        t_copy = _best_time(lambda src=src: src * 1, sync, 3)  # reads and writes every byte once
+        nbytes = 2 * words * np.dtype(dtype).itemsize
+        rates.append((2 * side**3 / t_matmul, nbytes / t_copy, name))
+        del a, src
+    flops = max(rates, key=lambda r: r[0])
+    bandwidth = max(rates, key=lambda r: r[1])
+    return Floor(kind, flops[0], bandwidth[1], f"matmul: {flops[2]}, bandwidth: {bandwidth[2]}")
+
+
+class _TorchArrays:
+    """Just enough of an array namespace over torch for the floor measurement."""
+
+    def __init__(self, torch: Any, device: str) -> None:
+        self.torch, self.device = torch, device
+        self.float32, self.float64 = torch.float32, torch.float64
+
+    def ones(self, shape: tuple[int, ...], dtype: Any) -> Any:
+        return self.torch.ones(shape, dtype=dtype, device=self.device)
+
+
+# --- memory -----------------------------------------------------------------------------------
+
+
+def reset_peak_rss() -> None:
+    """Linux lets a process reset its resident-set high-water mark; elsewhere the peak is process-wide."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass
+
+
+def peak_rss_bytes() -> int:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024
+
+
+class _DeviceMemory:
+    """Peak device memory for a backend: cupy's pool or torch's allocator statistics."""
+
+    def __init__(self, backend: str) -> None:
+        self.backend = backend
+        self.device: Device | None = resolve_device("cuda") if backend == "cupy" else None
+
+    def reset(self) -> None:
+        if self.device is not None:
+            self.device.reset_memory_peak()
+        elif self.backend == "torch-cuda":
+            import torch
+
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats()
+
+    def peak(self) -> int | None:
+        if self.device is not None:
+            return self.device.memory_peak_bytes()
+        if self.backend == "torch-cuda":
+            import torch
+
+            return int(torch.cuda.max_memory_allocated())
+        return None
+
+
+# --- measurements -----------------------------------------------------------------------------
+
+
+def time_steps(trainer: Any, warmup: int, steps: int, repeats: int) -> list[float]:
+    """Milliseconds of each timed step, the device synchronised before every clock read."""
+    for _ in range(warmup):
+        trainer.step()
+    times = []
+    for _ in range(repeats):
+        for _ in range(steps):
+            trainer.synchronize()
+            start = time.perf_counter()
+            trainer.step()
+            trainer.synchronize()
+            times.append(1000.0 * (time.perf_counter() - start))
+    return times
+
+
+def train_to_target(backend: str, config: TrainConfig, dataset: Dataset, target: float) -> dict[str, Any]:
+    """Train as a user would (no per-step synchronisation), noting when the target is first reached."""
+    start = time.perf_counter()  # the data is in host memory now; the transfer counts
+    trainer = make_trainer(backend, config, dataset)
+    curve: list[tuple[float, Record]] = []
+    reached: float | None = None
+    reached_step: int | None = None
+    while True:
+        record = trainer.evaluate()  # reads back to the host: an implicit synchronisation
+        elapsed = time.perf_counter() - start
+        curve.append((elapsed, record))
+        if reached is None and record.test_accuracy >= target:
+            reached, reached_step = elapsed, record.iteration
+        if trainer.steps_done >= config.iterations:
+            break
+        for _ in range(min(config.eval_every, config.iterations - trainer.steps_done)):
+            trainer.step()
+    final = curve[-1][1]
+    return {
+        "time_to_target_s": reached,
+        "target_step": reached_step,
+        "wall_seconds": curve[-1][0],
+        "train_accuracy": final.train_accuracy,
+        "test_accuracy": final.test_accuracy,
+        "final_loss": final.loss,
+        "curve": [{"seconds": s, **asdict(r)} for s, r in curve],
+        "final_params": trainer.host_params(),
+    }
+
+
+def run_backend(backend: str, settings: BenchSettings, dataset: Dataset, floor: Floor) -> dict[str, Any]:
+    config = settings.config
+    memory = _DeviceMemory(backend)
+    memory.reset()
+    reset_peak_rss()
+    training = train_to_target(backend, config, dataset, settings.target_accuracy)
+    timer = make_trainer(backend, config, dataset)
+    step_ms = time_steps(timer, settings.warmup, settings.timed_steps, settings.repeats)
+    p25, median, p75 = np.percentile(step_ms, [25, 50, 75])
+    rows = min(config.batch_size or len(dataset.train_images), len(dataset.train_images))
+    flops, nbytes = step_cost(layer_sizes(config, dataset), rows, np.dtype(config.dtype).itemsize)
+    floor_ms = floor.ms(flops, nbytes)
+    device_peak = memory.peak()
+    return {
+        "backend": backend,
+        "device": device_kind(backend),
+        "ms_per_step_median": float(median),
+        "ms_per_step_iqr": float(p75 - p25),
+        "ms_per_step_p25": float(p25),
+        "ms_per_step_p75": float(p75),
+        "timed_steps": len(step_ms),
+        **{k: v for k, v in training.items() if k != "final_params"},
+        "peak_host_rss_mb": peak_rss_bytes() / 2**20,
+        "peak_device_mb": None if device_peak is None else device_peak / 2**20,
+        "flops_per_step": flops,
+        "bytes_per_step": nbytes,
+        "floor_ms": floor_ms,
+        "x_floor": float(median) / floor_ms,
+        "_final_params": training["final_params"],
+    }
+
+
+def machine_info() -> dict[str, Any]:
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    versions = {"python": platform.python_version(), "numpy": np.__version__, "gpunet": __version__}
+    for name in ("cupy", "torch"):
+        with contextlib.suppress(Exception):  # absent or broken: the record leaves it out
+            versions[name] = __import__(name).__version__
+    return {
+        "cpu": cpu,
+        "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "blas": blas_info(),
+        "openblas_coretype": os.environ.get("OPENBLAS_CORETYPE"),
+        "devices": [f"{name}: {detail}" for name, detail in describe()],
+        "versions": versions,
+        "platform": platform.platform(),
+    }
+
+
+def run_bench(
+    settings: BenchSettings,
+    dataset: Dataset,
+    backends: Sequence[str],
+    say: Callable[[str], None] = lambda _: None,
+) -> dict[str, Any]:
+    """Every requested backend in turn; unavailable ones are listed with the reason."""
+    settings.validate()
+    floors: dict[str, Floor] = {}
+    results, skipped = [], {}
+    for backend in backends:
+        reason = unavailable(backend)
+        if reason:
+            skipped[backend] = reason
+            say(f"{backend}: skipped ({reason})")
+            continue
+        kind = device_kind(backend)
+        if kind not in floors:
+            say(f"measuring this machine's {kind} matmul rate and memory bandwidth")
+            floors[kind] = measure_floor(kind, settings.config.dtype)
+        say(f"{backend}: training {settings.config.iterations} steps, then timing steps")
+        results.append(run_backend(backend, settings, dataset, floors[kind]))
+    agreement = _agreement(results)
+    for r in results:
+        r.pop("_final_params")
+    return {
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "command": " ".join(["gpunet", *sys.argv[1:]]) if sys.argv and "gpunet" in sys.argv[0] else None,
+        "machine": machine_info(),
+        "config": {
+            **asdict(settings.config),
+            "dataset": dataset.name,
+            "dataset_source": dataset.source,
+            "samples": int(dataset.train_images.shape[0]),
+            "target_accuracy": settings.target_accuracy,
+            "warmup": settings.warmup,
+            "timed_steps": settings.timed_steps,
+            "repeats": settings.repeats,
+        },
+        "floors": {k: asdict(v) for k, v in floors.items()},
+        "results": results,
+        "skipped": skipped,
+        "agreement": agreement,
+    }
+
+
+def _agreement(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """How far each backend's final weights and accuracy are from the first backend's."""
+    if not results:
+        return {}
+    reference = results[0]
+    out = {}
+    for r in results[1:]:
+        diffs = [
+            float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-30))
+            for a, b in zip(r["_final_params"], reference["_final_params"])
+        ]
+        out[r["backend"]] = {
+            "versus": reference["backend"],
+            "max_relative_weight_difference": max(diffs),
+            "test_accuracy_difference": r["test_accuracy"] - reference["test_accuracy"],
+        }
+    return out
+
+
+def sweep(
+    settings: BenchSettings,
+    dataset: Dataset,
+    backends: Sequence[str],
+    samples: Sequence[int] = (7500, 15000, 30000, 60000),
+    widths: Sequence[int] = (16, 32, 64, 128, 256),
+    say: Callable[[str], None] = lambda _: None,
+) -> dict[str, Any]:
+    """ms per step as the work grows: more samples (hidden 16,16), then wider layers (all samples)."""
+    settings.validate()
+    runnable = [b for b in backends if not unavailable(b)]
+    floors = {kind: measure_floor(kind, settings.config.dtype) for kind in {device_kind(b) for b in runnable}}
+    n_max = len(dataset.train_images)
+    cases = [("samples", n, settings.config.hidden) for n in samples if n <= n_max]
+    cases += [("width", n_max, (w, w)) for w in widths]
+    rows = []
+    for axis, n, hidden in cases:
+        subset = replace(dataset, train_images=dataset.train_images[:n], train_labels=dataset.train_labels[:n])
+        config = replace(settings.config, hidden=hidden, batch_size=None)
+        flops, nbytes = step_cost(layer_sizes(config, subset), n, np.dtype(config.dtype).itemsize)
+        for backend in runnable:
+            say(f"sweep: {backend}, {n} samples, hidden {','.join(map(str, hidden))}")
+            times = time_steps(make_trainer(backend, config, subset), settings.warmup, settings.timed_steps, 1)
+            floor_ms = floors[device_kind(backend)].ms(flops, nbytes)
+            median = float(np.median(times))
+            rows.append(
+                {
+                    "axis": axis,
+                    "backend": backend,
+                    "samples": n,
+                    "hidden": list(hidden),
+                    "ms_per_step_median": median,
+                    "ms_per_step_iqr": float(np.subtract(*np.percentile(times, [75, 25]))),
+                    "floor_ms": floor_ms,
+                    "x_floor": median / floor_ms,
+                    "gflops_per_step": flops / 1e9,
+                }
+            )
+    return {"machine": machine_info(), "floors": {k: asdict(v) for k, v in floors.items()}, "sweep": rows}

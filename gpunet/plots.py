@@ -1,0 +1,71 @@
+"""Figures for `gpunet bench` (matplotlib is optional: pip install 'gpunet[bench]')."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from gpunet.errors import ConfigError
+
+
+def _pyplot() -> Any:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")  # files only: no display needed
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise ConfigError("--plot needs matplotlib: pip install 'gpunet[bench]'") from None
+    return plt
+
+
+def plot_bench(report: dict[str, Any], path: Path) -> None:
+    """Test accuracy against wall-clock time per backend, and ms/step bars with the floor marked."""
+    plt = _pyplot()
+    results = report["results"]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
+    for r in results:
+        left.plot([p["seconds"] for p in r["curve"]], [p["test_accuracy"] for p in r["curve"]], label=r["backend"])
+    target = report["config"]["target_accuracy"]
+    left.axhline(target, color="grey", linestyle=":", label=f"target {target:g}")
+    left.set(xlabel="wall-clock seconds (data transfer and evaluations included)", ylabel="test accuracy")
+    left.set_ylim(max(0.0, target - 0.25), 1.0)
+    left.legend()
+    names = [r["backend"] for r in results]
+    medians = [r["ms_per_step_median"] for r in results]
+    below = [r["ms_per_step_median"] - r["ms_per_step_p25"] for r in results]
+    above = [r["ms_per_step_p75"] - r["ms_per_step_median"] for r in results]
+    errors = [below, above]
+    right.bar(names, medians, yerr=errors, capsize=4, color="tab:blue")
+    for i, r in enumerate(results):
+        right.hlines(r["floor_ms"], i - 0.4, i + 0.4, colors="tab:red", label="machine floor" if i == 0 else None)
+        right.annotate(f"{r['x_floor']:.1f}x floor", (i, r["ms_per_step_median"]), ha="center", va="bottom")
+    right.set(ylabel="ms per step (median, IQR)", yscale="log")
+    right.legend()
+    config = report["config"]
+    fig.suptitle(
+        f"{config['dataset']}, hidden {','.join(map(str, config['hidden']))}, {config['optimizer']} "
+        f"lr {config['lr']:g}, {config['dtype']} — {report['machine']['cpu']}, {report['date'][:10]}"
+    )
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_sweep(report: dict[str, Any], path: Path) -> None:
+    """ms per step against samples and against hidden width, per backend, with the floor."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    panels = ((axes[0], "samples", "training samples (hidden 16,16)"), (axes[1], "width", "hidden width (two layers)"))
+    for ax, axis, xlabel in panels:
+        rows = [r for r in report["sweep"] if r["axis"] == axis]
+        key = (lambda r: r["samples"]) if axis == "samples" else (lambda r: r["hidden"][0])
+        for backend in dict.fromkeys(r["backend"] for r in rows):
+            mine = [r for r in rows if r["backend"] == backend]
+            ax.plot([key(r) for r in mine], [r["ms_per_step_median"] for r in mine], marker="o", label=backend)
+            ax.plot([key(r) for r in mine], [r["floor_ms"] for r in mine], linestyle=":", color="grey")
+        ax.set(xlabel=xlabel, ylabel="ms per step (median; dotted: floor)", xscale="log", yscale="log")
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -1,0 +1,99 @@
+"""The same network in idiomatic PyTorch (autograd, built-in loss and optimizers), for the benchmark.
+
+It starts from gpunet's initial weights, sees batches in gpunet's order and
+uses the same update rules, so its accuracy should match and only its speed
+may differ. torch is imported here only, and only when this backend is asked for.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+from gpunet.data import Dataset
+from gpunet.initializers import he_normal
+from gpunet.train import Record, TrainConfig, layer_sizes
+
+
+def torch_unavailable(device: str) -> str | None:
+    """Why torch cannot run on `device` ("cpu" or "cuda"), or None if it can."""
+    try:
+        import torch
+    except ImportError:
+        return "torch is not installed (pip install 'gpunet[bench]')"
+    if device == "cuda" and not torch.cuda.is_available():
+        return "torch sees no CUDA device"
+    return None
+
+
+class TorchTrainer:
+    """The interface of gpunet.train.Trainer that the benchmark uses: step, evaluate, synchronize."""
+
+    def __init__(self, config: TrainConfig, dataset: Dataset, device: str) -> None:
+        import torch
+
+        self.torch, self.config, self.device = torch, config, torch.device(device)
+        self.name = f"{device}:0" if device == "cuda" else device
+        dtype = getattr(torch, config.dtype)
+
+        def split(images: np.ndarray, labels: np.ndarray) -> tuple[Any, Any]:
+            x = torch.from_numpy(images).to(self.device).to(dtype) / 255.0
+            return x, torch.from_numpy(labels.astype(np.int64)).to(self.device)
+
+        self.train_x, self.train_y = split(dataset.train_images, dataset.train_labels)
+        self.test_x, self.test_y = split(dataset.test_images, dataset.test_labels)
+        init = he_normal(layer_sizes(config, dataset), config.seed, config.dtype)
+        self.params = [torch.tensor(p, device=self.device, requires_grad=True) for p in init]
+        self.optimizer = {
+            "gd": lambda: torch.optim.SGD(self.params, lr=config.lr),
+            "momentum": lambda: torch.optim.SGD(self.params, lr=config.lr, momentum=0.9),
+            "adam": lambda: torch.optim.Adam(self.params, lr=config.lr),
+        }[config.optimizer]()
+        self.shuffle_rng = np.random.default_rng(np.random.SeedSequence(config.seed).spawn(1)[0])
+        self._batches = self._batch_stream()
+        self.steps_done = 0
+
+    def _batch_stream(self) -> Iterator[tuple[Any, Any]]:
+        n, size = len(self.train_y), self.config.batch_size
+        if size is None or size >= n:
+            while True:
+                yield self.train_x, self.train_y
+        while True:
+            order = self.torch.from_numpy(self.shuffle_rng.permutation(n)).to(self.device)
+            for start in range(0, n, size):
+                index = order[start : start + size]
+                yield self.train_x[index], self.train_y[index]
+
+    def _logits(self, x: Any) -> Any:
+        pairs = list(zip(self.params[0::2], self.params[1::2]))
+        for i, (w, b) in enumerate(pairs):
+            x = x @ w + b
+            if i < len(pairs) - 1:
+                x = self.torch.relu(x)
+        return x
+
+    def step(self) -> None:
+        x, y = next(self._batches)
+        loss = self.torch.nn.functional.cross_entropy(self._logits(x), y)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.steps_done += 1
+
+    def evaluate(self) -> Record:
+        torch = self.torch
+        with torch.no_grad():
+            logits = self._logits(self.train_x)
+            loss = torch.nn.functional.cross_entropy(logits, self.train_y)
+            train_acc = (logits.argmax(dim=1) == self.train_y).to(logits.dtype).mean()
+            test_acc = (self._logits(self.test_x).argmax(dim=1) == self.test_y).to(logits.dtype).mean()
+        return Record(self.steps_done, float(loss), float(train_acc), float(test_acc))
+
+    def synchronize(self) -> None:
+        if self.device.type == "cuda":
+            self.torch.cuda.synchronize()
+
+    def host_params(self) -> list[np.ndarray]:
+        return [p.detach().cpu().numpy() for p in self.params]

@@ -1,0 +1,64 @@
+"""The chunked schedule computes the same full-batch gradient, on every backend, reproducibly."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from gpunet import model
+from gpunet.backend import to_numpy
+from gpunet.engine import LocalEngine
+from gpunet.initializers import he_normal
+
+SCHEDULES = [(None, 1), (7, 1), (7, 3), (16, 2), (1000, 4)]
+
+
+def problem(rng: np.random.Generator, n: int = 61):
+    x = rng.random((n, 12))
+    labels = rng.integers(0, 5, n)
+    return x, np.eye(5)[labels], labels, he_normal([12, 9, 6, 5], seed=2, dtype="float64")
+
+
+@pytest.mark.parametrize(("rows", "workers"), SCHEDULES, ids=str)
+def test_chunked_gradient_equals_the_full_batch_gradient(device, rng, rows, workers) -> None:
+    x, targets, labels, host_params = problem(rng)
+    params = [device.asarray(p) for p in host_params]
+    engine = LocalEngine(rows, workers)
+    loss, grads = engine.loss_and_gradients(params, device.asarray(x), device.asarray(targets))
+    ref_loss, ref_grads = model.loss_and_gradients(host_params, x, targets)
+    assert float(to_numpy(loss)) == pytest.approx(float(ref_loss), rel=1e-12)
+    for g, ref in zip(grads, ref_grads):
+        np.testing.assert_allclose(to_numpy(g), ref, rtol=1e-10, atol=1e-14)
+    eval_loss, accuracy = engine.evaluate(params, device.asarray(x), device.asarray(targets), device.asarray(labels))
+    assert float(to_numpy(eval_loss)) == pytest.approx(float(ref_loss), rel=1e-12)
+    assert float(to_numpy(accuracy)) == pytest.approx(np.mean(model.predict(host_params, x) == labels))
+    engine.close()
+
+
+def test_the_schedule_covers_every_row_once() -> None:
+    for rows in (1, 7, 60, 61, 100, None):
+        spans = LocalEngine(rows, 3).chunks(61)
+        covered = np.concatenate([np.arange(a, b) for a, b in spans])
+        np.testing.assert_array_equal(covered, np.arange(61))
+
+
+def test_threads_give_bit_identical_results_run_after_run(rng) -> None:
+    x, targets, _, params = problem(rng, n=500)
+    x32, t32, p32 = x.astype(np.float32), targets.astype(np.float32), [p.astype(np.float32) for p in params]
+    engine = LocalEngine(16, 3)
+    first = engine.loss_and_gradients(p32, x32, t32)
+    for _ in range(5):
+        again = engine.loss_and_gradients(p32, x32, t32)
+        assert again[0] == first[0]
+        for a, b in zip(again[1], first[1]):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_the_cpu_gets_chunks_and_threads(rng) -> None:
+    from tests.conftest import numpy_device
+
+    engine = LocalEngine.for_device(numpy_device())
+    assert engine.chunk_rows is not None and engine.workers >= 1
+    assert "chunks of" in engine.describe()
+    with pytest.raises(ValueError):
+        LocalEngine(0)
