@@ -155,11 +155,15 @@ def measure_floor(kind: str, dtype: str = "float32") -> Floor:
     for name, xp, sync in libraries:
         a = xp.ones((side, side), dtype=getattr(xp, dtype))
         t_matmul = _best_time(lambda a=a: a @ a, sync, 3)
-        src = xp.ones((words,), dtype=getattr(xp, dtype))
-        t_copy = _best_time(lambda src=src: src * 1, sync, 3)  # reads and writes every byte once
+        src, dst = xp.ones((words,), dtype=getattr(xp, dtype)), xp.ones((words,), dtype=getattr(xp, dtype))
+
+        def copy(src: Any = src, dst: Any = dst) -> None:
+            dst[...] = src  # reads and writes every byte once, into memory already mapped
+
+        t_copy = _best_time(copy, sync, 3)
         nbytes = 2 * words * np.dtype(dtype).itemsize
         rates.append((2 * side**3 / t_matmul, nbytes / t_copy, name))
-        del a, src
+        del a, src, dst
     flops = max(rates, key=lambda r: r[0])
     bandwidth = max(rates, key=lambda r: r[1])
     return Floor(kind, flops[0], bandwidth[1], f"matmul: {flops[2]}, bandwidth: {bandwidth[2]}")
@@ -229,18 +233,25 @@ class _DeviceMemory:
 # --- measurements -----------------------------------------------------------------------------
 
 
-def time_steps(trainer: Any, warmup: int, steps: int, repeats: int) -> list[float]:
-    """Milliseconds of each timed step, the device synchronised before every clock read."""
-    for _ in range(warmup):
-        trainer.step()
-    times = []
-    for _ in range(repeats):
-        for _ in range(steps):
-            trainer.synchronize()
-            start = time.perf_counter()
+def time_steps(trainers: dict[str, Any], warmup: int, steps: int, repeats: int) -> dict[str, list[float]]:
+    """Milliseconds of each timed step per backend, the device synchronised before every clock read.
+
+    Backends take turns, `steps` at a time, for `repeats` rounds: on a shared
+    machine whose speed drifts, the drift then falls on every backend alike
+    instead of on whichever happened to run last.
+    """
+    for trainer in trainers.values():
+        for _ in range(warmup):
             trainer.step()
-            trainer.synchronize()
-            times.append(1000.0 * (time.perf_counter() - start))
+    times: dict[str, list[float]] = {name: [] for name in trainers}
+    for _ in range(repeats):
+        for name, trainer in trainers.items():
+            for _ in range(steps):
+                trainer.synchronize()
+                start = time.perf_counter()
+                trainer.step()
+                trainer.synchronize()
+                times[name].append(1000.0 * (time.perf_counter() - start))
     return times
 
 
@@ -274,35 +285,35 @@ def train_to_target(backend: str, config: TrainConfig, dataset: Dataset, target:
     }
 
 
-def run_backend(backend: str, settings: BenchSettings, dataset: Dataset, floor: Floor) -> dict[str, Any]:
-    config = settings.config
+def measure_training(backend: str, settings: BenchSettings, dataset: Dataset) -> dict[str, Any]:
+    """The training run of one backend, with its peak host and device memory."""
     memory = _DeviceMemory(backend)
     memory.reset()
     reset_peak_rss()
-    training = train_to_target(backend, config, dataset, settings.target_accuracy)
-    timer = make_trainer(backend, config, dataset)
-    step_ms = time_steps(timer, settings.warmup, settings.timed_steps, settings.repeats)
-    p25, median, p75 = np.percentile(step_ms, [25, 50, 75])
-    rows = min(config.batch_size or len(dataset.train_images), len(dataset.train_images))
-    flops, nbytes = step_cost(layer_sizes(config, dataset), rows, np.dtype(config.dtype).itemsize)
-    floor_ms = floor.ms(flops, nbytes)
+    training = train_to_target(backend, settings.config, dataset, settings.target_accuracy)
     device_peak = memory.peak()
     return {
         "backend": backend,
         "device": device_kind(backend),
-        "ms_per_step_median": float(median),
-        "ms_per_step_iqr": float(p75 - p25),
-        "ms_per_step_p25": float(p25),
-        "ms_per_step_p75": float(p75),
-        "timed_steps": len(step_ms),
-        **{k: v for k, v in training.items() if k != "final_params"},
+        **training,
         "peak_host_rss_mb": peak_rss_bytes() / 2**20,
         "peak_device_mb": None if device_peak is None else device_peak / 2**20,
+    }
+
+
+def step_summary(step_ms: list[float], flops: float, nbytes: float, floor: Floor) -> dict[str, Any]:
+    p25, median, p75 = (float(v) for v in np.percentile(step_ms, [25, 50, 75]))
+    floor_ms = floor.ms(flops, nbytes)
+    return {
+        "ms_per_step_median": median,
+        "ms_per_step_iqr": p75 - p25,
+        "ms_per_step_p25": p25,
+        "ms_per_step_p75": p75,
+        "timed_steps": len(step_ms),
         "flops_per_step": flops,
         "bytes_per_step": nbytes,
         "floor_ms": floor_ms,
-        "x_floor": float(median) / floor_ms,
-        "_final_params": training["final_params"],
+        "x_floor": median / floor_ms,
     }
 
 
@@ -336,23 +347,33 @@ def run_bench(
 ) -> dict[str, Any]:
     """Every requested backend in turn; unavailable ones are listed with the reason."""
     settings.validate()
-    floors: dict[str, Floor] = {}
-    results, skipped = [], {}
+    config = settings.config
+    runnable, skipped = [], {}
     for backend in backends:
         reason = unavailable(backend)
         if reason:
             skipped[backend] = reason
             say(f"{backend}: skipped ({reason})")
-            continue
-        kind = device_kind(backend)
-        if kind not in floors:
-            say(f"measuring this machine's {kind} matmul rate and memory bandwidth")
-            floors[kind] = measure_floor(kind, settings.config.dtype)
-        say(f"{backend}: training {settings.config.iterations} steps, then timing steps")
-        results.append(run_backend(backend, settings, dataset, floors[kind]))
+        else:
+            runnable.append(backend)
+    floors: dict[str, Floor] = {}
+    for kind in dict.fromkeys(device_kind(b) for b in runnable):
+        say(f"measuring this machine's {kind} matrix-multiply rate and memory bandwidth")
+        floors[kind] = measure_floor(kind, config.dtype)
+    trained = {}
+    for backend in runnable:
+        say(f"{backend}: training {config.iterations} steps")
+        trained[backend] = measure_training(backend, settings, dataset)
+    say(f"timing steps: {settings.repeats} rounds of {settings.timed_steps} per backend, taking turns")
+    timers = {b: make_trainer(b, config, dataset) for b in runnable}
+    step_ms = time_steps(timers, settings.warmup, settings.timed_steps, settings.repeats)
+    del timers
+    rows = min(config.batch_size or len(dataset.train_images), len(dataset.train_images))
+    flops, nbytes = step_cost(layer_sizes(config, dataset), rows, np.dtype(config.dtype).itemsize)
+    results = [{**trained[b], **step_summary(step_ms[b], flops, nbytes, floors[device_kind(b)])} for b in runnable]
     agreement = _agreement(results)
     for r in results:
-        r.pop("_final_params")
+        r.pop("final_params")
     return {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "command": " ".join(["gpunet", *sys.argv[1:]]) if sys.argv and "gpunet" in sys.argv[0] else None,
@@ -383,7 +404,7 @@ def _agreement(results: list[dict[str, Any]]) -> dict[str, Any]:
     for r in results[1:]:
         diffs = [
             float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-30))
-            for a, b in zip(r["_final_params"], reference["_final_params"])
+            for a, b in zip(r["final_params"], reference["final_params"])
         ]
         out[r["backend"]] = {
             "versus": reference["backend"],
@@ -413,22 +434,11 @@ def sweep(
         subset = replace(dataset, train_images=dataset.train_images[:n], train_labels=dataset.train_labels[:n])
         config = replace(settings.config, hidden=hidden, batch_size=None)
         flops, nbytes = step_cost(layer_sizes(config, subset), n, np.dtype(config.dtype).itemsize)
+        say(f"sweep: {n} samples, hidden {','.join(map(str, hidden))}")
+        timers = {b: make_trainer(b, config, subset) for b in runnable}
+        step_ms = time_steps(timers, settings.warmup, settings.timed_steps, settings.repeats)
+        del timers
         for backend in runnable:
-            say(f"sweep: {backend}, {n} samples, hidden {','.join(map(str, hidden))}")
-            times = time_steps(make_trainer(backend, config, subset), settings.warmup, settings.timed_steps, 1)
-            floor_ms = floors[device_kind(backend)].ms(flops, nbytes)
-            median = float(np.median(times))
-            rows.append(
-                {
-                    "axis": axis,
-                    "backend": backend,
-                    "samples": n,
-                    "hidden": list(hidden),
-                    "ms_per_step_median": median,
-                    "ms_per_step_iqr": float(np.subtract(*np.percentile(times, [75, 25]))),
-                    "floor_ms": floor_ms,
-                    "x_floor": median / floor_ms,
-                    "gflops_per_step": flops / 1e9,
-                }
-            )
+            summary = step_summary(step_ms[backend], flops, nbytes, floors[device_kind(backend)])
+            rows.append({"axis": axis, "backend": backend, "samples": n, "hidden": list(hidden), **summary})
     return {"machine": machine_info(), "floors": {k: asdict(v) for k, v in floors.items()}, "sweep": rows}

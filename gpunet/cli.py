@@ -298,7 +298,7 @@ def sweep_table(rows: list[dict[str, Any]]) -> Table:
             r["backend"],
             f"{r['samples']:,}",
             ",".join(map(str, r["hidden"])),
-            f"{r['gflops_per_step']:.2f}",
+            f"{r['flops_per_step'] / 1e9:.2f}",
             f"{r['ms_per_step_median']:.3f}",
             f"{r['floor_ms']:.3f}",
             f"{r['x_floor']:.1f}",

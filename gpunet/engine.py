@@ -24,6 +24,8 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 from typing import Any
 
+import numpy as np
+
 from gpunet import model
 from gpunet.backend import Device, is_numpy_array
 
@@ -83,8 +85,14 @@ class LocalEngine:
             return _sum_over(unit, params, rows, chunks)
         per_worker = -(-len(chunks) // workers)
         parts = [chunks[i : i + per_worker] for i in range(0, len(chunks), per_worker)]
+        caller_errstate = np.geterr()  # numpy's error state is per thread: carry the caller's over
+
+        def work(part: list[tuple[int, int]]) -> tuple[Array, list[Array]]:
+            with np.errstate(**caller_errstate):
+                return _sum_over(unit, params, rows, part)
+
         with self._single_threaded_blas(rows[0]):
-            results = list(self._executor().map(lambda part: _sum_over(unit, params, rows, part), parts))
+            results = list(self._executor().map(work, parts))
         # Added in a fixed order, so a run is reproducible to the bit.
         return _add(results)
 

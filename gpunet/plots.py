@@ -59,6 +59,9 @@ def plot_sweep(report: dict[str, Any], path: Path) -> None:
     panels = ((axes[0], "samples", "training samples (hidden 16,16)"), (axes[1], "width", "hidden width (two layers)"))
     for ax, axis, xlabel in panels:
         rows = [r for r in report["sweep"] if r["axis"] == axis]
+        if not rows:
+            ax.set_axis_off()
+            continue
         key = (lambda r: r["samples"]) if axis == "samples" else (lambda r: r["hidden"][0])
         for backend in dict.fromkeys(r["backend"] for r in rows):
             mine = [r for r in rows if r["backend"] == backend]

@@ -31,7 +31,8 @@ class Reporter:
 
     def __init__(self, quiet: bool = False, console: Console | None = None) -> None:
         self.quiet = quiet
-        self.console = console or Console(highlight=False)
+        # A pipe or file gets wide lines: tables are not wrapped to 80 columns there.
+        self.console = console or Console(highlight=False, width=None if sys.stdout.isatty() else 160)
         self.live = self.console.is_terminal and not quiet
         self._progress: Progress | None = None
         self._task = None

@@ -1,0 +1,139 @@
+"""The benchmark on a tiny configuration: structure, sanity and arithmetic, never timing thresholds."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import astuple
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from gpunet import bench, data
+from gpunet.cli import app
+from gpunet.train import TrainConfig
+from tests.conftest import cuda_device
+
+TINY = bench.BenchSettings(
+    TrainConfig(iterations=30, eval_every=10), target_accuracy=0.5, warmup=1, timed_steps=3, repeats=2
+)
+
+
+def cpu_backends() -> list[str]:
+    """numpy always; the PyTorch reference where torch is installed (CI installs it)."""
+    return ["numpy"] + ([] if bench.unavailable("torch-cpu") else ["torch-cpu"])
+
+
+@pytest.fixture(scope="module")
+def report() -> dict:
+    return bench.run_bench(TINY, data.synthetic(n_train=1000, n_test=300), cpu_backends())
+
+
+def test_step_cost_of_the_seed_network() -> None:
+    flops, nbytes = bench.step_cost([784, 16, 16, 10], 60000, 4)
+    # forward 2n(784*16 + 16*16 + 16*10), the same again for weight gradients,
+    # and 2n(16*16 + 16*10) for the gradients flowing back past the first layer
+    assert flops == 2 * 60000 * (2 * (12544 + 256 + 160) + 256 + 160) == 3_160_320_000
+    assert nbytes == 60000 * 784 * 4
+
+
+def test_the_floor_is_the_slower_of_compute_and_memory() -> None:
+    floor = bench.Floor("cpu", matmul_flops_per_s=1e11, bandwidth_bytes_per_s=1e10, measured_with="test")
+    assert floor.ms(1e9, 1e7) == pytest.approx(10.0)  # compute-bound
+    assert floor.ms(1e6, 1e9) == pytest.approx(100.0)  # memory-bound
+
+
+def test_the_floor_measurement_is_plausible() -> None:
+    floor = bench.measure_floor("cpu")
+    assert 1e8 < floor.matmul_flops_per_s < 1e15
+    assert 1e8 < floor.bandwidth_bytes_per_s < 1e13
+
+
+def test_report_structure(report: dict) -> None:
+    assert {"date", "machine", "config", "floors", "results", "skipped", "agreement"} <= set(report)
+    assert report["machine"]["cores"] >= 1 and "blas" in report["machine"]
+    assert report["config"]["iterations"] == 30 and report["config"]["dataset"] == "synthetic"
+    assert [r["backend"] for r in report["results"]] == cpu_backends()
+    for r in report["results"]:
+        for key in ("backend", "device", "ms_per_step_median", "ms_per_step_iqr", "time_to_target_s"):
+            assert key in r
+        for key in ("train_accuracy", "test_accuracy", "floor_ms", "x_floor"):
+            assert key in r
+        assert r["timed_steps"] == TINY.timed_steps * TINY.repeats
+        assert r["ms_per_step_p25"] <= r["ms_per_step_median"] <= r["ms_per_step_p75"]
+        assert r["x_floor"] == pytest.approx(r["ms_per_step_median"] / r["floor_ms"])
+        assert r["time_to_target_s"] is not None and r["time_to_target_s"] <= r["wall_seconds"]
+        assert r["curve"][0]["iteration"] == 0 and r["curve"][-1]["iteration"] == 30
+        assert r["peak_host_rss_mb"] > 0
+    json.dumps(report)  # machine-readable as it stands
+
+
+def test_every_backend_learns_the_same_from_the_same_start(report: dict) -> None:
+    accuracies = [r["test_accuracy"] for r in report["results"]]
+    assert min(accuracies) > 0.8
+    assert max(accuracies) - min(accuracies) <= 0.01
+    for detail in report["agreement"].values():
+        assert detail["max_relative_weight_difference"] < 1e-2
+
+
+@pytest.mark.skipif(cuda_device() is not None, reason="this machine has a GPU")
+def test_unavailable_backends_are_listed_with_the_reason() -> None:
+    result = bench.run_bench(TINY, data.synthetic(n_train=200, n_test=50), ["numpy", "cupy"])
+    assert "cupy" in result["skipped"] and "cupy" in result["skipped"]["cupy"]
+    assert [r["backend"] for r in result["results"]] == ["numpy"]
+
+
+def test_sweep_rows() -> None:
+    sweep = bench.sweep(TINY, data.synthetic(n_train=400, n_test=50), ["numpy"], samples=(100, 400), widths=(8, 16))
+    rows = sweep["sweep"]
+    assert [(r["axis"], r["samples"], r["hidden"]) for r in rows] == [
+        ("samples", 100, [16, 16]),
+        ("samples", 400, [16, 16]),
+        ("width", 400, [8, 8]),
+        ("width", 400, [16, 16]),
+    ]
+    assert rows[1]["flops_per_step"] == pytest.approx(4 * rows[0]["flops_per_step"])
+
+
+def test_cli_bench_writes_json_and_plots(tmp_path: Path) -> None:
+    out, figure = tmp_path / "bench.json", tmp_path / "bench.png"
+    args = ["bench", "--dataset", "synthetic", "--backends", "numpy", "--iterations", "20", "--timed-steps", "2"]
+    args += ["--repeats", "1", "--target-accuracy", "0.5", "--sweep", "--json", str(out), "--plot", str(figure)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "ms/step" in result.output and "x floor" in result.output
+    saved = json.loads(out.read_text())
+    assert saved["results"][0]["backend"] == "numpy" and saved["sweep"]
+    assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (tmp_path / "bench-sweep.png").exists()
+
+
+@pytest.mark.parametrize(
+    ("backends", "code", "text"),
+    [("tpu", 2, "unknown backend"), ("numpy,nonesuch", 2, "nonesuch")],
+)
+def test_cli_bench_refuses_unknown_backends(backends: str, code: int, text: str) -> None:
+    result = CliRunner().invoke(app, ["bench", "--dataset", "synthetic", "--backends", backends])
+    assert result.exit_code == code
+    assert result.stderr.startswith("error: ") and text in result.stderr and len(result.stderr.splitlines()) == 1
+
+
+@pytest.mark.skipif(cuda_device() is not None, reason="this machine has a GPU")
+def test_cli_bench_names_a_backend_that_cannot_run() -> None:
+    result = CliRunner().invoke(app, ["bench", "--dataset", "synthetic", "--backends", "numpy,cupy"])
+    assert result.exit_code == 1
+    assert result.stderr.startswith("error: backend cupy: ")
+
+
+def test_torch_reference_matches_gpunet_step_for_step() -> None:
+    pytest.importorskip("torch", reason="the PyTorch reference is optional; CI installs torch")
+    config = TrainConfig(iterations=5, eval_every=5, dtype="float64", optimizer="momentum", lr=0.05, batch_size=128)
+    ds = data.synthetic(n_train=500, n_test=100)
+    ours, theirs = bench.make_trainer("numpy", config, ds), bench.make_trainer("torch-cpu", config, ds)
+    for _ in range(5):
+        ours.step()
+        theirs.step()
+    for a, b in zip(ours.host_params(), theirs.host_params()):
+        np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12)
+    assert astuple(ours.evaluate()) == pytest.approx(astuple(theirs.evaluate()), rel=1e-9)
