@@ -282,6 +282,7 @@ def train_to_target(backend: str, config: TrainConfig, dataset: Dataset, target:
         "final_loss": final.loss,
         "curve": [{"seconds": s, **asdict(r)} for s, r in curve],
         "final_params": trainer.host_params(),
+        "schedule": trainer.engine.describe() if hasattr(trainer, "engine") else "PyTorch eager, whole batch",
     }
 
 
@@ -422,8 +423,12 @@ def sweep(
     widths: Sequence[int] = (16, 32, 64, 128, 256),
     say: Callable[[str], None] = lambda _: None,
 ) -> dict[str, Any]:
-    """ms per step as the work grows: more samples (hidden 16,16), then wider layers (all samples)."""
+    """ms per step as the work grows: more samples (hidden 16,16), then wider layers (all samples).
+
+    Fewer timed steps than the main table (a wide step is slow on a CPU); medians still.
+    """
     settings.validate()
+    settings = replace(settings, warmup=min(settings.warmup, 2), timed_steps=min(settings.timed_steps, 5))
     runnable = [b for b in backends if not unavailable(b)]
     floors = {kind: measure_floor(kind, settings.config.dtype) for kind in {device_kind(b) for b in runnable}}
     n_max = len(dataset.train_images)

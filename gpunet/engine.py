@@ -5,13 +5,13 @@ gradients out. Sums over disjoint chunks add up to the sum over all rows, so
 this module only decides how the rows are split and who computes which part;
 the update that follows is the same one full-batch update either way.
 
-Why chunks on the CPU: the two large products, X·W1 and Xᵀ·dZ1, read the
-60000x784 input twice. A chunk of ~2048 rows (6 MB in float32) is still in
-cache when its weight gradient is computed, so X streams from memory once;
-and each chunk's small arrays are reused from the allocator instead of
-page-faulting in fresh 60000-row arrays every step. Two threads, each running
-single-threaded BLAS on its own half of the chunks, keep both cores busy on
-products too thin (16 columns) for BLAS to parallelise well by itself.
+Why chunks on the CPU: the products with the 60000x784 input are too thin
+(16 columns) for BLAS to spread over cores well, and 60000-row temporaries
+cost page faults every step. Each thread takes its own run of chunks with
+single-threaded BLAS, and the chunks' small arrays come back from the
+allocator warm. Chunk size was measured on the 2-core CI machine
+(benchmarks/README.md): 8192 rows beat 2048 and 4096, whose per-chunk Python
+work and GIL hand-offs between the threads cost more than cache reuse gains.
 
 On a GPU the whole batch is one chunk: fewer, larger kernels are what it wants.
 """
@@ -30,7 +30,7 @@ from gpunet import model
 from gpunet.backend import Device, is_numpy_array
 
 Array = Any
-CPU_CHUNK_ROWS = 2048
+CPU_CHUNK_ROWS = 8192
 
 
 def cpu_cores() -> int:

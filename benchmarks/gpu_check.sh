@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# The GPU verification run, in one call on a lent GPU machine (no network there).
+#   benchmarks/gpu_check.sh DATA_DIR OUT_DIR
+# DATA_DIR holds Fashion-MNIST's four files (copy /usr/share/datasets/fashion-mnist
+# into .data/ and carry it). The machine's own Python must have numpy, cupy, typer,
+# rich, pytest and torch; gpunet's pure-Python dependencies that it lacks
+# (array-api-compat, threadpoolctl, array-api-strict, hypothesis) are carried in
+# .gpu-deps/, made here with:
+#   pip install --target .gpu-deps array-api-compat threadpoolctl array-api-strict hypothesis
+# Writes logs, JSON and figures to OUT_DIR, ending with a summary. Well under 10 minutes.
+set -uo pipefail
+data=${1:?usage: gpu_check.sh DATA_DIR OUT_DIR}
+out=${2:?usage: gpu_check.sh DATA_DIR OUT_DIR}
+mkdir -p "$out"
+export PYTHONPATH="$PWD:$PWD/.gpu-deps${PYTHONPATH:+:$PYTHONPATH}"
+py=${PYTHON:-python3}
+step() { echo "== $1"; }
+
+step "environment"
+{
+  date -u +%FT%TZ
+  nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv 2>&1
+  "$py" -c 'import sys, numpy, cupy, typer; print(sys.version); print("numpy", numpy.__version__, "cupy", cupy.__version__, "typer", typer.__version__)'
+  "$py" -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda)' 2>&1
+} > "$out/environment.txt" 2>&1
+cat "$out/environment.txt"
+
+step "gpunet devices"
+"$py" -m gpunet devices 2>&1 | tee "$out/devices.txt"
+
+step "pytest -m gpu"
+timeout 300 "$py" -m pytest -m gpu -q -p no:cacheprovider tests > "$out/pytest-gpu.txt" 2>&1
+echo "pytest exit code $?" | tee -a "$out/pytest-gpu.txt"
+tail -3 "$out/pytest-gpu.txt"
+
+for device in cuda cpu; do
+  step "gpunet train --device $device"
+  timeout 300 "$py" -m gpunet train --dataset fashion-mnist --data-dir "$data" --offline --device "$device" \
+    --json "$out/train-$device.json" 2>&1 | tail -2 | tee "$out/train-$device.txt"
+done
+
+step "gpunet bench"
+timeout 420 "$py" -m gpunet bench --dataset fashion-mnist --data-dir "$data" --offline \
+  --backends numpy,cupy,torch-cuda --json "$out/bench.json" --plot "$out/bench.png" 2>&1 | tee "$out/bench.txt"
+
+step "summary"
+"$py" - "$out" <<'PY' | tee "$out/summary.txt"
+import json, sys, pathlib
+out = pathlib.Path(sys.argv[1])
+for device in ("cuda", "cpu"):
+    p = out / f"train-{device}.json"
+    if p.exists():
+        r = json.loads(p.read_text())
+        print(f"train {device:5s} test {r['test_accuracy']:.4f} train {r['train_accuracy']:.4f} {r['train_seconds']:.2f} s")
+p = out / "bench.json"
+if p.exists():
+    for r in json.loads(p.read_text())["results"]:
+        ttt = "-" if r["time_to_target_s"] is None else f"{r['time_to_target_s']:.3f} s"
+        print(f"bench {r['backend']:10s} {r['ms_per_step_median']:9.3f} ms/step (floor {r['floor_ms']:.3f}, "
+              f"x{r['x_floor']:.1f})  to target {ttt}  test {r['test_accuracy']:.4f}")
+PY
