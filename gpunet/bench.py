@@ -422,6 +422,7 @@ def sweep(
     samples: Sequence[int] = (7500, 15000, 30000, 60000),
     widths: Sequence[int] = (16, 32, 64, 128, 256),
     say: Callable[[str], None] = lambda _: None,
+    floors: dict[str, Floor] | None = None,
 ) -> dict[str, Any]:
     """ms per step as the work grows: more samples (hidden 16,16), then wider layers (all samples).
 
@@ -430,7 +431,9 @@ def sweep(
     settings.validate()
     settings = replace(settings, warmup=min(settings.warmup, 2), timed_steps=min(settings.timed_steps, 5))
     runnable = [b for b in backends if not unavailable(b)]
-    floors = {kind: measure_floor(kind, settings.config.dtype) for kind in {device_kind(b) for b in runnable}}
+    floors = dict(floors or {})
+    for kind in {device_kind(b) for b in runnable} - set(floors):
+        floors[kind] = measure_floor(kind, settings.config.dtype)
     n_max = len(dataset.train_images)
     cases = [("samples", n, settings.config.hidden) for n in samples if n <= n_max]
     cases += [("width", n_max, (w, w)) for w in widths]

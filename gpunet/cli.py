@@ -237,7 +237,8 @@ def bench_command(
             f"(relative), test accuracy by {100 * detail['test_accuracy_difference']:+.2f} points"
         )
     if sweep:
-        report["sweep"] = bench.sweep(settings, ds, chosen, say=out.say)["sweep"]
+        floors = {kind: bench.Floor(**f) for kind, f in report["floors"].items()}  # one floor per run
+        report["sweep"] = bench.sweep(settings, ds, chosen, say=out.say, floors=floors)["sweep"]
         out.console.print(sweep_table(report["sweep"]))
     if json_path:
         write_json(json_path, report)

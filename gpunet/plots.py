@@ -40,7 +40,7 @@ def plot_bench(report: dict[str, Any], path: Path) -> None:
     for i, r in enumerate(results):
         right.hlines(r["floor_ms"], i - 0.4, i + 0.4, colors="tab:red", label="machine floor" if i == 0 else None)
         right.annotate(f"{r['x_floor']:.1f}x floor", (i, r["ms_per_step_median"]), ha="center", va="bottom")
-    right.set(ylabel="ms per step (median, IQR)", yscale="log")
+    right.set(ylabel="ms per step (median, IQR)", ylim=(0, 1.15 * max(r["ms_per_step_p75"] for r in results)))
     right.legend()
     config = report["config"]
     fig.suptitle(
