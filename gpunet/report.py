@@ -100,14 +100,22 @@ class Reporter:
                 self._progress = None
 
     def download_progress(self, name: str) -> ByteProgress:
-        self.say(f"downloading {name}")
+        """A byte-count callback; it speaks only once bytes arrive, so a mirror that
+        cannot be reached leaves no line behind (`auto` announces its fallback first)."""
         progress = self._progress
-        if progress is None:
-            return lambda done, total: None
-        task = progress.add_task(name, total=None)
+        task = None
+        started = False
 
         def update(done: int, total: int) -> None:
-            progress.update(task, completed=done, total=total or None)
+            nonlocal task, started
+            if not started:
+                started = True
+                if progress is None:
+                    self.say(f"downloading {name}")
+                else:
+                    task = progress.add_task(name, total=total or None)
+            if progress is not None:
+                progress.update(task, completed=done, total=total or None)
 
         return update
 

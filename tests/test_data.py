@@ -436,3 +436,27 @@ def test_load_synthetic_is_synthetic() -> None:
     ds = data.load("synthetic", offline=True)
     assert ds.name == "synthetic"
     assert ds.checksum == data.synthetic().checksum
+
+
+def test_cli_download_then_auto_prefers_the_downloaded_mnist(
+    isolated: Path, monkeypatch: pytest.MonkeyPatch, mirrored_mnist: Mirrored
+) -> None:
+    from typer.testing import CliRunner
+
+    from gpunet.cli import app
+
+    routes, _ = mirrored_mnist
+    with serve(routes) as server:
+        monkeypatch.setenv("GPUNET_MIRRORS", f"{server.base}mnist/")
+        result = CliRunner().invoke(app, ["datasets", "download", "mnist"])
+    assert result.exit_code == 0, result.output
+    assert [line for line in result.output.splitlines() if line.startswith("downloading")] == [
+        f"downloading {name}" for name in FILE_NAMES
+    ]
+    assert "verified against published checksums" in result.output
+    trained = CliRunner().invoke(app, ["train", "--offline", "--iterations", "2", "--device", "cpu"])
+    assert trained.exit_code == 0, trained.output
+    assert (
+        trained.output.splitlines()[0]
+        == f"dataset: mnist from {isolated / 'gpunet' / 'mnist'} (25 train, 10 test images)"
+    )
