@@ -7,10 +7,10 @@ diverging run, Ctrl-C) ends as one line on stderr and a non-zero exit code:
 
 from __future__ import annotations
 
+import csv
 import json
-import os
 import sys
-import tempfile
+from dataclasses import asdict, astuple
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -18,11 +18,12 @@ import typer
 from rich.table import Table
 from typer.core import TyperGroup
 
-from gpunet import __version__, data
+from gpunet import __version__, checkpoint, data
 from gpunet.backend import describe, resolve_device
-from gpunet.errors import ConfigError, DatasetError, DeviceError, GpunetError
+from gpunet.errors import ConfigError, DatasetError, DeviceError, DivergedError, GpunetError, Interrupted
+from gpunet.files import atomic_file
 from gpunet.report import Reporter, stderr_line
-from gpunet.train import TrainConfig, TrainResult, layer_sizes, train
+from gpunet.train import Record, TrainConfig, Trainer, TrainResult
 
 # Typer bundles its own click in recent releases and uses the public one in
 # older ones; the base class of its exceptions is found either way.
@@ -95,17 +96,9 @@ def parse_hidden(text: str) -> tuple[int, ...]:
 
 
 def write_json(path: Path, payload: dict[str, Any]) -> None:
-    """Write atomically: a crash never leaves half a JSON file under the real name."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(payload, f, indent=2)
-            f.write("\n")
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+    with atomic_file(path, "w") as f:
+        json.dump(payload, f, indent=2)
+        f.write("\n")
 
 
 # Options that `train` and `bench` share, declared once.
@@ -121,6 +114,7 @@ DtypeOpt = Annotated[str, typer.Option("--dtype", help="float32 or float64.")]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Seed for the initial weights and the batch order.")]
 EvalOpt = Annotated[int, typer.Option("--eval-every", help="Compute loss and accuracies every N steps.")]
 JsonOpt = Annotated[Path | None, typer.Option("--json", help="Write the machine-readable result here.")]
+DeviceOpt = Annotated[str, typer.Option("--device", help="cpu, cuda, cuda:N, or auto (cuda when usable, else cpu).")]
 DEFAULT = TrainConfig()
 
 
@@ -137,12 +131,19 @@ def load_dataset(name: str, data_dir: Path | None, offline: bool, out: Reporter)
     return ds
 
 
+def _given(ctx: typer.Context, name: str) -> bool:
+    """Whether an option was set on the command line (or the environment), not left at its default."""
+    source = ctx.get_parameter_source(name)
+    return source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP")
+
+
 @app.command("train")
 def train_command(
+    ctx: typer.Context,
     dataset: DatasetOpt = "auto",
     data_dir: DataDirOpt = None,
     offline: OfflineOpt = False,
-    device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N, or auto (cuda when usable, else cpu).")] = "auto",
+    device: DeviceOpt = "auto",
     hidden: HiddenOpt = "16,16",
     optimizer: OptimizerOpt = DEFAULT.optimizer,
     lr: LrOpt = DEFAULT.lr,
@@ -153,10 +154,33 @@ def train_command(
     eval_every: EvalOpt = DEFAULT.eval_every,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only the final result.")] = False,
     json_path: JsonOpt = None,
+    checkpoint_path: Annotated[
+        Path | None,
+        typer.Option("--checkpoint", help="Save the run here: at the end, every --checkpoint-every steps, on Ctrl-C."),
+    ] = None,
+    checkpoint_every: Annotated[int | None, typer.Option(help="Steps between checkpoints.")] = None,
+    resume: Annotated[
+        Path | None, typer.Option(help="Continue the run saved in this checkpoint; --iterations is the new total.")
+    ] = None,
+    history_path: Annotated[
+        Path | None, typer.Option("--history", help="Write the metrics per evaluation as CSV.")
+    ] = None,
+    plot: Annotated[
+        Path | None, typer.Option(help="Draw loss and accuracy against step (PNG; needs matplotlib).")
+    ] = None,
 ) -> None:
     """Train the network and report loss and accuracy, read from the output layer."""
-    config = TrainConfig(parse_hidden(hidden), optimizer, lr, iterations, batch_size, dtype, seed, eval_every)
+    options = {"hidden": hidden, "optimizer": optimizer, "lr": lr, "iterations": iterations}
+    options |= {"batch_size": batch_size, "dtype": dtype, "seed": seed, "eval_every": eval_every, "dataset": dataset}
+    saved = checkpoint.load(resume) if resume else None
+    if saved is not None:  # the checkpoint's settings, except those given on the command line
+        previous = asdict(saved.config) | {"hidden": ",".join(map(str, saved.config.hidden)), "dataset": saved.dataset}
+        options = {name: value if _given(ctx, name) else previous[name] for name, value in options.items()}
+    dataset = options.pop("dataset")
+    config = TrainConfig(**(options | {"hidden": parse_hidden(options["hidden"])}))
     config.validate()  # before any data is read: bad options fail at once
+    if checkpoint_every is not None and checkpoint_every < 1:
+        raise ConfigError(f"--checkpoint-every must be at least 1, got {checkpoint_every}")
     if dataset not in data.DATASET_NAMES:
         raise ConfigError(f"unknown dataset '{dataset}': choose one of {', '.join(data.DATASET_NAMES)}")
     dev = resolve_device(device)
@@ -164,28 +188,72 @@ def train_command(
     ds = load_dataset(dataset, data_dir, offline, out)
     if dev.note:
         out.say(dev.note)
-    batch = "full batch" if batch_size is None else f"batches of {batch_size}"
+    trainer = Trainer(config, ds, dev)
+    if saved is not None:
+        checkpoint.check_matches(saved, config, ds, resume)
+        checkpoint.restore(trainer, saved)
+        out.say(f"resuming from {resume} at step {saved.step}")
+    checkpoint_path = checkpoint_path or resume
+    batch = "full batch" if config.batch_size is None else f"batches of {config.batch_size}"
     out.say(
-        f"training {'-'.join(map(str, layer_sizes(config, ds)))} with {optimizer} lr {lr:g}, {batch} "
-        f"of {len(ds.train_images):,}, {dtype}, {iterations} steps on {dev.name}"
+        f"training {'-'.join(map(str, trainer.sizes))} with {config.optimizer} lr {config.lr:g}, {batch} "
+        f"of {len(ds.train_images):,}, {config.dtype}, {config.iterations} steps on {dev.name} "
+        f"({trainer.engine.describe()})"
     )
+
+    def save(t: Trainer) -> None:
+        checkpoint.save(checkpoint_path, t)
+
+    def keep_outputs(result: TrainResult, status: str) -> None:
+        """Whatever happened, the history and the summary are written."""
+        if json_path and result.history:
+            summary = {**result.summary(), "status": status, "dataset_source": ds.source, "version": __version__}
+            write_json(json_path, summary)
+        if history_path and result.history:
+            write_history_csv(history_path, result.history)
+        if plot and result.history:
+            from gpunet import plots
+
+            plots.plot_history(result.history, plot, title=f"{ds.name}, {'-'.join(map(str, trainer.sizes))}")
+
     try:
-        with out.training(iterations):
-            result = train(config, ds, dev, on_record=out.record, on_step=out.step)
-    except GpunetError as e:
-        if json_path and isinstance(e.result, TrainResult) and e.result.history:
-            write_json(json_path, {**e.result.summary(), "status": type(e).__name__})
+        with out.training(config.iterations):
+            result = trainer.run(out.record, out.step, save if checkpoint_path else None, checkpoint_every)
+    except (Interrupted, DivergedError) as e:
+        if isinstance(e.result, TrainResult):
+            keep_outputs(e.result, type(e).__name__)
+        if isinstance(e, Interrupted):
+            e.hint = (
+                f"checkpoint written to {checkpoint_path}; resume with: gpunet train --resume {checkpoint_path}"
+                if checkpoint_path and trainer.last_saved_step == e.step
+                else "nothing saved (use --checkpoint PATH to keep interrupted runs)"
+            )
+        elif checkpoint_path and trainer.last_saved_step is not None:
+            e.hint = f"the last good checkpoint (step {trainer.last_saved_step}) is {checkpoint_path}"
         raise
+    keep_outputs(result, "completed")
     final = result.final
     out.result(
         f"test accuracy {final.test_accuracy:.4f} (train {final.train_accuracy:.4f}, loss {final.loss:.4f}) "
         f"after {final.iteration} steps, {result.train_seconds:.1f} s on {result.device}"
     )
-    if json_path:
-        write_json(
-            json_path, {**result.summary(), "status": "completed", "dataset_source": ds.source, "version": __version__}
-        )
-        out.say(f"summary written to {json_path}")
+    for path, what in (
+        (json_path, "summary"),
+        (history_path, "history"),
+        (plot, "curves"),
+        (checkpoint_path, "checkpoint"),
+    ):
+        if path:
+            out.say(f"{what} written to {path}")
+
+
+def write_history_csv(path: Path, history: list[Record]) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["iteration", "loss", "train_accuracy", "test_accuracy"])
+        writer.writerows(astuple(r) for r in history)
 
 
 @app.command("bench")

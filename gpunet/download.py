@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import http.client
-import os
-import tempfile
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Sequence
@@ -13,6 +11,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from gpunet.errors import DatasetError
+from gpunet.files import atomic_file
 
 # Seconds to wait for a connection or for the next bytes: a dead mirror
 # should cost seconds, not the minutes of the operating system's default.
@@ -51,29 +50,23 @@ def download(
 
 
 def _fetch(url: str, dest: Path, sha256: str, progress: Progress | None, timeout: float) -> None:
-    fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
-    tmp = Path(tmp_name)
+    received = 0
     try:
-        digest = hashlib.sha256()
-        received = 0
-        with os.fdopen(fd, "wb") as out:
-            with urllib.request.urlopen(url, timeout=timeout) as response:
-                total = int(response.headers.get("Content-Length") or 0)
-                while chunk := response.read(CHUNK):
-                    out.write(chunk)
-                    digest.update(chunk)
-                    received += len(chunk)
-                    if progress:
-                        progress(received, total)
+        with atomic_file(dest) as out, urllib.request.urlopen(url, timeout=timeout) as response:
+            total = int(response.headers.get("Content-Length") or 0)
+            digest = hashlib.sha256()
+            while chunk := response.read(CHUNK):
+                out.write(chunk)
+                digest.update(chunk)
+                received += len(chunk)
+                if progress:
+                    progress(received, total)
             if total and received != total:
                 raise MirrorFailed(f"connection closed after {received} of {total} bytes")
             if digest.hexdigest() != sha256:
                 raise MirrorFailed(
                     f"checksum mismatch (got sha256 {digest.hexdigest()[:16]}…, expected {sha256[:16]}…)"
                 )
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, dest)
     except urllib.error.HTTPError as e:
         raise MirrorFailed(f"HTTP {e.code} {e.reason}") from e
     except urllib.error.URLError as e:
@@ -82,5 +75,3 @@ def _fetch(url: str, dest: Path, sha256: str, progress: Progress | None, timeout
         raise MirrorFailed(f"connection closed after {received + len(e.partial)} bytes") from e
     except (OSError, ValueError, http.client.HTTPException) as e:  # ValueError: bad URL or header
         raise MirrorFailed(f"{type(e).__name__}: {e}") from e
-    finally:
-        tmp.unlink(missing_ok=True)

@@ -8,6 +8,11 @@ class GpunetError(Exception):
 
     exit_code = 1
     result: object = None  # what a training run had done when it stopped, if anything
+    hint: str = ""  # what to do next, added by whoever knows (a checkpoint's path, say)
+
+    def __str__(self) -> str:
+        text = super().__str__()
+        return f"{text}; {self.hint}" if self.hint else text
 
 
 class DatasetError(GpunetError):

@@ -11,11 +11,19 @@ Array = Any
 
 
 class GD:
-    """Plain gradient descent, as in the seed: p -= lr * g."""
+    """Plain gradient descent, as in the seed: p -= lr * g.
+
+    `slots` holds an optimizer's per-parameter state arrays by name and
+    `steps` its update count: together, what a checkpoint must keep.
+    """
 
     def __init__(self, params: Sequence[Array], lr: float) -> None:
         self.lr = lr
         self.steps = 0
+        self.slots: dict[str, list[Array]] = {}
+
+    def _zeros(self, params: Sequence[Array]) -> list[Array]:
+        return [array_namespace(p).zeros_like(p) for p in params]
 
     def step(self, params: Sequence[Array], grads: Sequence[Array]) -> None:
         for p, g in zip(params, grads):
@@ -29,10 +37,10 @@ class Momentum(GD):
     def __init__(self, params: Sequence[Array], lr: float, beta: float = 0.9) -> None:
         super().__init__(params, lr)
         self.beta = beta
-        self.velocity = [array_namespace(p).zeros_like(p) for p in params]
+        self.slots = {"velocity": self._zeros(params)}
 
     def step(self, params: Sequence[Array], grads: Sequence[Array]) -> None:
-        for p, g, v in zip(params, grads, self.velocity):
+        for p, g, v in zip(params, grads, self.slots["velocity"]):
             v *= self.beta
             v += g
             p -= self.lr * v
@@ -47,8 +55,7 @@ class Adam(GD):
     ) -> None:
         super().__init__(params, lr)
         self.beta1, self.beta2, self.eps = beta1, beta2, eps
-        self.m = [array_namespace(p).zeros_like(p) for p in params]
-        self.v = [array_namespace(p).zeros_like(p) for p in params]
+        self.slots = {"m": self._zeros(params), "v": self._zeros(params)}
 
     def step(self, params: Sequence[Array], grads: Sequence[Array]) -> None:
         xp = array_namespace(params[0])
@@ -57,7 +64,7 @@ class Adam(GD):
         # eps is added after correcting v, as PyTorch does, so the two agree.
         step_size = self.lr / (1 - self.beta1**self.steps)
         v_scale = 1 / (1 - self.beta2**self.steps) ** 0.5
-        for p, g, m, v in zip(params, grads, self.m, self.v):
+        for p, g, m, v in zip(params, grads, self.slots["m"], self.slots["v"]):
             m *= self.beta1
             m += (1 - self.beta1) * g
             v *= self.beta2

@@ -72,3 +72,20 @@ def plot_sweep(report: dict[str, Any], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def plot_history(history: list[Any], path: Path, title: str = "") -> None:
+    """Loss, and train and test accuracy, against step: the curves `gpunet train --plot` draws."""
+    plt = _pyplot()
+    steps = [r.iteration for r in history]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    left.plot(steps, [r.loss for r in history])
+    left.set(xlabel="step", ylabel="training loss (cross-entropy)", yscale="log")
+    right.plot(steps, [r.train_accuracy for r in history], label="train")
+    right.plot(steps, [r.test_accuracy for r in history], label="test")
+    right.set(xlabel="step", ylabel="accuracy (output layer)", ylim=(0, 1))
+    right.legend()
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -125,21 +125,53 @@ def layer_sizes(config: TrainConfig, dataset: Dataset) -> list[int]:
     return [dataset.train_images.shape[1], *config.hidden, dataset.num_classes]
 
 
-def batches(
-    data: DeviceData, batch_size: int | None, rng: np.random.Generator, device: Device
-) -> Iterator[tuple[Array, Array]]:
-    """Endless (inputs, targets) batches: the whole set each time, or shuffled slices."""
-    n = data.x.shape[0]
-    if batch_size is None or batch_size >= n:
-        while True:
-            yield data.x, data.targets
-    xp = device.xp
-    while True:
-        # One transfer of the epoch's order, then slices on the device.
-        order = device.asarray(rng.permutation(n))
-        for start in range(0, n, batch_size):
-            index = order[start : start + batch_size]
-            yield xp.take(data.x, index, axis=0), xp.take(data.targets, index, axis=0)
+class BatchOrder:
+    """Endless (inputs, targets) batches: the whole set each time, or shuffled slices.
+
+    Mini-batches follow a fresh permutation each epoch, drawn on the host and
+    sent to the device once per epoch. Its state (the generator's state at the
+    start of the epoch, and the position in it) is a few numbers, so a
+    checkpoint resumes mid-epoch on exactly the batches it would have seen.
+    """
+
+    def __init__(self, data: DeviceData, batch_size: int | None, rng: np.random.Generator, device: Device) -> None:
+        self.data, self.rng, self.device = data, rng, device
+        n = data.x.shape[0]
+        self.batch_size = None if batch_size is None or batch_size >= n else batch_size
+        self.position = 0
+        self.epoch_rng_state = rng.bit_generator.state
+        self._order: Array | None = None
+
+    def __iter__(self) -> BatchOrder:
+        return self
+
+    def __next__(self) -> tuple[Array, Array]:
+        if self.batch_size is None:
+            return self.data.x, self.data.targets
+        n = self.data.x.shape[0]
+        if self._order is None:  # the first batch, or just restored: draw this epoch's order
+            self._draw_order(n)
+        if self.position >= n:  # the epoch is done: a new order
+            self._draw_order(n)
+            self.position = 0
+        index = self._order[self.position : self.position + self.batch_size]
+        self.position += self.batch_size
+        xp = self.device.xp
+        return xp.take(self.data.x, index, axis=0), xp.take(self.data.targets, index, axis=0)
+
+    def _draw_order(self, n: int) -> None:
+        self.epoch_rng_state = self.rng.bit_generator.state
+        self._order = self.device.asarray(self.rng.permutation(n))
+
+    def state(self) -> dict[str, Any]:
+        return {"epoch_rng_state": self.epoch_rng_state, "position": self.position}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        # Rewind the generator to the epoch's start: the same permutation is drawn again.
+        self.rng.bit_generator.state = state["epoch_rng_state"]
+        self.epoch_rng_state = state["epoch_rng_state"]
+        self.position = state["position"]
+        self._order = None
 
 
 class Trainer:
@@ -153,23 +185,27 @@ class Trainer:
         self, config: TrainConfig, dataset: Dataset, device: Device, engine: LocalEngine | None = None
     ) -> None:
         config.validate()
-        self.config, self.device, self.dataset_name = config, device, dataset.name
+        self.config, self.device = config, device
+        self.dataset_name, self.dataset_checksum = dataset.name, dataset.checksum
+        self.sizes = layer_sizes(config, dataset)
         self.engine = engine or LocalEngine.for_device(device)
         k = dataset.num_classes
         self.train = DeviceData.from_host(dataset.train_images, dataset.train_labels, device, config.dtype, k)
         self.test = DeviceData.from_host(dataset.test_images, dataset.test_labels, device, config.dtype, k)
-        host_params = he_normal(layer_sizes(config, dataset), config.seed, config.dtype)
+        host_params = he_normal(self.sizes, config.seed, config.dtype)
         self.params = [device.asarray(p) for p in host_params]
         self.optimizer = make_optimizer(config.optimizer, self.params, config.lr)
         # The shuffling stream is separate from the initialisation stream, so
         # the batch size never changes the initial weights.
         self.shuffle_rng = np.random.default_rng(np.random.SeedSequence(config.seed).spawn(1)[0])
-        self.batches = batches(self.train, config.batch_size, self.shuffle_rng, device)
+        self.batches = BatchOrder(self.train, config.batch_size, self.shuffle_rng, device)
         # Each step's loss is written here on the device and read at the next
         # check, so a divergence is pinned to its step without a per-step sync.
         self.step_losses = device.xp.zeros(config.eval_every, dtype=self.train.x.dtype)
         self.steps_done = 0
         self._checked = 0
+        self.history: list[Record] = []
+        self.last_saved_step: int | None = None
 
     def step(self) -> None:
         x, targets = next(self.batches)
@@ -199,8 +235,15 @@ class Trainer:
         values = (float(to_numpy(v)) for v in (loss, train_acc, test_acc))
         return Record(self.steps_done, *values)
 
+    def mark_checked(self) -> None:
+        """Declare the losses so far as checked (a restored run's were checked before it was saved)."""
+        self._checked = self.steps_done
+
     def host_params(self) -> list[np.ndarray]:
         return [to_numpy(p) for p in self.params]
+
+    def to_host(self, a: Array) -> np.ndarray:
+        return to_numpy(a)
 
     def synchronize(self) -> None:
         self.device.synchronize()
@@ -209,21 +252,33 @@ class Trainer:
         self,
         on_record: Callable[[Record], None] | None = None,
         on_step: Callable[[int], None] | None = None,
+        save: Callable[[Trainer], None] | None = None,
+        save_every: int | None = None,
     ) -> TrainResult:
         """Step to `config.iterations`, evaluating every `eval_every` steps.
 
-        Raises DivergedError or Interrupted with `.result` holding what was done.
+        `save(trainer)` is called every `save_every` steps, at the end, and on
+        Ctrl-C/SIGTERM, always between steps and only once the losses since the
+        last check are known to be finite: a diverged state is never saved, so
+        the last good checkpoint survives a divergence. Raises DivergedError or
+        Interrupted with `.result` holding what was done.
         """
         config = self.config
         result = TrainResult(config, self.device.name, self.dataset_name, [])
 
         def record() -> None:
             r = self.evaluate()
-            result.history.append(r)
+            self.history.append(r)
             if on_record:
                 on_record(r)
             if not math.isfinite(r.loss):
                 raise DivergedError(r.iteration, r.loss, config.lr)
+
+        def checkpoint() -> None:
+            if save is not None and self.last_saved_step != self.steps_done:
+                self.check_losses()
+                save(self)
+                self.last_saved_step = self.steps_done
 
         self.device.synchronize()
         start = time.perf_counter()
@@ -232,7 +287,8 @@ class Trainer:
             # Overflow in a diverging run is caught and named by its step;
             # numpy's warnings about it would only bury that message.
             with np.errstate(over="ignore", invalid="ignore"), stop_requests() as stop:
-                record()
+                if not self.history:
+                    record()
                 while self.steps_done < config.iterations:
                     if stop:
                         raise Interrupted(self.steps_done, stop[0])
@@ -242,10 +298,21 @@ class Trainer:
                     if self.steps_done % config.eval_every == 0 or self.steps_done == config.iterations:
                         self.check_losses()
                         record()
-        except (Interrupted, DivergedError) as e:
+                    if save_every and self.steps_done % save_every == 0:
+                        checkpoint()
+                checkpoint()
+        except Interrupted as e:
+            error = e
+            try:
+                with np.errstate(over="ignore", invalid="ignore"):
+                    checkpoint()  # between two steps: a consistent state to resume from
+            except DivergedError as diverged:
+                error = diverged
+        except DivergedError as e:
             error = e
         self.device.synchronize()
         result.train_seconds = time.perf_counter() - start
+        result.history = list(self.history)
         result.params = self.host_params()
         if error is not None:
             error.result = result

@@ -50,7 +50,7 @@ def test_batch_size_changes_the_order_not_the_initial_weights(small: data.Datase
 
 def test_minibatch_epochs_cover_every_sample_once(small: data.Dataset) -> None:
     split = DeviceData.from_host(small.train_images, small.train_labels, numpy_device(), "float64", 10)
-    stream = train_module.batches(split, 250, np.random.default_rng(0), numpy_device())
+    stream = train_module.BatchOrder(split, 250, np.random.default_rng(0), numpy_device())
     epoch = [next(stream) for _ in range(3)]  # 600 samples: 250 + 250 + 100
     assert [len(x) for x, _ in epoch] == [250, 250, 100]
     rows = np.concatenate([x for x, _ in epoch])

@@ -1,0 +1,205 @@
+"""Checkpoints: bit-exact resume, atomic writes, refusal of foreign checkpoints, Ctrl-C and divergence."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from gpunet import checkpoint, data
+from gpunet.cli import app
+from gpunet.errors import DivergedError
+from gpunet.train import TrainConfig, Trainer
+from tests.conftest import numpy_device
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def small() -> data.Dataset:
+    return data.synthetic(n_train=900, n_test=200)
+
+
+def run_through(config: TrainConfig, dataset: data.Dataset, stop_at: int | None, path: Path) -> Trainer:
+    """Train to config.iterations; or save at `stop_at` and finish in a fresh trainer restored from the file."""
+    if stop_at is None:
+        straight = Trainer(config, dataset, numpy_device())
+        straight.run()
+        return straight
+    Trainer(replace(config, iterations=stop_at), dataset, numpy_device()).run(save=lambda t: checkpoint.save(path, t))
+    resumed = Trainer(config, dataset, numpy_device())
+    checkpoint.restore(resumed, checkpoint.load(path))
+    resumed.run()
+    return resumed
+
+
+@pytest.mark.parametrize(
+    ("optimizer", "batch_size", "stop_at"),
+    [("adam", None, 13), ("momentum", 200, 7), ("gd", 300, 6), ("adam", 128, 15)],
+    ids=["adam-full", "momentum-mid-epoch", "gd-epoch-boundary", "adam-ragged-epoch"],
+)
+def test_resume_is_bit_identical(tmp_path: Path, small: data.Dataset, optimizer: str, batch_size, stop_at) -> None:
+    config = TrainConfig(optimizer=optimizer, lr=0.01, iterations=25, batch_size=batch_size, eval_every=5)
+    straight = run_through(config, small, None, tmp_path / "unused.npz")
+    resumed = run_through(config, small, stop_at, tmp_path / "run.npz")
+    for a, b in zip(straight.host_params(), resumed.host_params()):
+        assert np.array_equal(a, b)
+    for name, slots in straight.optimizer.slots.items():
+        for a, b in zip(slots, resumed.optimizer.slots[name]):
+            assert np.array_equal(a, b)
+    # The stopped run also evaluated where it stopped; the rest of the history is the same.
+    assert straight.history == [r for r in resumed.history if r.iteration % 5 == 0]
+
+
+def test_the_file_holds_no_pickle_and_the_whole_state(tmp_path: Path, small: data.Dataset) -> None:
+    trainer = Trainer(TrainConfig(iterations=4, eval_every=2, batch_size=100), small, numpy_device())
+    trainer.run(save=lambda t: checkpoint.save(tmp_path / "c.npz", t))
+    with np.load(tmp_path / "c.npz", allow_pickle=False) as f:
+        assert all(f[name].dtype != object for name in f.files)
+        meta = json.loads(str(f["meta"]))
+    assert meta["step"] == 4 and meta["dataset"] == "synthetic" and meta["dataset_checksum"] == small.checksum
+    assert meta["config"]["batch_size"] == 100 and set(meta["optimizer_slots"]) == {"m", "v"}
+    assert meta["batch_state"]["position"] == 400
+    saved = checkpoint.load(tmp_path / "c.npz")
+    assert saved.step == 4 and len(saved.params) == 6 and [r.iteration for r in saved.history] == [0, 2, 4]
+
+
+def test_a_failed_write_leaves_the_previous_checkpoint(tmp_path: Path, small: data.Dataset, monkeypatch) -> None:
+    path = tmp_path / "c.npz"
+    trainer = Trainer(TrainConfig(iterations=2, eval_every=2), small, numpy_device())
+    trainer.run(save=lambda t: checkpoint.save(path, t))
+    before = path.read_bytes()
+
+    def crash(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(checkpoint.np, "savez", crash)
+    with pytest.raises(OSError):
+        checkpoint.save(path, trainer)
+    assert path.read_bytes() == before
+    assert os.listdir(tmp_path) == ["c.npz"]
+
+
+def test_unreadable_files_are_refused(tmp_path: Path) -> None:
+    pickled = tmp_path / "pickled.npz"
+    np.savez(pickled, meta=np.array([{"format": 1}], dtype=object))
+    garbage = tmp_path / "garbage.npz"
+    garbage.write_bytes(b"not a zip file")
+    for path, reason in ((pickled, "not a readable"), (garbage, "not a readable"), (tmp_path / "none.npz", "no such")):
+        with pytest.raises(checkpoint.CheckpointError, match=reason):
+            checkpoint.load(path)
+
+
+@pytest.mark.parametrize(
+    ("change", "text"),
+    [
+        ({"hidden": (8,)}, "layers 784-16-16-10, not 784-8-10"),
+        ({"dtype": "float64"}, "dtype float32, not float64"),
+        ({"optimizer": "gd"}, "optimizer adam, not gd"),
+    ],
+)
+def test_a_checkpoint_of_another_run_is_refused(tmp_path: Path, small: data.Dataset, change: dict, text: str) -> None:
+    config = TrainConfig(iterations=2, eval_every=2)
+    Trainer(config, small, numpy_device()).run(save=lambda t: checkpoint.save(tmp_path / "c.npz", t))
+    saved = checkpoint.load(tmp_path / "c.npz")
+    with pytest.raises(checkpoint.CheckpointError, match=text):
+        checkpoint.check_matches(saved, replace(config, **change), small, tmp_path / "c.npz")
+
+
+def test_a_checkpoint_of_other_data_is_refused(tmp_path: Path, small: data.Dataset) -> None:
+    config = TrainConfig(iterations=2, eval_every=2)
+    Trainer(config, small, numpy_device()).run(save=lambda t: checkpoint.save(tmp_path / "c.npz", t))
+    other = data.synthetic(n_train=900, n_test=200, seed=99)
+    with pytest.raises(checkpoint.CheckpointError, match="dataset synthetic"):
+        checkpoint.check_matches(checkpoint.load(tmp_path / "c.npz"), config, other, tmp_path / "c.npz")
+
+
+def test_divergence_keeps_the_last_good_checkpoint(tmp_path: Path, small: data.Dataset) -> None:
+    path = tmp_path / "c.npz"
+    trainer = Trainer(TrainConfig(optimizer="gd", lr=1e30, iterations=50, eval_every=10), small, numpy_device())
+    with pytest.raises(DivergedError):
+        trainer.run(save=lambda t: checkpoint.save(path, t), save_every=1)
+    saved = checkpoint.load(path)
+    assert saved.step == trainer.last_saved_step >= 1
+    assert all(np.isfinite(p).all() for p in saved.params)
+
+
+# --- through the command line ---------------------------------------------------------------------
+
+QUICK = ["train", "--dataset", "synthetic", "--device", "cpu", "--eval-every", "5"]
+
+
+def test_cli_resume_continues_and_refuses_a_changed_architecture(tmp_path: Path) -> None:
+    path = tmp_path / "run.npz"
+    first = runner.invoke(app, [*QUICK, "--iterations", "10", "--checkpoint", str(path)])
+    assert first.exit_code == 0, first.output
+    resumed = runner.invoke(app, ["train", "--resume", str(path), "--iterations", "20", "--device", "cpu"])
+    assert resumed.exit_code == 0, resumed.output
+    assert f"resuming from {path} at step 10" in resumed.output and "after 20 steps" in resumed.output
+    assert checkpoint.load(path).step == 20
+    refused = runner.invoke(app, ["train", "--resume", str(path), "--hidden", "32"])
+    assert refused.exit_code == 1
+    assert refused.stderr.startswith("error: ") and "refusing to mix them" in refused.stderr
+    assert len(refused.stderr.splitlines()) == 1
+
+
+def test_cli_corrupt_checkpoint_is_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "bad.npz"
+    path.write_bytes(b"\x00" * 100)
+    result = runner.invoke(app, ["train", "--resume", str(path)])
+    assert result.exit_code == 1 and "not a readable gpunet checkpoint" in result.stderr
+    assert len(result.stderr.splitlines()) == 1
+
+
+def test_cli_divergence_names_the_last_good_checkpoint(tmp_path: Path) -> None:
+    path = tmp_path / "run.npz"
+    args = [*QUICK, "--optimizer", "gd", "--lr", "1e30", "--iterations", "50", "--checkpoint", str(path)]
+    result = runner.invoke(app, [*args, "--checkpoint-every", "1"])
+    assert result.exit_code == 3
+    assert "the last good checkpoint (step " in result.stderr and str(path) in result.stderr
+
+
+def test_ctrl_c_writes_a_checkpoint_that_resumes_to_the_same_weights(tmp_path: Path) -> None:
+    """A real process, a real SIGINT: interrupted and resumed ends bit-identical to uninterrupted."""
+    args = ["--dataset", "synthetic", "--device", "cpu", "--batch-size", "700", "--iterations", "400"]
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path)}
+    gpunet = [sys.executable, "-m", "gpunet", "train", *args]
+    straight = subprocess.run([*gpunet, "--checkpoint", str(tmp_path / "a.npz"), "-q"], env=env, capture_output=True)
+    assert straight.returncode == 0, straight.stderr
+
+    proc = subprocess.Popen(
+        [*gpunet, "--eval-every", "5", "--checkpoint", str(tmp_path / "b.npz")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    for line in proc.stdout:
+        if line.startswith("step") and int(line.split()[1].split("/")[0]) >= 20:
+            break
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr
+    assert "checkpoint written to" in stderr and "gpunet train --resume" in stderr
+    stopped_at = checkpoint.load(tmp_path / "b.npz").step
+    assert 20 <= stopped_at < 400
+
+    resumed = subprocess.run(
+        [sys.executable, "-m", "gpunet", "train", "--resume", str(tmp_path / "b.npz"), "--device", "cpu", "-q"],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    a, b = checkpoint.load(tmp_path / "a.npz"), checkpoint.load(tmp_path / "b.npz")
+    assert b.step == a.step == 400
+    for pa, pb in zip(a.params, b.params):
+        assert np.array_equal(pa, pb)
