@@ -14,16 +14,19 @@ from dataclasses import asdict, astuple
 from pathlib import Path
 from typing import Annotated, Any
 
+import numpy as np
 import typer
 from rich.table import Table
 from typer.core import TyperGroup
 
-from gpunet import __version__, checkpoint, data
-from gpunet.backend import describe, resolve_device
+from gpunet import __version__, checkpoint, data, model
+from gpunet.backend import Device, describe, resolve_device, to_numpy
+from gpunet.engine import LocalEngine
 from gpunet.errors import ConfigError, DatasetError, DeviceError, DivergedError, GpunetError, Interrupted
 from gpunet.files import atomic_file
+from gpunet.images import read_images
 from gpunet.report import Reporter, stderr_line
-from gpunet.train import Record, TrainConfig, Trainer, TrainResult
+from gpunet.train import DeviceData, Record, TrainConfig, Trainer, TrainResult
 
 # Typer bundles its own click in recent releases and uses the public one in
 # older ones; the base class of its exceptions is found either way.
@@ -373,6 +376,96 @@ def sweep_table(rows: list[dict[str, Any]]) -> Table:
             f"{r['x_floor']:.1f}",
         )
     return table
+
+
+CheckpointArg = Annotated[Path, typer.Argument(help="A checkpoint written by gpunet train --checkpoint.")]
+
+
+def load_model(path: Path, device: str) -> tuple[checkpoint.Checkpoint, Device, list[Any]]:
+    """A checkpoint's parameters, on the device they will run on."""
+    saved = checkpoint.load(path)
+    dev = resolve_device(device)
+    return saved, dev, [dev.asarray(p) for p in saved.params]
+
+
+@app.command("evaluate")
+def evaluate_command(
+    checkpoint_file: CheckpointArg,
+    split: Annotated[str, typer.Option(help="test or train.")] = "test",
+    data_dir: DataDirOpt = None,
+    offline: OfflineOpt = False,
+    device: DeviceOpt = "auto",
+    json_path: JsonOpt = None,
+) -> None:
+    """Loss, accuracy, per-class accuracy and the confusion matrix of a saved model."""
+    if split not in ("test", "train"):
+        raise ConfigError(f"--split must be test or train, got '{split}'")
+    saved, dev, params = load_model(checkpoint_file, device)
+    out = Reporter()
+    ds = load_dataset(saved.dataset, data_dir, offline, out)
+    if ds.checksum != saved.dataset_checksum:
+        raise checkpoint.CheckpointError(f"{checkpoint_file} was trained on other {ds.name} files than {ds.source}")
+    images, labels = (ds.test_images, ds.test_labels) if split == "test" else (ds.train_images, ds.train_labels)
+    rows = DeviceData.from_host(images, labels, dev, saved.config.dtype, ds.num_classes)
+    loss, accuracy = LocalEngine.for_device(dev).evaluate(params, rows.x, rows.targets, rows.labels)
+    confusion = to_numpy(model.confusion_matrix(params, rows.x, rows.targets)).astype(np.int64)
+    per_class = np.diag(confusion) / np.maximum(confusion.sum(axis=1), 1)
+    names = data.class_names(ds.name)
+    report = {
+        "checkpoint": str(checkpoint_file),
+        "step": saved.step,
+        "dataset": ds.name,
+        "split": split,
+        "samples": len(labels),
+        "loss": float(to_numpy(loss)),
+        "accuracy": float(to_numpy(accuracy)),
+        "per_class_accuracy": dict(zip(names, per_class.tolist())),
+        "confusion_matrix": confusion.tolist(),
+    }
+    out.say(
+        f"{ds.name} {split} split, {len(labels):,} images, model of step {saved.step} on {dev.name}: "
+        f"accuracy {report['accuracy']:.4f}, loss {report['loss']:.4f}"
+    )
+    table = Table(title="confusion matrix (rows: true class, columns: predicted)")
+    table.add_column("true class")
+    for i in range(len(names)):
+        table.add_column(str(i), justify="right")
+    table.add_column("accuracy", justify="right")
+    for i, name in enumerate(names):
+        table.add_row(f"{i} {name}", *map(str, confusion[i]), f"{per_class[i]:.3f}")
+    out.console.print(table)
+    if json_path:
+        write_json(json_path, report)
+        out.say(f"results written to {json_path}")
+
+
+@app.command("predict")
+def predict_command(
+    checkpoint_file: CheckpointArg,
+    files: Annotated[list[Path], typer.Argument(help="PNG (or other pictures), .npy arrays or IDX image files.")],
+    device: DeviceOpt = "auto",
+    top: Annotated[int, typer.Option(help="How many of the most probable classes to show.")] = 3,
+    json_path: JsonOpt = None,
+) -> None:
+    """The class and probabilities a saved model gives each image."""
+    saved, dev, params = load_model(checkpoint_file, device)
+    names = data.class_names(saved.dataset)
+    predictions = []
+    for path in files:
+        pixels, labels = read_images(path)
+        if pixels.shape[1] != saved.sizes[0]:
+            raise ConfigError(f"{path}: images have {pixels.shape[1]} pixels, the model takes {saved.sizes[0]}")
+        x = dev.asarray(pixels.astype(saved.config.dtype))
+        logits_t = model.output_logits_t(params, model.hidden_activations(params, x)[-1])
+        probabilities = np.exp(to_numpy(model.log_softmax(logits_t, axis=0))).T
+        for label, p in zip(labels, probabilities):
+            best = np.argsort(p)[::-1][: max(1, top)]
+            predictions.append({"image": label, "class": int(best[0]), "name": names[best[0]]})
+            predictions[-1]["probabilities"] = dict(zip(names, map(float, p)))
+            ranked = ", ".join(f"{names[i]} {p[i]:.3f}" for i in best)
+            print(f"{label}: {best[0]} {names[best[0]]}  ({ranked})")
+    if json_path:
+        write_json(json_path, {"checkpoint": str(checkpoint_file), "predictions": predictions})
 
 
 @app.command("devices")

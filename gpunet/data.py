@@ -86,6 +86,30 @@ FASHION_MNIST = DatasetSpec(
 )
 
 SPECS = {s.name: s for s in (MNIST, FASHION_MNIST)}
+
+FASHION_CLASSES = (
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+)
+
+
+def class_names(dataset: str) -> list[str]:
+    """What each class index means, for people."""
+    if dataset == "fashion-mnist":
+        return list(FASHION_CLASSES)
+    if dataset == "mnist":
+        return [f"digit {i}" for i in range(NUM_CLASSES)]
+    return [f"class {i}" for i in range(NUM_CLASSES)]
+
+
 DATASET_NAMES = ("auto", "mnist", "fashion-mnist", "synthetic")
 
 # Every known checksum, so a file of one dataset found where another was

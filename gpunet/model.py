@@ -136,3 +136,13 @@ def predict(params: Sequence[Array], x: Array) -> Array:
     """The most probable class of each row."""
     xp = array_namespace(x)
     return xp.argmax(output_logits_t(params, hidden_activations(params, x)[-1]), axis=0)
+
+
+def confusion_matrix(params: Sequence[Array], x: Array, targets: Array) -> Array:
+    """counts[i, j]: samples of true class i predicted as class j, counted on the device.
+
+    A product of two one-hot matrices, so it is one matmul on any backend.
+    """
+    xp = array_namespace(x)
+    predicted = one_hot(predict(params, x), targets.shape[1], targets.dtype)
+    return xp.matmul(targets.T, predicted)
