@@ -21,12 +21,28 @@ from typer.core import TyperGroup
 
 from gpunet import __version__, checkpoint, data, model
 from gpunet.backend import Device, describe, resolve_device, to_numpy
+from gpunet.doctor import doctor_command
 from gpunet.engine import LocalEngine
 from gpunet.errors import ConfigError, DatasetError, DeviceError, DivergedError, GpunetError, Interrupted
 from gpunet.files import atomic_file
 from gpunet.images import read_images
+from gpunet.options import (
+    BatchOpt,
+    DataDirOpt,
+    DatasetOpt,
+    DeviceOpt,
+    DtypeOpt,
+    EvalOpt,
+    HiddenOpt,
+    IterationsOpt,
+    JsonOpt,
+    LrOpt,
+    OfflineOpt,
+    OptimizerOpt,
+    SeedOpt,
+)
 from gpunet.report import Reporter, stderr_line
-from gpunet.train import DeviceData, Record, TrainConfig, Trainer, TrainResult
+from gpunet.train import DeviceData, Record, TrainConfig, Trainer, TrainResult, parse_hidden
 
 # Typer bundles its own click in recent releases and uses the public one in
 # older ones; the base class of its exceptions is found either way.
@@ -78,25 +94,6 @@ app = typer.Typer(
 datasets_app = typer.Typer(help="List datasets and where they were found; download one.")
 app.add_typer(datasets_app, name="datasets")
 
-DATASET_HELP = (
-    "auto (MNIST if present or downloadable, else an installed Fashion-MNIST), mnist, fashion-mnist or synthetic."
-)
-DATA_DIR_HELP = (
-    "Directory holding the four IDX files (looked at first, before $GPUNET_DATA, the cache and /usr/share/datasets)."
-)
-
-
-def parse_hidden(text: str) -> tuple[int, ...]:
-    """'16,16' -> (16, 16); '' -> () (no hidden layer: softmax regression)."""
-    parts = [p.strip() for p in text.split(",") if p.strip()]
-    try:
-        sizes = tuple(int(p) for p in parts)
-    except ValueError:
-        raise ConfigError(f"--hidden takes comma-separated layer sizes such as 16,16, got '{text}'") from None
-    if any(s < 1 for s in sizes):
-        raise ConfigError(f"hidden layer sizes must be positive, got '{text}'")
-    return sizes
-
 
 def write_json(path: Path, payload: dict[str, Any]) -> None:
     with atomic_file(path, "w") as f:
@@ -104,20 +101,6 @@ def write_json(path: Path, payload: dict[str, Any]) -> None:
         f.write("\n")
 
 
-# Options that `train` and `bench` share, declared once.
-DatasetOpt = Annotated[str, typer.Option("--dataset", help=DATASET_HELP)]
-DataDirOpt = Annotated[Path | None, typer.Option("--data-dir", help=DATA_DIR_HELP)]
-OfflineOpt = Annotated[bool, typer.Option("--offline", help="Never download; use only local files.")]
-HiddenOpt = Annotated[str, typer.Option("--hidden", help="Hidden layer sizes, comma-separated.")]
-OptimizerOpt = Annotated[str, typer.Option("--optimizer", help="gd, momentum or adam.")]
-LrOpt = Annotated[float, typer.Option("--lr", help="Learning rate.")]
-IterationsOpt = Annotated[int, typer.Option("--iterations", help="Number of updates.")]
-BatchOpt = Annotated[int | None, typer.Option("--batch-size", help="Samples per update; default: all (full batch).")]
-DtypeOpt = Annotated[str, typer.Option("--dtype", help="float32 or float64.")]
-SeedOpt = Annotated[int, typer.Option("--seed", help="Seed for the initial weights and the batch order.")]
-EvalOpt = Annotated[int, typer.Option("--eval-every", help="Compute loss and accuracies every N steps.")]
-JsonOpt = Annotated[Path | None, typer.Option("--json", help="Write the machine-readable result here.")]
-DeviceOpt = Annotated[str, typer.Option("--device", help="cpu, cuda, cuda:N, or auto (cuda when usable, else cpu).")]
 DEFAULT = TrainConfig()
 
 
@@ -466,6 +449,9 @@ def predict_command(
             print(f"{label}: {best[0]} {names[best[0]]}  ({ranked})")
     if json_path:
         write_json(json_path, {"checkpoint": str(checkpoint_file), "predictions": predictions})
+
+
+app.command("doctor")(doctor_command)
 
 
 @app.command("devices")

@@ -19,6 +19,7 @@ On a GPU the whole batch is one chunk: fewer, larger kernels are what it wants.
 from __future__ import annotations
 
 import os
+import weakref
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
@@ -99,6 +100,8 @@ class LocalEngine:
     def _executor(self) -> ThreadPoolExecutor:
         if self._pool is None:
             self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="gpunet-chunk")
+            # The threads go when the engine does, whether or not anyone calls close().
+            weakref.finalize(self, self._pool.shutdown, wait=False)
         return self._pool
 
     def _single_threaded_blas(self, a: Array) -> Any:

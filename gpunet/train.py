@@ -13,12 +13,11 @@ from typing import Any
 
 import numpy as np
 
-from gpunet import model
+from gpunet import initializers, model
 from gpunet.backend import Device, to_numpy
 from gpunet.data import Dataset
 from gpunet.engine import LocalEngine
 from gpunet.errors import ConfigError, DivergedError, GpunetError, Interrupted
-from gpunet.initializers import he_normal
 from gpunet.optimizers import OPTIMIZERS, make_optimizer
 
 Array = Any
@@ -54,6 +53,18 @@ class TrainConfig:
             raise ConfigError(f"--eval-every must be at least 1, got {self.eval_every}")
         if self.seed < 0:
             raise ConfigError(f"the seed must be 0 or more, got {self.seed}")
+
+
+def parse_hidden(text: str) -> tuple[int, ...]:
+    """'16,16' -> (16, 16); '' -> () (no hidden layer: softmax regression)."""
+    parts = [p.strip() for p in text.split(",") if p.strip()]
+    try:
+        sizes = tuple(int(p) for p in parts)
+    except ValueError:
+        raise ConfigError(f"--hidden takes comma-separated layer sizes such as 16,16, got '{text}'") from None
+    if any(s < 1 for s in sizes):
+        raise ConfigError(f"hidden layer sizes must be positive, got '{text}'")
+    return sizes
 
 
 @dataclass(frozen=True)
@@ -154,7 +165,7 @@ class BatchOrder:
         if self.position >= n:  # the epoch is done: a new order
             self._draw_order(n)
             self.position = 0
-        index = self._order[self.position : self.position + self.batch_size]
+        index = self._order[self.position : min(self.position + self.batch_size, n)]
         self.position += self.batch_size
         xp = self.device.xp
         return xp.take(self.data.x, index, axis=0), xp.take(self.data.targets, index, axis=0)
@@ -192,7 +203,7 @@ class Trainer:
         k = dataset.num_classes
         self.train = DeviceData.from_host(dataset.train_images, dataset.train_labels, device, config.dtype, k)
         self.test = DeviceData.from_host(dataset.test_images, dataset.test_labels, device, config.dtype, k)
-        host_params = he_normal(self.sizes, config.seed, config.dtype)
+        host_params = initializers.he_normal(self.sizes, config.seed, config.dtype)
         self.params = [device.asarray(p) for p in host_params]
         self.optimizer = make_optimizer(config.optimizer, self.params, config.lr)
         # The shuffling stream is separate from the initialisation stream, so

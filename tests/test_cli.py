@@ -264,3 +264,10 @@ def test_a_signal_stops_between_steps_and_keeps_the_history(tmp_path: Path, sign
     assert len(lines) == 1 and lines[0].startswith(f"error: interrupted by {name} after step ")
     summary = json.loads(summary_path.read_text())
     assert summary["status"] == "Interrupted" and summary["history"][-1]["iteration"] >= 5
+
+
+def test_doctor_passes_on_the_real_model() -> None:
+    result = invoke("doctor", "--dataset", "synthetic", "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    assert sum(line.startswith("PASS") for line in result.output.splitlines()) == 8
+    assert "8 checks: 8 passed" in result.output

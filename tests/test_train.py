@@ -60,7 +60,7 @@ def test_minibatch_epochs_cover_every_sample_once(small: data.Dataset) -> None:
 
 def test_training_runs_unchanged_on_array_api_strict(small: data.Dataset) -> None:
     """The loop, not only the math, is array-agnostic: batches, buffers and evaluation."""
-    config = TrainConfig(iterations=6, eval_every=3, batch_size=200, dtype="float64", optimizer="momentum")
+    config = TrainConfig(iterations=6, eval_every=3, batch_size=250, dtype="float64", optimizer="momentum")
     strict = train(config, small, strict_device())
     reference = train(config, small, numpy_device())
     for s, r in zip(strict.history, reference.history):

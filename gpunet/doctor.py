@@ -1,0 +1,257 @@
+"""`gpunet doctor`: the checks that would have told the seed's author why his network did not learn.
+
+Each check isolates one way a from-scratch network fails quietly (inputs, initialisation,
+gradients, the accuracy read-out, the optimizer's first steps) and prints PASS or FAIL with the
+number it saw. The checks call the project's own math through its modules at call time, so a
+bug put into `gpunet.model`, `gpunet.initializers` or `DeviceData.from_host` shows up here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import typer
+
+from gpunet import backend, data, initializers, model, train
+from gpunet.backend import Device, to_numpy
+from gpunet.data import Dataset
+from gpunet.errors import ConfigError
+from gpunet.options import DataDirOpt, DatasetOpt, DeviceOpt, DtypeOpt, HiddenOpt, OfflineOpt, SeedOpt
+from gpunet.train import TrainConfig, layer_sizes, parse_hidden
+
+BATCH = 1000  # samples for the accuracy and bias-gradient checks
+SUBSET = 10_000  # samples for the first steps and the dead-unit count: enough, and quick on a CPU
+GRAD_SAMPLES, GRAD_WEIGHTS, EPS = 16, 100, 1e-6
+FIRST_STEPS = 20
+OVERFIT_SAMPLES, OVERFIT_STEPS, OVERFIT_EVERY, OVERFIT_LR = 100, 500, 25, 0.01
+
+Outcome = tuple[bool, str, str]  # passed, value, what a failure most likely means
+
+
+@dataclass
+class Check:
+    name: str
+    passed: bool
+    value: str
+    detail: str  # what a failure most likely means; empty when the check passed
+
+
+@dataclass
+class _Setup:
+    dataset: Dataset
+    device: Device
+    config: TrainConfig
+    split: train.DeviceData  # the training split as the trainer sees it
+
+    def initial_params(self) -> list[Any]:
+        sizes = layer_sizes(self.config, self.dataset)
+        return [self.device.asarray(p) for p in initializers.he_normal(sizes, self.config.seed, self.config.dtype)]
+
+
+def _rows(a: Any, n: int) -> Any:
+    # The array API leaves slices past the end undefined, and a trailing `...` required.
+    return a[: min(n, a.shape[0]), ...]
+
+
+def _scalar(a: Any) -> float:
+    return float(to_numpy(a))
+
+
+def _subset(dataset: Dataset, n: int) -> Dataset:
+    first = {f: getattr(dataset, f)[:n] for f in ("train_images", "train_labels", "test_images", "test_labels")}
+    return dataclasses.replace(dataset, **first)
+
+
+def _inputs_scaled(s: _Setup) -> Outcome:
+    xp = s.device.xp
+    lo, hi = _scalar(xp.min(s.split.x)), _scalar(xp.max(s.split.x))
+    why = "pixels must be divided by 255: raw 0..255 inputs make the logits huge and the softmax overflow"
+    return lo >= 0 and hi <= 1, f"min {lo:g}, max {hi:g}", why
+
+
+def _initial_loss(s: _Setup) -> Outcome:
+    loss, _ = model.evaluate(s.initial_params(), s.split.x, s.split.targets, s.split.labels)
+    loss, k = _scalar(loss), s.dataset.num_classes
+    why = "an untrained network should guess uniformly; the initial weights (or the inputs) are too large"
+    return abs(loss - math.log(k)) <= 0.1 * math.log(k), f"loss {loss:.4f}, ln {k} = {math.log(k):.4f}", why
+
+
+def _gradient_check(s: _Setup) -> Outcome:
+    # Finite differences need float64, so this runs on the host whatever the device. The pixels
+    # are scaled here, not by from_host, so that an input bug cannot pass for a gradient bug.
+    ds = s.dataset
+    x = ds.train_images[:GRAD_SAMPLES].astype(np.float64) / 255.0
+    targets = model.one_hot(ds.train_labels[:GRAD_SAMPLES].astype(np.int64), ds.num_classes, np.float64)
+    sizes = layer_sizes(s.config, ds)
+    params = [np.asarray(p, np.float64) for p in initializers.he_normal(sizes, s.config.seed, "float64")]
+    _, grads = model.loss_and_gradients(params, x, targets)
+
+    entries = [(i, idx) for i in range(1, len(params), 2) for idx in np.ndindex(params[i].shape)]
+    counts = [w.size for w in params[0::2]]
+    ends = np.cumsum(counts)
+    for flat in np.random.default_rng(0).choice(ends[-1], size=min(GRAD_WEIGHTS, ends[-1]), replace=False):
+        layer = int(np.searchsorted(ends, flat, side="right"))
+        entries.append((2 * layer, np.unravel_index(flat - (ends[layer] - counts[layer]), params[2 * layer].shape)))
+
+    def loss() -> float:
+        return float(model.cross_entropy(model.forward(params, x), targets))
+
+    analytic, numeric = [], []
+    for i, idx in entries:
+        saved = params[i][idx]
+        params[i][idx] = saved + EPS
+        up = loss()
+        params[i][idx] = saved - EPS
+        down = loss()
+        params[i][idx] = saved
+        numeric.append((up - down) / (2 * EPS))
+        analytic.append(float(np.broadcast_to(grads[i], params[i].shape)[idx]))  # the seed's scalar bias gradient too
+    a, n = np.array(analytic), np.array(numeric)
+    rel = float(np.linalg.norm(a - n) / max(np.linalg.norm(a) + np.linalg.norm(n), 1e-300))
+    why = "backpropagation disagrees with the loss it differentiates (a bias gradient summed over every axis?)"
+    return rel < 1e-6, f"relative error {rel:.1e} over {len(entries)} entries", why
+
+
+def _accuracy_from_output(s: _Setup) -> Outcome:
+    params, k = s.initial_params(), s.dataset.num_classes
+    x, targets, labels = (_rows(a, BATCH) for a in (s.split.x, s.split.targets, s.split.labels))
+    logits = to_numpy(model.forward(params, x))
+    predicted = np.argmax(logits, axis=1)
+    host = float(np.mean(predicted == to_numpy(labels)))
+    reported = _scalar(model.evaluate(params, x, targets, labels)[1])
+    # Untrained, a wrong read-out can match the true labels' accuracy by chance; against the
+    # output's own predictions, only the output layer scores exactly 1.
+    own = s.device.asarray(predicted.astype(np.int64))
+    own_accuracy = _scalar(model.evaluate(params, x, model.one_hot(own, k, targets.dtype), own)[1])
+    ok = abs(reported - host) < 0.5 / len(predicted) and own_accuracy == 1.0 and logits.shape[1] == k
+    value = f"evaluate {reported:.4f}, output argmax {host:.4f}, {logits.shape[1]} output columns"
+    return ok, value, f"accuracy must be the argmax of the {k} outputs, not of a hidden layer"
+
+
+def _bias_gradients_per_neuron(s: _Setup) -> Outcome:
+    params = s.initial_params()
+    _, grads = model.loss_and_gradients(params, _rows(s.split.x, BATCH), _rows(s.split.targets, BATCH))
+    why = "each bias needs its own gradient: sum over the samples only (axis 0), not over every axis"
+    for layer, (b, g) in enumerate(zip(params[1::2], grads[1::2]), 1):
+        if tuple(np.shape(g)) != tuple(b.shape):
+            return False, f"layer {layer}: gradient shape {tuple(np.shape(g))}, bias {tuple(b.shape)}", why
+        live = to_numpy(g)[to_numpy(g) != 0]  # exactly 0: a dead unit, which says nothing
+        if live.size >= 2 and np.all(live == live[0]):
+            return False, f"layer {layer}: all {live.size} live neurons get {live[0]:.3g}", why
+    return True, f"{len(params) // 2} layers, one gradient per neuron", ""
+
+
+def _first_steps(s: _Setup) -> Outcome:
+    config = dataclasses.replace(s.config, iterations=FIRST_STEPS, eval_every=FIRST_STEPS, batch_size=None)
+    trainer = train.Trainer(config, _subset(s.dataset, SUBSET), s.device)
+    try:
+        for _ in range(FIRST_STEPS):
+            trainer.step()
+        losses = to_numpy(trainer.step_losses)  # one slot per step, since eval_every == FIRST_STEPS
+    finally:
+        trainer.engine.close()
+    bad = np.flatnonzero(~np.isfinite(losses))
+    if bad.size:
+        why = "overflow: scale the inputs and subtract the row maximum in the softmax"
+        return False, f"loss {losses[bad[0]]} at step {bad[0] + 1}", why
+    value = f"loss {losses[0]:.4f} -> {losses[-1]:.4f} in {FIRST_STEPS} steps"
+    return bool(losses[-1] < losses[0]), value, f"{config.optimizer} at lr {config.lr:g} did not lower the loss"
+
+
+def _overfits_subset(s: _Setup) -> Outcome:
+    config = dataclasses.replace(
+        s.config, optimizer="adam", lr=OVERFIT_LR, iterations=OVERFIT_STEPS, eval_every=OVERFIT_EVERY, batch_size=None
+    )
+    trainer = train.Trainer(config, _subset(s.dataset, OVERFIT_SAMPLES), s.device)
+    best = 0.0
+    try:
+        for step in range(1, OVERFIT_STEPS + 1):
+            trainer.step()
+            if step % OVERFIT_EVERY == 0:
+                record = trainer.evaluate()
+                if record.train_accuracy == 1.0:
+                    return True, f"train accuracy 1 at step {step}", ""
+                if not math.isfinite(record.loss):
+                    break
+                best = max(best, record.train_accuracy)
+    finally:
+        trainer.engine.close()
+    why = "a network that cannot memorise 100 samples has a broken gradient, update or accuracy"
+    return False, f"best train accuracy {best:.3f} by step {trainer.steps_done}", why
+
+
+def _dead_relus(s: _Setup) -> Outcome:
+    hidden = model.hidden_activations(s.initial_params(), _rows(s.split.x, SUBSET))[1:]
+    if not hidden:
+        return True, "no hidden layers", ""
+    xp = s.device.xp
+    dead = [_scalar(xp.mean(xp.astype(xp.all(h == 0, axis=0), h.dtype))) for h in hidden]
+    value = "dead fraction " + ", ".join(f"{d:.2f}" for d in dead)
+    return all(d < 0.5 for d in dead), value, "units that never fire never learn: check the biases and weight scale"
+
+
+CHECKS: list[tuple[str, Callable[[_Setup], Outcome]]] = [
+    ("inputs scaled to [0, 1]", _inputs_scaled),
+    ("loss at initialisation ≈ ln(classes)", _initial_loss),
+    ("gradients match finite differences (float64)", _gradient_check),
+    ("accuracy read from the output layer", _accuracy_from_output),
+    ("bias gradients are per neuron", _bias_gradients_per_neuron),
+    ("no NaN or overflow in the first steps", _first_steps),
+    (f"a {OVERFIT_SAMPLES}-sample subset overfits", _overfits_subset),
+    ("few dead ReLUs at initialisation", _dead_relus),
+]
+
+
+def run_checks(dataset: Dataset, device: Device, config: TrainConfig) -> list[Check]:
+    """Run every check in order; a check that raises is a failure that names the exception."""
+    config.validate()
+    split = train.DeviceData.from_host(
+        dataset.train_images, dataset.train_labels, device, config.dtype, dataset.num_classes
+    )
+    setup = _Setup(dataset, device, config, split)
+    results = []
+    # Overflow is what some checks look for; numpy's warnings about it would only bury the report.
+    with np.errstate(all="ignore"):
+        for name, check in CHECKS:
+            try:
+                passed, value, detail = check(setup)
+            except Exception as e:  # a model that crashes has failed the check, and the rest still run
+                passed, value, detail = False, "error", f"{type(e).__name__}: {e}"
+            results.append(Check(name, bool(passed), value, "" if passed else detail))
+    return results
+
+
+def doctor_command(
+    dataset: DatasetOpt = "auto",
+    data_dir: DataDirOpt = None,
+    offline: OfflineOpt = False,
+    device: DeviceOpt = "auto",
+    hidden: HiddenOpt = "16,16",
+    dtype: DtypeOpt = "float32",
+    seed: SeedOpt = 0,
+) -> None:
+    """Check the inputs, initial loss, gradients, accuracy read-out and first steps; exit 1 if any fails."""
+    config = TrainConfig(hidden=parse_hidden(hidden), dtype=dtype, seed=seed)
+    config.validate()  # bad options fail before any data is read
+    if dataset not in data.DATASET_NAMES:
+        raise ConfigError(f"unknown dataset '{dataset}': choose one of {', '.join(data.DATASET_NAMES)}")
+    dev = backend.resolve_device(device)
+    ds = data.load(dataset, data_dir, offline, say=print)
+    if dev.note:
+        print(dev.note)
+    network = "-".join(map(str, layer_sizes(config, ds)))
+    print(f"checking {network} on {ds.name} ({len(ds.train_images):,} train images), {dtype} on {dev.name}")
+    checks = run_checks(ds, dev, config)
+    for number, c in enumerate(checks, 1):
+        line = f"{'PASS' if c.passed else 'FAIL'}  {number}. {c.name}  ({c.value})"
+        print(line if c.passed or not c.detail else f"{line} — {c.detail}")
+    failed = sum(not c.passed for c in checks)
+    summary = f"{len(checks) - failed} passed" + (f", {failed} FAILED" if failed else "")
+    print(f"{len(checks)} checks: {summary}")
+    if failed:
+        raise typer.Exit(1)

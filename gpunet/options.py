@@ -1,0 +1,30 @@
+"""Command-line options that several commands share, declared once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+DATASET_HELP = (
+    "auto (MNIST if present or downloadable, else an installed Fashion-MNIST), mnist, fashion-mnist or synthetic."
+)
+DATA_DIR_HELP = (
+    "Directory holding the four IDX files (looked at first, before $GPUNET_DATA, the cache and /usr/share/datasets)."
+)
+
+
+DatasetOpt = Annotated[str, typer.Option("--dataset", help=DATASET_HELP)]
+DataDirOpt = Annotated[Path | None, typer.Option("--data-dir", help=DATA_DIR_HELP)]
+OfflineOpt = Annotated[bool, typer.Option("--offline", help="Never download; use only local files.")]
+HiddenOpt = Annotated[str, typer.Option("--hidden", help="Hidden layer sizes, comma-separated.")]
+OptimizerOpt = Annotated[str, typer.Option("--optimizer", help="gd, momentum or adam.")]
+LrOpt = Annotated[float, typer.Option("--lr", help="Learning rate.")]
+IterationsOpt = Annotated[int, typer.Option("--iterations", help="Number of updates.")]
+BatchOpt = Annotated[int | None, typer.Option("--batch-size", help="Samples per update; default: all (full batch).")]
+DtypeOpt = Annotated[str, typer.Option("--dtype", help="float32 or float64.")]
+SeedOpt = Annotated[int, typer.Option("--seed", help="Seed for the initial weights and the batch order.")]
+EvalOpt = Annotated[int, typer.Option("--eval-every", help="Compute loss and accuracies every N steps.")]
+JsonOpt = Annotated[Path | None, typer.Option("--json", help="Write the machine-readable result here.")]
+DeviceOpt = Annotated[str, typer.Option("--device", help="cpu, cuda, cuda:N, or auto (cuda when usable, else cpu).")]
