@@ -271,3 +271,15 @@ def test_doctor_passes_on_the_real_model() -> None:
     assert result.exit_code == 0, result.output
     assert sum(line.startswith("PASS") for line in result.output.splitlines()) == 8
     assert "8 checks: 8 passed" in result.output
+
+
+def test_history_csv_and_curves_are_written(tmp_path: Path) -> None:
+    history, curves = tmp_path / "h.csv", tmp_path / "c.png"
+    result = invoke("train", *QUICK, "--history", str(history), "--plot", str(curves))
+    assert result.exit_code == 0, result.output
+    rows = history.read_text().splitlines()
+    assert rows[0] == "iteration,loss,train_accuracy,test_accuracy"
+    assert [int(r.split(",")[0]) for r in rows[1:]] == [0, 10, 20]
+    assert float(rows[1].split(",")[1]) == pytest.approx(math.log(10), abs=0.05)
+    assert curves.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert f"history written to {history}" in result.output and f"curves written to {curves}" in result.output
