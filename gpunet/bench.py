@@ -282,7 +282,7 @@ def train_to_target(backend: str, config: TrainConfig, dataset: Dataset, target:
         "final_loss": final.loss,
         "curve": [{"seconds": s, **asdict(r)} for s, r in curve],
         "final_params": trainer.host_params(),
-        "schedule": trainer.engine.describe() if hasattr(trainer, "engine") else "PyTorch eager, whole batch",
+        "schedule": trainer.source.describe() if hasattr(trainer, "source") else "PyTorch eager, whole batch",
     }
 
 

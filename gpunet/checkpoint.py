@@ -58,7 +58,7 @@ def save(path: Path, trainer: Trainer) -> None:
         "step": trainer.steps_done,
         "optimizer_steps": trainer.optimizer.steps,
         "optimizer_slots": {name: len(arrays) for name, arrays in trainer.optimizer.slots.items()},
-        "batch_state": trainer.batches.state(),
+        "batch_state": trainer.source.state(),
         "history": [asdict(r) for r in trainer.history],
     }
     arrays = {f"param_{i}": p for i, p in enumerate(trainer.host_params())}
@@ -124,7 +124,7 @@ def restore(trainer: Trainer, ckpt: Checkpoint) -> None:
     trainer.optimizer.steps = ckpt.optimizer_steps
     slots = ckpt.optimizer_slots
     trainer.optimizer.slots = {name: [device.asarray(a) for a in arrays] for name, arrays in slots.items()}
-    trainer.batches.restore(ckpt.batch_state)
+    trainer.source.restore(ckpt.batch_state)
     trainer.steps_done = ckpt.step
     trainer.history = list(ckpt.history)
     trainer.mark_checked()

@@ -184,7 +184,7 @@ def train_command(
     out.say(
         f"training {'-'.join(map(str, trainer.sizes))} with {config.optimizer} lr {config.lr:g}, {batch} "
         f"of {len(ds.train_images):,}, {config.dtype}, {config.iterations} steps on {dev.name} "
-        f"({trainer.engine.describe()})"
+        f"({trainer.source.describe()})"
     )
 
     def save(t: Trainer) -> None:

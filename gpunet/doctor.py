@@ -154,7 +154,7 @@ def _first_steps(s: _Setup) -> Outcome:
             trainer.step()
         losses = to_numpy(trainer.step_losses)  # one slot per step, since eval_every == FIRST_STEPS
     finally:
-        trainer.engine.close()
+        trainer.close()
     bad = np.flatnonzero(~np.isfinite(losses))
     if bad.size:
         why = "overflow: scale the inputs and subtract the row maximum in the softmax"
@@ -180,7 +180,7 @@ def _overfits_subset(s: _Setup) -> Outcome:
                     break
                 best = max(best, record.train_accuracy)
     finally:
-        trainer.engine.close()
+        trainer.close()
     why = "a network that cannot memorise 100 samples has a broken gradient, update or accuracy"
     return False, f"best train accuracy {best:.3f} by step {trainer.steps_done}", why
 

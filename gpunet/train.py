@@ -185,42 +185,75 @@ class BatchOrder:
         self._order = None
 
 
+class LocalSource:
+    """The training set on the trainer's own device: batches from BatchOrder, gradients from a LocalEngine.
+
+    A trainer asks its source for a step's gradient and for the training-set
+    metrics; another source (gpunet.distributed) keeps the samples elsewhere.
+    """
+
+    def __init__(
+        self, dataset: Dataset, config: TrainConfig, device: Device, engine: LocalEngine, rng: np.random.Generator
+    ) -> None:
+        self.data = DeviceData.from_host(
+            dataset.train_images, dataset.train_labels, device, config.dtype, dataset.num_classes
+        )
+        self.engine = engine
+        self.order = BatchOrder(self.data, config.batch_size, rng, device)
+
+    def gradient(self, params: list[Array]) -> tuple[Array, list[Array]]:
+        x, targets = next(self.order)
+        return self.engine.loss_and_gradients(params, x, targets)
+
+    def evaluate(self, params: list[Array]) -> tuple[Array, Array]:
+        return self.engine.evaluate(params, self.data.x, self.data.targets, self.data.labels)
+
+    def state(self) -> dict[str, Any]:
+        return self.order.state()
+
+    def restore(self, state: dict[str, Any]) -> None:
+        self.order.restore(state)
+
+    def describe(self) -> str:
+        return self.engine.describe()
+
+    def close(self) -> None:
+        self.engine.close()
+
+
 class Trainer:
-    """One run's state on its device: data, parameters, optimizer, batch order, steps done.
+    """One run's state: parameters and optimizer on its device, the training data's source, steps done.
 
     `step()` queues one update and reads nothing back; `evaluate()` and
     `check_losses()` are where results travel to the host.
     """
 
-    def __init__(
-        self, config: TrainConfig, dataset: Dataset, device: Device, engine: LocalEngine | None = None
-    ) -> None:
+    def __init__(self, config: TrainConfig, dataset: Dataset, device: Device, source: Any = None) -> None:
         config.validate()
         self.config, self.device = config, device
         self.dataset_name, self.dataset_checksum = dataset.name, dataset.checksum
         self.sizes = layer_sizes(config, dataset)
-        self.engine = engine or LocalEngine.for_device(device)
-        k = dataset.num_classes
-        self.train = DeviceData.from_host(dataset.train_images, dataset.train_labels, device, config.dtype, k)
-        self.test = DeviceData.from_host(dataset.test_images, dataset.test_labels, device, config.dtype, k)
-        host_params = initializers.he_normal(self.sizes, config.seed, config.dtype)
-        self.params = [device.asarray(p) for p in host_params]
-        self.optimizer = make_optimizer(config.optimizer, self.params, config.lr)
+        self.engine = LocalEngine.for_device(device)
         # The shuffling stream is separate from the initialisation stream, so
         # the batch size never changes the initial weights.
         self.shuffle_rng = np.random.default_rng(np.random.SeedSequence(config.seed).spawn(1)[0])
-        self.batches = BatchOrder(self.train, config.batch_size, self.shuffle_rng, device)
+        self.source = source or LocalSource(dataset, config, device, self.engine, self.shuffle_rng)
+        self.test = DeviceData.from_host(
+            dataset.test_images, dataset.test_labels, device, config.dtype, dataset.num_classes
+        )
+        host_params = initializers.he_normal(self.sizes, config.seed, config.dtype)
+        self.params = [device.asarray(p) for p in host_params]
+        self.optimizer = make_optimizer(config.optimizer, self.params, config.lr)
         # Each step's loss is written here on the device and read at the next
         # check, so a divergence is pinned to its step without a per-step sync.
-        self.step_losses = device.xp.zeros(config.eval_every, dtype=self.train.x.dtype)
+        self.step_losses = device.xp.zeros(config.eval_every, dtype=getattr(device.xp, config.dtype))
         self.steps_done = 0
         self._checked = 0
         self.history: list[Record] = []
         self.last_saved_step: int | None = None
 
     def step(self) -> None:
-        x, targets = next(self.batches)
-        loss, grads = self.engine.loss_and_gradients(self.params, x, targets)
+        loss, grads = self.source.gradient(self.params)
         self.optimizer.step(self.params, grads)
         self.step_losses[self.steps_done % self.config.eval_every] = loss
         self.steps_done += 1
@@ -240,8 +273,8 @@ class Trainer:
 
     def evaluate(self) -> Record:
         """Loss and accuracies of the current parameters, read back to the host."""
-        train, test = self.train, self.test
-        loss, train_acc = self.engine.evaluate(self.params, train.x, train.targets, train.labels)
+        loss, train_acc = self.source.evaluate(self.params)
+        test = self.test
         _, test_acc = self.engine.evaluate(self.params, test.x, test.targets, test.labels)
         values = (float(to_numpy(v)) for v in (loss, train_acc, test_acc))
         return Record(self.steps_done, *values)
@@ -258,6 +291,11 @@ class Trainer:
 
     def synchronize(self) -> None:
         self.device.synchronize()
+
+    def close(self) -> None:
+        """Let go of worker threads or processes now rather than when garbage-collected."""
+        self.source.close()
+        self.engine.close()
 
     def run(
         self,
