@@ -23,7 +23,7 @@ from gpunet import __version__, checkpoint, data, model
 from gpunet.backend import Device, describe, resolve_device, to_numpy
 from gpunet.doctor import doctor_command
 from gpunet.engine import LocalEngine
-from gpunet.errors import ConfigError, DatasetError, DeviceError, DivergedError, GpunetError, Interrupted
+from gpunet.errors import ConfigError, DatasetError, DeviceError, DivergedError, GpunetError, Interrupted, StepFailed
 from gpunet.files import atomic_file
 from gpunet.images import read_images
 from gpunet.options import (
@@ -32,6 +32,7 @@ from gpunet.options import (
     DatasetOpt,
     DeviceOpt,
     DtypeOpt,
+    EngineOpt,
     EvalOpt,
     HiddenOpt,
     IterationsOpt,
@@ -39,7 +40,9 @@ from gpunet.options import (
     LrOpt,
     OfflineOpt,
     OptimizerOpt,
+    SchedulerOpt,
     SeedOpt,
+    WorkersOpt,
 )
 from gpunet.report import Reporter, stderr_line
 from gpunet.train import DeviceData, Record, TrainConfig, Trainer, TrainResult, parse_hidden
@@ -154,6 +157,9 @@ def train_command(
     plot: Annotated[
         Path | None, typer.Option(help="Draw loss and accuracy against step (PNG; needs matplotlib).")
     ] = None,
+    engine: EngineOpt = "local",
+    workers: WorkersOpt = 2,
+    scheduler: SchedulerOpt = None,
 ) -> None:
     """Train the network and report loss and accuracy, read from the output layer."""
     options = {"hidden": hidden, "optimizer": optimizer, "lr": lr, "iterations": iterations}
@@ -174,7 +180,7 @@ def train_command(
     ds = load_dataset(dataset, data_dir, offline, out)
     if dev.note:
         out.say(dev.note)
-    trainer = Trainer(config, ds, dev)
+    trainer = Trainer(config, ds, dev, source=make_source(engine, config, ds, dev, workers, scheduler, out.say))
     if saved is not None:
         checkpoint.check_matches(saved, config, ds, resume)
         checkpoint.restore(trainer, saved)
@@ -205,10 +211,10 @@ def train_command(
     try:
         with out.training(config.iterations):
             result = trainer.run(out.record, out.step, save if checkpoint_path else None, checkpoint_every)
-    except (Interrupted, DivergedError) as e:
+    except (Interrupted, DivergedError, StepFailed) as e:
         if isinstance(e.result, TrainResult):
             keep_outputs(e.result, type(e).__name__)
-        if isinstance(e, Interrupted):
+        if isinstance(e, (Interrupted, StepFailed)):
             e.hint = (
                 f"checkpoint written to {checkpoint_path}; resume with: gpunet train --resume {checkpoint_path}"
                 if checkpoint_path and trainer.last_saved_step == e.step
@@ -217,6 +223,8 @@ def train_command(
         elif checkpoint_path and trainer.last_saved_step is not None:
             e.hint = f"the last good checkpoint (step {trainer.last_saved_step}) is {checkpoint_path}"
         raise
+    finally:
+        trainer.close()
     keep_outputs(result, "completed")
     final = result.final
     out.result(
@@ -231,6 +239,21 @@ def train_command(
     ):
         if path:
             out.say(f"{what} written to {path}")
+
+
+def make_source(
+    engine: str, config: TrainConfig, ds: data.Dataset, dev: Device, workers: int, scheduler: str | None, say: Any
+) -> Any:
+    """Where the training samples live: None for this process's device, or shards on Dask workers."""
+    if engine == "local":
+        return None
+    if engine != "dask":
+        raise ConfigError(f"unknown engine '{engine}': choose local or dask")
+    if config.batch_size is not None:
+        raise ConfigError("--engine dask trains on the full batch: omit --batch-size")
+    from gpunet.distributed import DaskSource
+
+    return DaskSource(ds, Path(ds.source), config.dtype, dev, scheduler, workers, say=say)
 
 
 def write_history_csv(path: Path, history: list[Record]) -> None:
@@ -268,6 +291,12 @@ def bench_command(
     ] = False,
     json_path: JsonOpt = None,
     plot: Annotated[Path | None, typer.Option(help="Save figures here (PNG); the sweep's get a -sweep suffix.")] = None,
+    engine: EngineOpt = "local",
+    workers: WorkersOpt = 2,
+    scheduler: SchedulerOpt = None,
+    dask_samples: Annotated[
+        str, typer.Option(help="With --engine dask: training-set sizes to time (copies past 60,000 are distorted).")
+    ] = "60000,1000000",
 ) -> None:
     """Train the same configuration on every backend; compare ms/step, time to target and accuracy."""
     from gpunet import bench
@@ -275,6 +304,10 @@ def bench_command(
     config = TrainConfig(parse_hidden(hidden), optimizer, lr, iterations, batch_size, dtype, seed, eval_every)
     settings = bench.BenchSettings(config, target_accuracy, warmup, timed_steps, repeats)
     settings.validate()
+    if engine == "dask":
+        return bench_dask_command(settings, dataset, data_dir, offline, workers, scheduler, dask_samples, json_path)
+    if engine != "local":
+        raise ConfigError(f"unknown engine '{engine}': choose local or dask")
     chosen = [b.strip() for b in backends.split(",") if b.strip()] if backends else list(bench.BACKENDS)
     if backends:  # asked for by name: a backend that cannot run is an error, not a footnote
         for b in chosen:
@@ -304,6 +337,46 @@ def bench_command(
         if sweep:
             plots.plot_sweep(report, plot.with_name(f"{plot.stem}-sweep{plot.suffix}"))
         out.say(f"figures written to {plot}")
+
+
+def bench_dask_command(
+    settings: Any,
+    dataset: str,
+    data_dir: Path | None,
+    offline: bool,
+    workers: int,
+    scheduler: str | None,
+    dask_samples: str,
+    json_path: Path | None,
+) -> None:
+    from gpunet import bench
+    from gpunet.distributed import bench_dask
+
+    try:
+        sizes = tuple(int(n) for n in dask_samples.split(","))
+    except ValueError:
+        raise ConfigError(f"--dask-samples takes comma-separated sizes, got '{dask_samples}'") from None
+    out = Reporter()
+    ds = load_dataset(dataset, data_dir, offline, out)
+    rows = bench_dask(settings.config, ds, Path(ds.source), workers, scheduler, sizes, timed_steps=10, say=out.say)
+    table = Table(title=f"dask engine, {settings.config.dtype}, full batch")
+    for column in ("engine", "workers", "samples", "ms/step", "slowest shard ms", "communication ms", "samples/s"):
+        table.add_column(column, justify="left" if column == "engine" else "right")
+    for r in rows:
+        table.add_row(
+            r["engine"],
+            str(r.get("workers", "")),
+            f"{r['samples']:,}",
+            f"{r['ms_per_step_median']:.1f}",
+            f"{r['ms_compute_slowest_shard_median']:.1f}" if "workers" in r else "",
+            f"{r['ms_communication_and_scheduling_median']:.1f}" if "workers" in r else "",
+            f"{r['samples_per_s']:,.0f}",
+        )
+    out.console.print(table)
+    if json_path:
+        report = {"machine": bench.machine_info(), "config": {**asdict(settings.config), "dataset": ds.name}}
+        write_json(json_path, {**report, "dask": rows})
+        out.say(f"results written to {json_path}")
 
 
 def bench_table(report: dict[str, Any]) -> Table:

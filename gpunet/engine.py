@@ -59,17 +59,26 @@ class LocalEngine:
         chunks = "one chunk" if self.chunk_rows is None else f"chunks of {self.chunk_rows} rows"
         return f"{chunks}, {self.workers} thread{'s' if self.workers > 1 else ''}"
 
-    # --- the two things a trainer asks for ---------------------------------------------------
+    # --- what a trainer asks for ---------------------------------------------------------------
+
+    def gradient_sums(self, params: Sequence[Array], x: Array, targets: Array) -> tuple[Array, list[Array]]:
+        """Summed loss and gradients over all rows: the unit a distributed engine adds up across shards."""
+        return self._reduce(model.gradient_sums, params, x, targets)
+
+    def evaluation_sums(self, params: Sequence[Array], x: Array, targets: Array, labels: Array) -> tuple[Array, Array]:
+        """Summed loss and number of correct predictions over all rows."""
+        loss_sum, (correct,) = self._reduce(model.evaluation_sums, params, x, targets, labels)
+        return loss_sum, correct
 
     def loss_and_gradients(self, params: Sequence[Array], x: Array, targets: Array) -> tuple[Array, list[Array]]:
         """Mean loss and gradients over all rows of `x`, as one full-batch gradient."""
-        loss_sum, grad_sums = self._reduce(model.gradient_sums, params, x, targets)
+        loss_sum, grad_sums = self.gradient_sums(params, x, targets)
         n = x.shape[0]
         return loss_sum / n, [g / n for g in grad_sums]
 
     def evaluate(self, params: Sequence[Array], x: Array, targets: Array, labels: Array) -> tuple[Array, Array]:
         """Mean loss and accuracy over all rows, read from the output layer."""
-        loss_sum, (correct,) = self._reduce(model.evaluation_sums, params, x, targets, labels)
+        loss_sum, correct = self.evaluation_sums(params, x, targets, labels)
         n = x.shape[0]
         return loss_sum / n, correct / n
 

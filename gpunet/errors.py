@@ -55,6 +55,10 @@ class DivergedError(GpunetError):
         )
 
 
+class StepFailed(GpunetError):
+    """A step could not be computed (a distributed engine lost what it needed); no update was applied."""
+
+
 class Interrupted(GpunetError):
     """Ctrl-C (SIGINT) or SIGTERM stopped training between two steps."""
 

@@ -28,3 +28,9 @@ SeedOpt = Annotated[int, typer.Option("--seed", help="Seed for the initial weigh
 EvalOpt = Annotated[int, typer.Option("--eval-every", help="Compute loss and accuracies every N steps.")]
 JsonOpt = Annotated[Path | None, typer.Option("--json", help="Write the machine-readable result here.")]
 DeviceOpt = Annotated[str, typer.Option("--device", help="cpu, cuda, cuda:N, or auto (cuda when usable, else cpu).")]
+EngineOpt = Annotated[str, typer.Option("--engine", help="local (this process) or dask (shards on Dask workers).")]
+WorkersOpt = Annotated[int, typer.Option("--workers", help="With --engine dask: worker processes of a local cluster.")]
+SchedulerOpt = Annotated[
+    str | None,
+    typer.Option("--scheduler", help="With --engine dask: address of a running scheduler (tcp://host:port)."),
+]

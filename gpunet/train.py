@@ -17,7 +17,7 @@ from gpunet import initializers, model
 from gpunet.backend import Device, to_numpy
 from gpunet.data import Dataset
 from gpunet.engine import LocalEngine
-from gpunet.errors import ConfigError, DivergedError, GpunetError, Interrupted
+from gpunet.errors import ConfigError, DivergedError, GpunetError, Interrupted, StepFailed
 from gpunet.optimizers import OPTIMIZERS, make_optimizer
 
 Array = Any
@@ -350,7 +350,7 @@ class Trainer:
                     if save_every and self.steps_done % save_every == 0:
                         checkpoint()
                 checkpoint()
-        except Interrupted as e:
+        except (Interrupted, StepFailed) as e:
             error = e
             try:
                 with np.errstate(over="ignore", invalid="ignore"):

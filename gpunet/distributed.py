@@ -1,0 +1,348 @@
+"""Full-batch training over shards that live on Dask workers (`gpunet train --engine dask`).
+
+Full-batch gradient descent is a map-reduce: each shard of the samples gives
+its summed loss and gradients, the sums are added, and one update follows.
+Here each worker keeps its shards resident (numpy on CPU workers, cupy on GPU
+workers); every step sends the current parameters (a few kB) to the workers,
+each computes its shards' sums with the same per-chunk code the local engine
+uses (`LocalEngine.gradient_sums`), the sums are added as a tree on the
+workers, and the client applies the one update.
+
+Shards are built by tasks on the workers from a small description (which
+rows, of which dataset, read from files or generated there), so the client
+never holds them, and a shard lost with its worker is rebuilt elsewhere by
+Dask from the same description: a step's gradient is always the sum over every
+sample, or an error, never a silent partial sum.
+
+Dask (`pip install 'gpunet[dist]'`) is imported only here.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from itertools import pairwise
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from gpunet import data
+from gpunet.backend import Device, resolve_device, to_numpy
+from gpunet.engine import CPU_CHUNK_ROWS, LocalEngine
+from gpunet.errors import GpunetError, StepFailed
+
+Array = Any
+CONNECT_TIMEOUT_S = 5
+
+
+class EngineError(StepFailed):
+    """The Dask cluster cannot be reached, or lost what it needed to finish a step."""
+
+
+# --- on the workers -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ShardSpec:
+    """Rows [start, stop) of a training set, described so a worker can build them itself.
+
+    Rows past the dataset's own size are copies of it, each copy deterministically
+    distorted (see `elastic_distort`), which is how a 60,000-image dataset feeds
+    a run of millions of samples.
+    """
+
+    dataset: str
+    data_dir: str | None
+    start: int
+    stop: int
+    dtype: str
+    device: str = "cpu"
+    seed: int = 0
+
+
+@functools.lru_cache(maxsize=2)
+def _dataset(name: str, data_dir: str | None) -> data.Dataset:
+    return data.load(name, Path(data_dir) if data_dir else None, offline=True)
+
+
+def shard_images(spec: ShardSpec) -> tuple[np.ndarray, np.ndarray]:
+    """The shard's uint8 images and labels, read or generated where this runs."""
+    base = _dataset(spec.dataset, spec.data_dir)
+    n = len(base.train_images)
+    rows = np.arange(spec.start, spec.stop)
+    images, labels = base.train_images[rows % n], base.train_labels[rows % n]
+    copy = rows // n
+    for c in np.unique(copy[copy > 0]):  # copy 0 is the dataset itself
+        mine = copy == c
+        rng = np.random.default_rng([spec.seed, int(c), spec.start])
+        images[mine] = elastic_distort(images[mine], rng)
+    return images, labels
+
+
+def elastic_distort(images: np.ndarray, rng: np.random.Generator, alpha: float = 2.5) -> np.ndarray:
+    """Warp each 28x28 image by its own smooth random displacement field (up to ~alpha pixels).
+
+    The field is drawn on a coarse 4x4 grid and interpolated bilinearly to 28x28
+    (one small matrix product), so millions of images cost seconds, not minutes.
+    """
+    m = len(images)
+    side = 28
+    coarse = rng.uniform(-alpha, alpha, size=(2, m, 16))
+    grid = np.linspace(0, 3, side)  # 28 positions over the 4 coarse points
+    lo = np.minimum(grid.astype(int), 2)
+    frac = grid - lo
+    along = np.zeros((side, 4))
+    along[np.arange(side), lo] = 1 - frac
+    along[np.arange(side), lo + 1] += frac
+    upsample = np.kron(along, along)  # (784, 16): bilinear weights of the coarse points
+    dy, dx = (coarse[i] @ upsample.T for i in range(2))  # (m, 784) displacements
+    yy, xx = np.divmod(np.arange(side * side), side)
+    y = np.clip(yy + dy, 0, side - 1)
+    x = np.clip(xx + dx, 0, side - 1)
+    y0, x0 = np.minimum(y.astype(int), side - 2), np.minimum(x.astype(int), side - 2)
+    wy, wx = y - y0, x - x0
+    flat = images.reshape(m, -1).astype(np.float32)
+    rows = np.arange(m)[:, None]
+
+    def at(yi: np.ndarray, xi: np.ndarray) -> np.ndarray:
+        return flat[rows, yi * side + xi]
+
+    warped = (1 - wy) * ((1 - wx) * at(y0, x0) + wx * at(y0, x0 + 1)) + wy * (
+        (1 - wx) * at(y0 + 1, x0) + wx * at(y0 + 1, x0 + 1)
+    )
+    return np.clip(np.rint(warped), 0, 255).astype(np.uint8).reshape(images.shape)
+
+
+@dataclass
+class Shard:
+    x: Array
+    targets: Array
+    labels: Array
+    device: str
+
+
+def build_shard(spec: ShardSpec) -> Shard:
+    from gpunet.train import DeviceData  # the trainer's own scaling and one-hot, on the worker's device
+
+    images, labels = shard_images(spec)
+    device = resolve_device(spec.device)
+    rows = DeviceData.from_host(images, labels, device, spec.dtype, data.NUM_CLASSES)
+    return Shard(rows.x, rows.targets, rows.labels, spec.device)
+
+
+def _engine(device: Device) -> LocalEngine:
+    # One thread per worker: the worker processes are the parallelism.
+    return LocalEngine(None if device.is_cuda else CPU_CHUNK_ROWS, 1)
+
+
+def shard_gradient_sums(params: list[np.ndarray], shard: Shard) -> tuple[float, list[np.ndarray], list[float]]:
+    """The shard's summed loss and gradients (to the host: they travel to the client), and compute seconds."""
+    start = time.perf_counter()
+    device = resolve_device(shard.device)
+    on_device = [device.asarray(p) for p in params]
+    loss, grads = _engine(device).gradient_sums(on_device, shard.x, shard.targets)
+    host = [to_numpy(g) for g in grads]
+    return float(to_numpy(loss)), host, [time.perf_counter() - start]
+
+
+def shard_evaluation_sums(params: list[np.ndarray], shard: Shard) -> tuple[float, list[float], list[float]]:
+    device = resolve_device(shard.device)
+    on_device = [device.asarray(p) for p in params]
+    loss, correct = _engine(device).evaluation_sums(on_device, shard.x, shard.targets, shard.labels)
+    return float(to_numpy(loss)), [float(to_numpy(correct))], []
+
+
+def add_sums(a: tuple, b: tuple) -> tuple:
+    """Two shards' sums added: the reduction tree's one operation."""
+    return a[0] + b[0], [x + y for x, y in zip(a[1], b[1])], a[2] + b[2]
+
+
+# --- on the client ------------------------------------------------------------------------------
+
+
+def connect(scheduler: str | None, workers: int) -> tuple[Any, Any]:
+    """A client of the scheduler at `scheduler`, or of a new local cluster of `workers` processes on 127.0.0.1."""
+    try:
+        from distributed import Client, LocalCluster
+    except ImportError:
+        raise EngineError("--engine dask needs Dask: pip install 'gpunet[dist]'") from None
+    if scheduler:
+        try:
+            return Client(scheduler, timeout=f"{CONNECT_TIMEOUT_S}s"), None
+        except (OSError, TimeoutError) as e:
+            raise EngineError(
+                f"cannot reach the Dask scheduler at {scheduler} within {CONNECT_TIMEOUT_S} s ({e})"
+            ) from None
+    if workers < 1:
+        raise EngineError(f"--workers must be at least 1, got {workers}")
+    cluster = LocalCluster(
+        n_workers=workers,
+        threads_per_worker=1,
+        processes=True,
+        host="127.0.0.1",
+        dashboard_address=None,
+        silence_logs=logging.ERROR,
+    )
+    return Client(cluster), cluster
+
+
+class DaskSource:
+    """The training set as shards on Dask workers; full-batch gradients summed across them."""
+
+    def __init__(
+        self,
+        dataset: data.Dataset,
+        data_dir: Path | None,
+        dtype: str,
+        device: Device,
+        scheduler: str | None = None,
+        workers: int = 2,
+        samples: int | None = None,
+        say: Callable[[str], None] = lambda _: None,
+    ) -> None:
+        if dataset.name == "synthetic":
+            raise EngineError("--engine dask reads its shards from files on the workers: use mnist or fashion-mnist")
+        self.device, self.say = device, say
+        self.client, self.cluster = connect(scheduler, workers)
+        self.samples = samples or len(dataset.train_images)
+        addresses = sorted(self.client.nthreads())
+        if not addresses:
+            self.close()
+            raise EngineError(f"the Dask scheduler {scheduler} has no workers")
+        bounds = np.linspace(0, self.samples, len(addresses) + 1).astype(int)
+        gpu_workers = "cuda" if device.is_cuda else "cpu"
+        specs = [
+            ShardSpec(dataset.name, str(data_dir) if data_dir else None, int(a), int(b), dtype, gpu_workers)
+            for a, b in pairwise(bounds)
+        ]
+        # Placed one per worker, but free to move: a lost shard is rebuilt on another worker.
+        self.shards = [
+            self.client.submit(build_shard, spec, workers=[addr], allow_other_workers=True, pure=False)
+            for spec, addr in zip(specs, addresses)
+        ]
+        self.workers = set(addresses)
+        self.last_compute_s = 0.0
+        self._gather(self.shards)  # surface a worker's failure to read the data now, not at step 1
+        say(f"dask: {len(specs)} shards of ~{self.samples // len(specs):,} samples on {len(addresses)} workers")
+
+    def _gather(self, futures: list[Any]) -> Any:
+        from distributed import wait
+
+        try:
+            wait(futures)
+            return [f.result() for f in futures]
+        except GpunetError:
+            raise
+        except Exception as e:  # KilledWorker, a cancelled future, a dataset error on a worker, ...
+            raise EngineError(f"the Dask cluster could not finish: {type(e).__name__}: {e}") from None
+
+    def _reduce(self, task: Callable[..., tuple], params: list[Array]) -> tuple:
+        host = [to_numpy(p) for p in params]  # a few kB, sent with each shard's task
+        parts = [self.client.submit(task, host, shard, pure=False) for shard in self.shards]
+        while len(parts) > 1:  # a tree: pairs added on the workers, log2(shards) rounds
+            pairs = [self.client.submit(add_sums, a, b, pure=False) for a, b in zip(parts[0::2], parts[1::2])]
+            parts = pairs + parts[len(pairs) * 2 :]
+        (total,) = self._gather(parts)
+        self._notice_lost_workers()
+        return total
+
+    def _notice_lost_workers(self) -> None:
+        now = set(self.client.nthreads())
+        for gone in sorted(self.workers - now):
+            self.say(f"dask: worker {gone} was lost; its shards are rebuilt on the others from the same rows")
+        self.workers = now
+        if not now:
+            raise EngineError("every Dask worker is gone")
+
+    def gradient(self, params: list[Array]) -> tuple[Array, list[Array]]:
+        loss_sum, grad_sums, seconds = self._reduce(shard_gradient_sums, params)
+        self.last_compute_s = max(seconds)
+        n = self.samples
+        return self.device.asarray(np.asarray(loss_sum / n)), [self.device.asarray(g / n) for g in grad_sums]
+
+    def evaluate(self, params: list[Array]) -> tuple[Array, Array]:
+        loss_sum, (correct,), _ = self._reduce(shard_evaluation_sums, params)
+        n = self.samples
+        return self.device.asarray(np.asarray(loss_sum / n)), self.device.asarray(np.asarray(correct / n))
+
+    def state(self) -> dict[str, Any]:
+        return {}  # full batch: nothing to remember between steps
+
+    def restore(self, state: dict[str, Any]) -> None:
+        pass
+
+    def describe(self) -> str:
+        return f"dask, {len(self.shards)} shards on {len(self.workers)} workers"
+
+    def close(self) -> None:
+        self.client.close()
+        if self.cluster is not None:
+            self.cluster.close()
+
+
+def bench_dask(
+    config: Any,
+    dataset: data.Dataset,
+    data_dir: Path | None,
+    workers: int,
+    scheduler: str | None,
+    samples: tuple[int, ...] = (60_000, 1_000_000),
+    warmup: int = 2,
+    timed_steps: int = 10,
+    say: Callable[[str], None] = lambda _: None,
+) -> list[dict[str, Any]]:
+    """Per-step time of the Dask engine, the part of it that is not shard computation, and samples/s.
+
+    The local engine's step on the same samples is timed beside it where they fit in memory here.
+    """
+    from gpunet.train import Trainer
+
+    device = resolve_device("cpu")
+    rows = []
+    for n in samples:
+        say(f"dask bench: building {n:,} samples on the workers")
+        source = DaskSource(dataset, data_dir, config.dtype, device, scheduler, workers, samples=n, say=say)
+        trainer = Trainer(config, dataset, device, source=source)
+        try:
+            for _ in range(warmup):
+                trainer.step()
+            steps, compute = [], []
+            for _ in range(timed_steps):
+                start = time.perf_counter()
+                trainer.step()
+                trainer.synchronize()
+                steps.append(time.perf_counter() - start)
+                compute.append(source.last_compute_s)
+        finally:
+            trainer.close()
+        step = float(np.median(steps))
+        overhead = float(np.median(np.subtract(steps, compute)))
+        rows.append(
+            {
+                "engine": "dask",
+                "workers": len(source.workers),
+                "samples": n,
+                "ms_per_step_median": 1000 * step,
+                "ms_compute_slowest_shard_median": 1000 * float(np.median(compute)),
+                "ms_communication_and_scheduling_median": 1000 * overhead,
+                "overhead_fraction": overhead / step,
+                "samples_per_s": n / step,
+            }
+        )
+        if n <= len(dataset.train_images):
+            local = Trainer(config, dataset, device)
+            for _ in range(warmup):
+                local.step()
+            times = []
+            for _ in range(timed_steps):
+                start = time.perf_counter()
+                local.step()
+                times.append(time.perf_counter() - start)
+            local.close()
+            rows.append({"engine": "local", "samples": n, "ms_per_step_median": 1000 * float(np.median(times))})
+            rows[-1]["samples_per_s"] = n / float(np.median(times))
+    return rows

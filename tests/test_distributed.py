@@ -1,0 +1,130 @@
+"""The Dask engine on a real local cluster (worker processes on 127.0.0.1): same parameters, faults, data."""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from gpunet import data
+from gpunet.cli import app
+from gpunet.train import TrainConfig, Trainer
+from tests.conftest import FASHION_DIR, numpy_device
+
+distributed = pytest.importorskip("distributed", reason="the dist extra; CI installs it with the dev extra")
+from gpunet.distributed import DaskSource, EngineError, ShardSpec, elastic_distort, shard_images  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def fashion() -> data.Dataset:
+    return data.load("fashion-mnist", data_dir=FASHION_DIR, offline=True)
+
+
+@pytest.fixture(scope="module")
+def scheduler():
+    with distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, host="127.0.0.1", dashboard_address=None, silence_logs=40
+    ) as cluster:
+        yield cluster.scheduler_address
+
+
+def relative_difference(a: list[np.ndarray], b: list[np.ndarray]) -> float:
+    return max(float(np.linalg.norm(x - y) / np.linalg.norm(y)) for x, y in zip(a, b))
+
+
+def train_both(fashion: data.Dataset, config: TrainConfig, scheduler: str, say=lambda _: None, on_step=None):
+    device = numpy_device()
+    source = DaskSource(fashion, Path(FASHION_DIR), config.dtype, device, scheduler=scheduler, say=say)
+    remote = Trainer(config, fashion, device, source=source)
+    try:
+        remote_result = remote.run(on_step=on_step(source) if on_step else None)
+    finally:
+        remote.close()
+    return remote_result, Trainer(config, fashion, device).run()
+
+
+@pytest.mark.parametrize(("dtype", "tolerance"), [("float64", 1e-10), ("float32", 1e-5)])
+def test_dask_reproduces_the_local_engine(fashion, scheduler, dtype: str, tolerance: float) -> None:
+    remote, local = train_both(fashion, TrainConfig(iterations=8, eval_every=4, dtype=dtype), scheduler)
+    assert relative_difference(remote.params, local.params) < tolerance
+    for r, q in zip(remote.history, local.history):
+        assert r.loss == pytest.approx(q.loss, rel=tolerance * 10)
+        assert r.test_accuracy == pytest.approx(q.test_accuracy, abs=2e-4)
+
+
+def test_a_worker_killed_mid_run_is_reported_and_the_run_stays_exact(fashion) -> None:
+    """The lost shard is rebuilt from its description; every step still sums all 60,000 samples."""
+    messages: list[str] = []
+
+    def kill_one_at_step_3(source: DaskSource):
+        def on_step(step: int) -> None:
+            if step == 3:
+                victim = sorted(source.workers)[0]
+                # Dies a moment after answering, mid-run, the way a crash would take it.
+                source.client.run(lambda: threading.Timer(0.05, os._exit, (1,)).start(), workers=[victim])
+
+        return on_step
+
+    with distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, host="127.0.0.1", dashboard_address=None, silence_logs=50
+    ) as cluster:
+        config = TrainConfig(iterations=12, eval_every=4, dtype="float64")
+        remote, local = train_both(fashion, config, cluster.scheduler_address, messages.append, kill_one_at_step_3)
+    assert any("was lost" in m and "rebuilt" in m for m in messages), messages
+    assert relative_difference(remote.params, local.params) < 1e-10
+    assert remote.final.iteration == 12
+
+
+def test_an_unreachable_scheduler_fails_within_seconds(fashion) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # nothing listens here once closed
+    start = time.monotonic()
+    with pytest.raises(EngineError, match=f"cannot reach the Dask scheduler at tcp://127.0.0.1:{port}"):
+        DaskSource(fashion, None, "float32", numpy_device(), scheduler=f"tcp://127.0.0.1:{port}")
+    assert time.monotonic() - start < 15
+
+
+def test_elastic_distortion_is_deterministic_and_keeps_the_images_recognisable(fashion) -> None:
+    images = fashion.train_images[:50].reshape(50, 28, 28)
+    a = elastic_distort(images, np.random.default_rng(3))
+    b = elastic_distort(images, np.random.default_rng(3))
+    np.testing.assert_array_equal(a, b)
+    assert a.shape == images.shape and a.dtype == np.uint8
+    assert not np.array_equal(a, images)
+    # Moved, not destroyed: each warped image is still closest to its own original.
+    flat_a, flat_i = a.reshape(50, -1).astype(float), images.reshape(50, -1).astype(float)
+    distances = ((flat_a[:, None, :] - flat_i[None, :, :]) ** 2).sum(axis=2)
+    assert (distances.argmin(axis=1) == np.arange(50)).mean() > 0.9
+
+
+def test_rows_past_the_dataset_are_distorted_copies() -> None:
+    spec = ShardSpec("fashion-mnist", FASHION_DIR, 59_990, 60_010, "float32")
+    images, labels = shard_images(spec)
+    again, _ = shard_images(spec)
+    base = data.load("fashion-mnist", data_dir=FASHION_DIR, offline=True)
+    np.testing.assert_array_equal(images, again)
+    np.testing.assert_array_equal(images[:10], base.train_images[59_990:])  # the dataset itself
+    np.testing.assert_array_equal(labels[10:], base.train_labels[:10])  # copies keep their labels
+    assert not np.array_equal(images[10:], base.train_images[:10])  # ... but not their pixels
+
+
+def test_cli_dask_engine_matches_the_local_engine() -> None:
+    runner = CliRunner()
+    args = ["train", "--dataset", "fashion-mnist", "--data-dir", FASHION_DIR, "--offline", "--device", "cpu"]
+    args += ["--iterations", "6", "--eval-every", "3", "--quiet"]
+    remote = runner.invoke(app, [*args, "--engine", "dask", "--workers", "2"])
+    local = runner.invoke(app, args)
+    assert remote.exit_code == 0, remote.output
+    assert remote.output.split(" after ")[0] == local.output.split(" after ")[0]  # same accuracies and loss
+
+
+def test_cli_dask_refuses_mini_batches() -> None:
+    result = CliRunner().invoke(app, ["train", "--engine", "dask", "--batch-size", "100", "--dataset", "synthetic"])
+    assert result.exit_code == 2 and "full batch" in result.stderr and len(result.stderr.splitlines()) == 1
