@@ -139,21 +139,24 @@ def _engine(device: Device) -> LocalEngine:
     return LocalEngine(None if device.is_cuda else CPU_CHUNK_ROWS, 1)
 
 
-def shard_gradient_sums(params: list[np.ndarray], shard: Shard) -> tuple[float, list[np.ndarray], list[float]]:
-    """The shard's summed loss and gradients (to the host: they travel to the client), and compute seconds."""
+# Sums travel to the host (they go over the network to the client) in the arrays' own dtype,
+# so a float32 run adds float32 numbers in the same order as the local engine does.
+
+
+def shard_gradient_sums(params: list[np.ndarray], shard: Shard) -> tuple[Any, list[np.ndarray], list[float]]:
+    """The shard's summed loss and gradients, and the seconds it took."""
     start = time.perf_counter()
     device = resolve_device(shard.device)
     on_device = [device.asarray(p) for p in params]
     loss, grads = _engine(device).gradient_sums(on_device, shard.x, shard.targets)
-    host = [to_numpy(g) for g in grads]
-    return float(to_numpy(loss)), host, [time.perf_counter() - start]
+    return to_numpy(loss), [to_numpy(g) for g in grads], [time.perf_counter() - start]
 
 
-def shard_evaluation_sums(params: list[np.ndarray], shard: Shard) -> tuple[float, list[float], list[float]]:
+def shard_evaluation_sums(params: list[np.ndarray], shard: Shard) -> tuple[Any, list[Any], list[float]]:
     device = resolve_device(shard.device)
     on_device = [device.asarray(p) for p in params]
     loss, correct = _engine(device).evaluation_sums(on_device, shard.x, shard.targets, shard.labels)
-    return float(to_numpy(loss)), [float(to_numpy(correct))], []
+    return to_numpy(loss), [to_numpy(correct)], []
 
 
 def add_sums(a: tuple, b: tuple) -> tuple:
@@ -190,6 +193,15 @@ def connect(scheduler: str | None, workers: int) -> tuple[Any, Any]:
     return Client(cluster), cluster
 
 
+def shard_bounds(n: int, workers: int, device: Device) -> list[tuple[int, int]]:
+    """One shard per worker. On CPUs, the same row ranges a local engine with as many threads
+    sums, so that with two workers a run is bit-identical to the local engine's on two cores."""
+    if device.is_cuda:
+        bounds = np.linspace(0, n, workers + 1).astype(int)
+        return [(int(a), int(b)) for a, b in pairwise(bounds)]
+    return [(part[0][0], part[-1][1]) for part in LocalEngine(CPU_CHUNK_ROWS, workers).parts(n)]
+
+
 class DaskSource:
     """The training set as shards on Dask workers; full-batch gradients summed across them."""
 
@@ -213,12 +225,10 @@ class DaskSource:
         if not addresses:
             self.close()
             raise EngineError(f"the Dask scheduler {scheduler} has no workers")
-        bounds = np.linspace(0, self.samples, len(addresses) + 1).astype(int)
-        gpu_workers = "cuda" if device.is_cuda else "cpu"
-        specs = [
-            ShardSpec(dataset.name, str(data_dir) if data_dir else None, int(a), int(b), dtype, gpu_workers)
-            for a, b in pairwise(bounds)
-        ]
+        where = "cuda" if device.is_cuda else "cpu"
+        directory = str(data_dir) if data_dir else None
+        bounds = shard_bounds(self.samples, len(addresses), device)
+        specs = [ShardSpec(dataset.name, directory, a, b, dtype, where) for a, b in bounds]
         # Placed one per worker, but free to move: a lost shard is rebuilt on another worker.
         self.shards = [
             self.client.submit(build_shard, spec, workers=[addr], allow_other_workers=True, pure=False)
@@ -262,12 +272,12 @@ class DaskSource:
         loss_sum, grad_sums, seconds = self._reduce(shard_gradient_sums, params)
         self.last_compute_s = max(seconds)
         n = self.samples
-        return self.device.asarray(np.asarray(loss_sum / n)), [self.device.asarray(g / n) for g in grad_sums]
+        return self.device.asarray(np.asarray(loss_sum) / n), [self.device.asarray(g / n) for g in grad_sums]
 
     def evaluate(self, params: list[Array]) -> tuple[Array, Array]:
         loss_sum, (correct,), _ = self._reduce(shard_evaluation_sums, params)
         n = self.samples
-        return self.device.asarray(np.asarray(loss_sum / n)), self.device.asarray(np.asarray(correct / n))
+        return self.device.asarray(np.asarray(loss_sum) / n), self.device.asarray(np.asarray(correct) / n)
 
     def state(self) -> dict[str, Any]:
         return {}  # full batch: nothing to remember between steps

@@ -88,13 +88,16 @@ class LocalEngine:
         size = n if self.chunk_rows is None else self.chunk_rows
         return [(start, min(start + size, n)) for start in range(0, n, size)]
 
+    def parts(self, n: int) -> list[list[tuple[int, int]]]:
+        """The chunks each thread sums, in order; the threads' sums are then added in this order."""
+        chunks = self.chunks(n)
+        per_worker = -(-len(chunks) // min(self.workers, len(chunks)))
+        return [chunks[i : i + per_worker] for i in range(0, len(chunks), per_worker)]
+
     def _reduce(self, unit: Any, params: Sequence[Array], *rows: Array) -> tuple[Array, list[Array]]:
-        chunks = self.chunks(rows[0].shape[0])
-        workers = min(self.workers, len(chunks))
-        if workers == 1:
-            return _sum_over(unit, params, rows, chunks)
-        per_worker = -(-len(chunks) // workers)
-        parts = [chunks[i : i + per_worker] for i in range(0, len(chunks), per_worker)]
+        parts = self.parts(rows[0].shape[0])
+        if len(parts) == 1:
+            return _sum_over(unit, params, rows, parts[0])
         caller_errstate = np.geterr()  # numpy's error state is per thread: carry the caller's over
 
         def work(part: list[tuple[int, int]]) -> tuple[Array, list[Array]]:

@@ -49,13 +49,25 @@ def train_both(fashion: data.Dataset, config: TrainConfig, scheduler: str, say=l
     return remote_result, Trainer(config, fashion, device).run()
 
 
-@pytest.mark.parametrize(("dtype", "tolerance"), [("float64", 1e-10), ("float32", 1e-5)])
-def test_dask_reproduces_the_local_engine(fashion, scheduler, dtype: str, tolerance: float) -> None:
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_two_workers_reproduce_the_local_engine_to_the_bit(fashion, scheduler, dtype: str) -> None:
+    """Two shards cut where the local engine's two threads cut, summed in the same order."""
     remote, local = train_both(fashion, TrainConfig(iterations=8, eval_every=4, dtype=dtype), scheduler)
+    for a, b in zip(remote.params, local.params):
+        assert np.array_equal(a, b)
+    assert remote.history == local.history
+
+
+@pytest.mark.parametrize(("dtype", "tolerance"), [("float64", 1e-10), ("float32", 1e-5)])
+def test_three_workers_match_within_rounding(fashion, dtype: str, tolerance: float) -> None:
+    with distributed.LocalCluster(
+        n_workers=3, threads_per_worker=1, host="127.0.0.1", dashboard_address=None, silence_logs=40
+    ) as cluster:
+        config = TrainConfig(iterations=8, eval_every=4, dtype=dtype)
+        remote, local = train_both(fashion, config, cluster.scheduler_address)
     assert relative_difference(remote.params, local.params) < tolerance
     for r, q in zip(remote.history, local.history):
         assert r.loss == pytest.approx(q.loss, rel=tolerance * 10)
-        assert r.test_accuracy == pytest.approx(q.test_accuracy, abs=2e-4)
 
 
 def test_a_worker_killed_mid_run_is_reported_and_the_run_stays_exact(fashion) -> None:
