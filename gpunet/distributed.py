@@ -167,6 +167,16 @@ def add_sums(a: tuple, b: tuple) -> tuple:
 # --- on the client ------------------------------------------------------------------------------
 
 
+# Dask's nannies start workers with MALLOC_TRIM_THRESHOLD_=65536, so glibc hands freed memory
+# straight back to the OS and every chunk's temporaries page-fault in afresh: steps ran 3-4x
+# slower here (benchmarks/README.md). Workers of a cluster gpunet starts keep their heap; start
+# the workers of your own cluster with these two variables set the same way.
+WORKER_ENVIRONMENT = {
+    "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": 2**30,
+    "distributed.nanny.pre-spawn-environ.MALLOC_MMAP_THRESHOLD_": 2**30,
+}
+
+
 def connect(scheduler: str | None, workers: int) -> tuple[Any, Any]:
     """A client of the scheduler at `scheduler`, or of a new local cluster of `workers` processes on 127.0.0.1."""
     try:
@@ -182,14 +192,17 @@ def connect(scheduler: str | None, workers: int) -> tuple[Any, Any]:
             ) from None
     if workers < 1:
         raise EngineError(f"--workers must be at least 1, got {workers}")
-    cluster = LocalCluster(
-        n_workers=workers,
-        threads_per_worker=1,
-        processes=True,
-        host="127.0.0.1",
-        dashboard_address=None,
-        silence_logs=logging.ERROR,
-    )
+    import dask
+
+    with dask.config.set(WORKER_ENVIRONMENT):
+        cluster = LocalCluster(
+            n_workers=workers,
+            threads_per_worker=1,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address=None,
+            silence_logs=logging.ERROR,
+        )
     return Client(cluster), cluster
 
 

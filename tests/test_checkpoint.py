@@ -203,3 +203,31 @@ def test_ctrl_c_writes_a_checkpoint_that_resumes_to_the_same_weights(tmp_path: P
     assert b.step == a.step == 400
     for pa, pb in zip(a.params, b.params):
         assert np.array_equal(pa, pb)
+
+
+def test_a_step_that_cannot_be_computed_applies_nothing_and_saves_the_state_before_it(tmp_path: Path, small) -> None:
+    """What the Dask engine does when its cluster cannot finish a step."""
+    from gpunet.errors import StepFailed
+    from gpunet.train import LocalSource
+
+    class FailsAtStep7(LocalSource):
+        calls = 0
+
+        def gradient(self, params):
+            FailsAtStep7.calls += 1
+            if FailsAtStep7.calls == 7:
+                raise StepFailed("the cluster lost every worker")
+            return super().gradient(params)
+
+    config = TrainConfig(iterations=20, eval_every=5)
+    trainer = Trainer(config, small, numpy_device())
+    trainer.source = FailsAtStep7(small, config, numpy_device(), trainer.engine, trainer.shuffle_rng)
+    with pytest.raises(StepFailed) as caught:
+        trainer.run(save=lambda t: checkpoint.save(tmp_path / "c.npz", t))
+    assert caught.value.result.history[-1].iteration == 5
+    saved = checkpoint.load(tmp_path / "c.npz")
+    assert saved.step == 6  # six updates applied; the seventh never was
+    straight = Trainer(replace(config, iterations=6), small, numpy_device())
+    straight.run()
+    for a, b in zip(saved.params, straight.host_params()):
+        assert np.array_equal(a, b)
