@@ -2,7 +2,8 @@
 
 Every failure a user can cause (bad options, bad data, a missing GPU, a
 diverging run, Ctrl-C) ends as one line on stderr and a non-zero exit code:
-2 for bad options, 1 for data and devices, 3 for divergence, 130 for Ctrl-C.
+2 for bad options, 1 for data, devices and clusters, 3 for divergence, 130
+for Ctrl-C and 143 for SIGTERM.
 """
 
 from __future__ import annotations
@@ -180,9 +181,10 @@ def train_command(
     ds = load_dataset(dataset, data_dir, offline, out)
     if dev.note:
         out.say(dev.note)
+    if saved is not None:  # refused before anything is built on the device or a cluster
+        checkpoint.check_matches(saved, config, ds, resume)
     trainer = Trainer(config, ds, dev, source=make_source(engine, config, ds, dev, workers, scheduler, out.say))
     if saved is not None:
-        checkpoint.check_matches(saved, config, ds, resume)
         checkpoint.restore(trainer, saved)
         out.say(f"resuming from {resume} at step {saved.step}")
     checkpoint_path = checkpoint_path or resume
@@ -217,7 +219,7 @@ def train_command(
         if isinstance(e, (Interrupted, StepFailed)):
             e.hint = (
                 f"checkpoint written to {checkpoint_path}; resume with: gpunet train --resume {checkpoint_path}"
-                if checkpoint_path and trainer.last_saved_step == e.step
+                if checkpoint_path and trainer.last_saved_step == trainer.steps_done
                 else "nothing saved (use --checkpoint PATH to keep interrupted runs)"
             )
         elif checkpoint_path and trainer.last_saved_step is not None:

@@ -231,3 +231,25 @@ def test_a_step_that_cannot_be_computed_applies_nothing_and_saves_the_state_befo
     straight.run()
     for a, b in zip(saved.params, straight.host_params()):
         assert np.array_equal(a, b)
+
+
+def test_cli_a_failed_step_says_where_the_checkpoint_is(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from gpunet.errors import StepFailed
+    from gpunet.train import LocalSource
+
+    calls = []
+    real = LocalSource.gradient
+
+    def fails_at_step_4(self, params):
+        calls.append(1)
+        if len(calls) == 4:
+            raise StepFailed("every Dask worker is gone")
+        return real(self, params)
+
+    monkeypatch.setattr(LocalSource, "gradient", fails_at_step_4)
+    path = tmp_path / "run.npz"
+    result = runner.invoke(app, [*QUICK, "--iterations", "10", "--checkpoint", str(path)])
+    assert result.exit_code == 1
+    assert result.stderr.startswith("error: every Dask worker is gone; checkpoint written to")
+    assert len(result.stderr.splitlines()) == 1
+    assert checkpoint.load(path).step == 3
