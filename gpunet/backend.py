@@ -172,5 +172,13 @@ def describe() -> list[tuple[str, str]]:
     return rows
 
 
+def cupy_version() -> str | None:
+    """cupy's version if it imports, for the records benchmarks keep."""
+    try:
+        return _import_cupy().__version__
+    except DeviceError:
+        return None
+
+
 def _cuda_version(v: int) -> str:
     return f"{v // 1000}.{v % 1000 // 10}"

@@ -30,8 +30,9 @@ from typing import Any
 import numpy as np
 
 from gpunet import __version__
-from gpunet.backend import Device, blas_info, describe, resolve_device
+from gpunet.backend import Device, blas_info, cupy_version, describe, resolve_device
 from gpunet.data import Dataset
+from gpunet.engine import cpu_cores
 from gpunet.errors import ConfigError, DeviceError
 from gpunet.train import Record, TrainConfig, Trainer, layer_sizes
 
@@ -262,16 +263,20 @@ def train_to_target(backend: str, config: TrainConfig, dataset: Dataset, target:
     curve: list[tuple[float, Record]] = []
     reached: float | None = None
     reached_step: int | None = None
-    while True:
-        record = trainer.evaluate()  # reads back to the host: an implicit synchronisation
-        elapsed = time.perf_counter() - start
-        curve.append((elapsed, record))
-        if reached is None and record.test_accuracy >= target:
-            reached, reached_step = elapsed, record.iteration
-        if trainer.steps_done >= config.iterations:
-            break
-        for _ in range(min(config.eval_every, config.iterations - trainer.steps_done)):
-            trainer.step()
+    try:
+        while True:
+            record = trainer.evaluate()  # reads back to the host: an implicit synchronisation
+            elapsed = time.perf_counter() - start
+            curve.append((elapsed, record))
+            if reached is None and record.test_accuracy >= target:
+                reached, reached_step = elapsed, record.iteration
+            if trainer.steps_done >= config.iterations:
+                break
+            for _ in range(min(config.eval_every, config.iterations - trainer.steps_done)):
+                trainer.step()
+        final_params = trainer.host_params()
+    finally:
+        close(trainer)
     final = curve[-1][1]
     return {
         "time_to_target_s": reached,
@@ -281,9 +286,15 @@ def train_to_target(backend: str, config: TrainConfig, dataset: Dataset, target:
         "test_accuracy": final.test_accuracy,
         "final_loss": final.loss,
         "curve": [{"seconds": s, **asdict(r)} for s, r in curve],
-        "final_params": trainer.host_params(),
+        "final_params": final_params,
         "schedule": trainer.source.describe() if hasattr(trainer, "source") else "PyTorch eager, whole batch",
     }
+
+
+def close(trainer: Any) -> None:
+    """Let a trainer's worker threads go now (the PyTorch reference has none)."""
+    if hasattr(trainer, "close"):
+        trainer.close()
 
 
 def measure_training(backend: str, settings: BenchSettings, dataset: Dataset) -> dict[str, Any]:
@@ -326,12 +337,13 @@ def machine_info() -> dict[str, Any]:
     except OSError:
         pass
     versions = {"python": platform.python_version(), "numpy": np.__version__, "gpunet": __version__}
-    for name in ("cupy", "torch"):
-        with contextlib.suppress(Exception):  # absent or broken: the record leaves it out
-            versions[name] = __import__(name).__version__
+    if cupy_version():
+        versions["cupy"] = cupy_version()
+    with contextlib.suppress(Exception):  # absent or broken: the record leaves it out
+        versions["torch"] = __import__("torch").__version__
     return {
         "cpu": cpu,
-        "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "cores": cpu_cores(),
         "blas": blas_info(),
         "openblas_coretype": os.environ.get("OPENBLAS_CORETYPE"),
         "devices": [f"{name}: {detail}" for name, detail in describe()],
@@ -368,7 +380,8 @@ def run_bench(
     say(f"timing steps: {settings.repeats} rounds of {settings.timed_steps} per backend, taking turns")
     timers = {b: make_trainer(b, config, dataset) for b in runnable}
     step_ms = time_steps(timers, settings.warmup, settings.timed_steps, settings.repeats)
-    del timers
+    for timer in timers.values():
+        close(timer)
     rows = min(config.batch_size or len(dataset.train_images), len(dataset.train_images))
     flops, nbytes = step_cost(layer_sizes(config, dataset), rows, np.dtype(config.dtype).itemsize)
     results = [{**trained[b], **step_summary(step_ms[b], flops, nbytes, floors[device_kind(b)])} for b in runnable]
@@ -445,7 +458,8 @@ def sweep(
         say(f"sweep: {n} samples, hidden {','.join(map(str, hidden))}")
         timers = {b: make_trainer(b, config, subset) for b in runnable}
         step_ms = time_steps(timers, settings.warmup, settings.timed_steps, settings.repeats)
-        del timers
+        for timer in timers.values():
+            close(timer)
         for backend in runnable:
             summary = step_summary(step_ms[backend], flops, nbytes, floors[device_kind(backend)])
             rows.append({"axis": axis, "backend": backend, "samples": n, "hidden": list(hidden), **summary})

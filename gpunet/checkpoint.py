@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import zipfile
 from dataclasses import asdict, dataclass
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -64,36 +65,55 @@ def save(path: Path, trainer: Trainer) -> None:
     arrays = {f"param_{i}": p for i, p in enumerate(trainer.host_params())}
     for name, slot in trainer.optimizer.slots.items():
         arrays |= {f"slot_{name}_{i}": trainer.to_host(a) for i, a in enumerate(slot)}
-    with atomic_file(path) as f:
-        np.savez(f, meta=np.array(json.dumps(meta)), **arrays)
+    try:
+        with atomic_file(path) as f:
+            np.savez(f, meta=np.array(json.dumps(meta)), **arrays)
+    except OSError as e:
+        raise CheckpointError(f"{path}: cannot write the checkpoint ({e.strerror or e})") from None
 
 
 def load(path: Path) -> Checkpoint:
     """Read a checkpoint, or raise CheckpointError saying why it cannot be used."""
     try:
         with np.load(path, allow_pickle=False) as f:
+            if not isinstance(f, np.lib.npyio.NpzFile):
+                raise ValueError("a single .npy array, not a checkpoint")
             meta = json.loads(str(f["meta"]))
             arrays = {name: f[name] for name in f.files if name != "meta"}
     except FileNotFoundError:
         raise CheckpointError(f"{path}: no such checkpoint") from None
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile, json.JSONDecodeError) as e:
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, zipfile.BadZipFile) as e:
         raise CheckpointError(f"{path}: not a readable gpunet checkpoint ({e})") from None
-    if meta.get("format") != FORMAT:
-        raise CheckpointError(f"{path}: checkpoint format {meta.get('format')} is not {FORMAT} (gpunet {__version__})")
-    config = meta["config"]
-    config = TrainConfig(**{**config, "hidden": tuple(config["hidden"])})
-    n_params = 2 * (len(meta["sizes"]) - 1)
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        found = meta.get("format") if isinstance(meta, dict) else None
+        raise CheckpointError(f"{path}: checkpoint format {found} is not {FORMAT} (gpunet {__version__})")
+    try:
+        return _decode(meta, arrays)
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise CheckpointError(f"{path}: a damaged or foreign checkpoint ({type(e).__name__}: {e})") from None
+
+
+def _decode(meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> Checkpoint:
+    config = TrainConfig(**{**meta["config"], "hidden": tuple(meta["config"]["hidden"])})
+    sizes = [int(n) for n in meta["sizes"]]
+    params = [arrays[f"param_{i}"] for i in range(2 * (len(sizes) - 1))]
+    expected = [shape for a, b in pairwise(sizes) for shape in ((a, b), (b,))]
+    if [p.shape for p in params] != expected:
+        raise ValueError(f"parameter shapes {[p.shape for p in params]} do not fit layers {sizes}")
+    slots = {
+        name: [arrays[f"slot_{name}_{i}"] for i in range(count)] for name, count in meta["optimizer_slots"].items()
+    }
+    if any([a.shape for a in arrays_] != expected for arrays_ in slots.values()):
+        raise ValueError("optimizer state does not fit the parameters")
     return Checkpoint(
         config=config,
-        sizes=meta["sizes"],
+        sizes=sizes,
         dataset=meta["dataset"],
         dataset_checksum=meta["dataset_checksum"],
-        step=meta["step"],
-        params=[arrays[f"param_{i}"] for i in range(n_params)],
-        optimizer_steps=meta["optimizer_steps"],
-        optimizer_slots={
-            name: [arrays[f"slot_{name}_{i}"] for i in range(count)] for name, count in meta["optimizer_slots"].items()
-        },
+        step=int(meta["step"]),
+        params=params,
+        optimizer_steps=int(meta["optimizer_steps"]),
+        optimizer_slots=slots,
         batch_state=meta["batch_state"],
         history=[Record(**r) for r in meta["history"]],
     )

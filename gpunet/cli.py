@@ -183,7 +183,13 @@ def train_command(
         out.say(dev.note)
     if saved is not None:  # refused before anything is built on the device or a cluster
         checkpoint.check_matches(saved, config, ds, resume)
-    trainer = Trainer(config, ds, dev, source=make_source(engine, config, ds, dev, workers, scheduler, out.say))
+    source = make_source(engine, config, ds, dev, workers, scheduler, out.say)
+    try:
+        trainer = Trainer(config, ds, dev, source=source)
+    except BaseException:
+        if source is not None:
+            source.close()
+        raise
     if saved is not None:
         checkpoint.restore(trainer, saved)
         out.say(f"resuming from {resume} at step {saved.step}")

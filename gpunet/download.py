@@ -38,7 +38,6 @@ def download(
     only once complete and verified: an interrupted or corrupt download never
     appears under the real name.
     """
-    dest.parent.mkdir(parents=True, exist_ok=True)
     failures = []
     for url in urls:
         try:

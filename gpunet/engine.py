@@ -23,6 +23,7 @@ import weakref
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
+from itertools import pairwise
 from typing import Any
 
 import numpy as np
@@ -91,8 +92,10 @@ class LocalEngine:
     def parts(self, n: int) -> list[list[tuple[int, int]]]:
         """The chunks each thread sums, in order; the threads' sums are then added in this order."""
         chunks = self.chunks(n)
-        per_worker = -(-len(chunks) // min(self.workers, len(chunks)))
-        return [chunks[i : i + per_worker] for i in range(0, len(chunks), per_worker)]
+        parts = min(self.workers, len(chunks))
+        base, extra = divmod(len(chunks), parts)  # near-equal runs: the first `extra` get one more
+        bounds = [i * base + min(i, extra) for i in range(parts + 1)]
+        return [chunks[a:b] for a, b in pairwise(bounds)]
 
     def _reduce(self, unit: Any, params: Sequence[Array], *rows: Array) -> tuple[Array, list[Array]]:
         parts = self.parts(rows[0].shape[0])

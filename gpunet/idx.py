@@ -79,6 +79,8 @@ def check_split(
         )
     if labels.ndim != 1 or labels.dtype != np.uint8:
         raise DatasetError(f"expected uint8 labels of shape (n,), found {labels.dtype} {labels.shape}", labels_path)
+    if len(labels) == 0:
+        raise DatasetError("holds no samples", labels_path)
     if len(images) != len(labels):
         raise DatasetError(f"{len(labels)} labels for {len(images)} images in {images_path}", labels_path)
     if len(labels) and labels.max() >= num_classes:

@@ -69,7 +69,7 @@ def _from_picture(path: Path) -> tuple[np.ndarray, list[str]]:
             if grey.size != (SIDE, SIDE):
                 grey = grey.resize((SIDE, SIDE), Image.Resampling.LANCZOS)
             pixels = np.asarray(grey, dtype=np.float32) / 255.0
-    except (UnidentifiedImageError, OSError) as e:
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as e:
         raise DatasetError(f"not an image gpunet can read: PNG, .npy or IDX ({e})", path) from None
     name = path.name
     if pixels.mean() > 0.5:  # mostly light: a dark drawing on white paper

@@ -37,7 +37,6 @@ class Reporter:
         self._progress: Progress | None = None
         self._task = None
         self._total = 0
-        self.last_step = 0
 
     def say(self, text: str) -> None:
         """An informational line (suppressed by --quiet)."""
@@ -74,7 +73,6 @@ class Reporter:
                 self._progress = None
 
     def step(self, step: int) -> None:
-        self.last_step = step
         if self._progress is not None:
             self._progress.update(self._task, completed=step)
 

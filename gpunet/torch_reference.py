@@ -14,7 +14,7 @@ import numpy as np
 
 from gpunet.data import Dataset
 from gpunet.initializers import he_normal
-from gpunet.train import Record, TrainConfig, layer_sizes
+from gpunet.train import Record, TrainConfig, layer_sizes, shuffle_rng
 
 
 def torch_unavailable(device: str) -> str | None:
@@ -35,7 +35,6 @@ class TorchTrainer:
         import torch
 
         self.torch, self.config, self.device = torch, config, torch.device(device)
-        self.name = f"{device}:0" if device == "cuda" else device
         dtype = getattr(torch, config.dtype)
 
         def split(images: np.ndarray, labels: np.ndarray) -> tuple[Any, Any]:
@@ -51,7 +50,7 @@ class TorchTrainer:
             "momentum": lambda: torch.optim.SGD(self.params, lr=config.lr, momentum=0.9),
             "adam": lambda: torch.optim.Adam(self.params, lr=config.lr),
         }[config.optimizer]()
-        self.shuffle_rng = np.random.default_rng(np.random.SeedSequence(config.seed).spawn(1)[0])
+        self.shuffle_rng = shuffle_rng(config.seed)
         self._batches = self._batch_stream()
         self.steps_done = 0
 

@@ -136,6 +136,12 @@ def layer_sizes(config: TrainConfig, dataset: Dataset) -> list[int]:
     return [dataset.train_images.shape[1], *config.hidden, dataset.num_classes]
 
 
+def shuffle_rng(seed: int) -> np.random.Generator:
+    """The batch-order stream: apart from the initialisation stream, so the batch size never
+    changes the initial weights (and the PyTorch reference can draw the same order)."""
+    return np.random.default_rng(np.random.SeedSequence(seed).spawn(1)[0])
+
+
 class BatchOrder:
     """Endless (inputs, targets) batches: the whole set each time, or shuffled slices.
 
@@ -224,8 +230,9 @@ class LocalSource:
 class Trainer:
     """One run's state: parameters and optimizer on its device, the training data's source, steps done.
 
-    `step()` queues one update and reads nothing back; `evaluate()` and
-    `check_losses()` are where results travel to the host.
+    With the local source, `step()` queues one update and reads nothing back;
+    `evaluate()` and `check_losses()` are where results travel to the host.
+    (A distributed source must send the parameters to its workers every step.)
     """
 
     def __init__(self, config: TrainConfig, dataset: Dataset, device: Device, source: Any = None) -> None:
@@ -234,9 +241,7 @@ class Trainer:
         self.dataset_name, self.dataset_checksum = dataset.name, dataset.checksum
         self.sizes = layer_sizes(config, dataset)
         self.engine = LocalEngine.for_device(device)
-        # The shuffling stream is separate from the initialisation stream, so
-        # the batch size never changes the initial weights.
-        self.shuffle_rng = np.random.default_rng(np.random.SeedSequence(config.seed).spawn(1)[0])
+        self.shuffle_rng = shuffle_rng(config.seed)
         self.source = source or LocalSource(dataset, config, device, self.engine, self.shuffle_rng)
         self.test = DeviceData.from_host(
             dataset.test_images, dataset.test_labels, device, config.dtype, dataset.num_classes
@@ -246,7 +251,8 @@ class Trainer:
         self.optimizer = make_optimizer(config.optimizer, self.params, config.lr)
         # Each step's loss is written here on the device and read at the next
         # check, so a divergence is pinned to its step without a per-step sync.
-        self.step_losses = device.xp.zeros(config.eval_every, dtype=getattr(device.xp, config.dtype))
+        slots = min(config.eval_every, max(config.iterations, 1))  # --eval-every may be "never"
+        self.step_losses = device.xp.zeros(slots, dtype=getattr(device.xp, config.dtype))
         self.steps_done = 0
         self._checked = 0
         self.history: list[Record] = []
@@ -255,18 +261,19 @@ class Trainer:
     def step(self) -> None:
         loss, grads = self.source.gradient(self.params)
         self.optimizer.step(self.params, grads)
-        self.step_losses[self.steps_done % self.config.eval_every] = loss
+        self.step_losses[self.steps_done % self.step_losses.shape[0]] = loss
         self.steps_done += 1
 
     def check_losses(self) -> None:
         """Raise DivergedError naming the first step since the last check whose loss was not finite."""
         pending = self.steps_done - self._checked
-        if pending > self.config.eval_every:
+        slots = self.step_losses.shape[0]
+        if pending > slots:
             raise RuntimeError("check_losses() must run at least every eval_every steps")
         losses = to_numpy(self.step_losses)
         first = self._checked
         for offset in range(pending):
-            loss = float(losses[(first + offset) % self.config.eval_every])
+            loss = float(losses[(first + offset) % slots])
             if not math.isfinite(loss):
                 raise DivergedError(first + offset + 1, loss, self.config.lr)
         self._checked = self.steps_done

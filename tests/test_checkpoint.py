@@ -82,7 +82,7 @@ def test_a_failed_write_leaves_the_previous_checkpoint(tmp_path: Path, small: da
         raise OSError("disk full")
 
     monkeypatch.setattr(checkpoint.np, "savez", crash)
-    with pytest.raises(OSError):
+    with pytest.raises(checkpoint.CheckpointError, match="cannot write the checkpoint"):
         checkpoint.save(path, trainer)
     assert path.read_bytes() == before
     assert os.listdir(tmp_path) == ["c.npz"]
@@ -93,9 +93,30 @@ def test_unreadable_files_are_refused(tmp_path: Path) -> None:
     np.savez(pickled, meta=np.array([{"format": 1}], dtype=object))
     garbage = tmp_path / "garbage.npz"
     garbage.write_bytes(b"not a zip file")
-    for path, reason in ((pickled, "not a readable"), (garbage, "not a readable"), (tmp_path / "none.npz", "no such")):
+    single = tmp_path / "image.npy"
+    np.save(single, np.zeros((28, 28)))
+    no_config = tmp_path / "no-config.npz"
+    np.savez(no_config, meta=np.array('{"format": 1, "sizes": [4, 2]}'))
+    for path, reason in (
+        (pickled, "not a readable"),
+        (garbage, "not a readable"),
+        (single, "not a readable"),
+        (no_config, "damaged or foreign"),
+        (tmp_path / "none.npz", "no such"),
+    ):
         with pytest.raises(checkpoint.CheckpointError, match=reason):
             checkpoint.load(path)
+
+
+def test_a_checkpoint_whose_arrays_do_not_fit_is_refused(tmp_path: Path, small: data.Dataset) -> None:
+    path = tmp_path / "c.npz"
+    Trainer(TrainConfig(iterations=1, eval_every=1), small, numpy_device()).run(save=lambda t: checkpoint.save(path, t))
+    with np.load(path) as f:
+        arrays = {name: f[name] for name in f.files}
+    arrays["param_0"] = arrays["param_0"][:100]
+    np.savez(path, **arrays)
+    with pytest.raises(checkpoint.CheckpointError, match="do not fit layers"):
+        checkpoint.load(path)
 
 
 @pytest.mark.parametrize(

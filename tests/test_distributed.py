@@ -18,7 +18,14 @@ from gpunet.train import TrainConfig, Trainer
 from tests.conftest import FASHION_DIR, numpy_device
 
 distributed = pytest.importorskip("distributed", reason="the dist extra; CI installs it with the dev extra")
-from gpunet.distributed import DaskSource, EngineError, ShardSpec, elastic_distort, shard_images  # noqa: E402
+from gpunet.distributed import (  # noqa: E402
+    DaskSource,
+    EngineError,
+    ShardSpec,
+    displacements,
+    elastic_distort,
+    shard_images,
+)
 
 
 @pytest.fixture(scope="module")
@@ -105,15 +112,15 @@ def test_an_unreachable_scheduler_fails_within_seconds(fashion) -> None:
 
 def test_elastic_distortion_is_deterministic_and_keeps_the_images_recognisable(fashion) -> None:
     images = fashion.train_images[:50].reshape(50, 28, 28)
-    a = elastic_distort(images, np.random.default_rng(3))
-    b = elastic_distort(images, np.random.default_rng(3))
+    a = elastic_distort(images, displacements(np.arange(50), seed=3))
+    b = elastic_distort(images, displacements(np.arange(50), seed=3))
     np.testing.assert_array_equal(a, b)
     assert a.shape == images.shape and a.dtype == np.uint8
     assert not np.array_equal(a, images)
-    # Moved, not destroyed: each warped image is still closest to its own original.
+    # Moved, not destroyed: each warped image stays nearer its own original than to a typical other one.
     flat_a, flat_i = a.reshape(50, -1).astype(float), images.reshape(50, -1).astype(float)
     distances = ((flat_a[:, None, :] - flat_i[None, :, :]) ** 2).sum(axis=2)
-    assert (distances.argmin(axis=1) == np.arange(50)).mean() > 0.9
+    assert (np.diag(distances) < np.median(distances, axis=1)).mean() >= 0.95
 
 
 def test_rows_past_the_dataset_are_distorted_copies() -> None:
@@ -125,6 +132,9 @@ def test_rows_past_the_dataset_are_distorted_copies() -> None:
     np.testing.assert_array_equal(images[:10], base.train_images[59_990:])  # the dataset itself
     np.testing.assert_array_equal(labels[10:], base.train_labels[:10])  # copies keep their labels
     assert not np.array_equal(images[10:], base.train_images[:10])  # ... but not their pixels
+    # A row's distortion does not depend on where its shard starts (so not on the worker count).
+    other, _ = shard_images(ShardSpec("fashion-mnist", FASHION_DIR, 60_005, 60_010, "float32"))
+    np.testing.assert_array_equal(other, images[15:])
 
 
 def test_cli_dask_engine_matches_the_local_engine() -> None:

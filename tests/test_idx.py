@@ -151,7 +151,11 @@ def split_error(imgs: np.ndarray, labels: np.ndarray) -> DatasetError:
 
 def test_check_split_accepts_matching_images_and_labels() -> None:
     assert check_split(images(10), np.arange(10, dtype=np.uint8), 10, "images.idx", "labels.idx") is None
-    assert check_split(images(0), np.zeros(0, dtype=np.uint8), 10, "images.idx", "labels.idx") is None
+
+
+def test_check_split_refuses_an_empty_split() -> None:
+    """Nothing to train on is a data error, not a crash deep in the engine."""
+    assert "holds no samples" in str(split_error(images(0), np.zeros(0, dtype=np.uint8)))
 
 
 def test_check_split_label_out_of_range_names_its_index() -> None:
