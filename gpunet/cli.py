@@ -520,8 +520,7 @@ def predict_command(
         if pixels.shape[1] != saved.sizes[0]:
             raise ConfigError(f"{path}: images have {pixels.shape[1]} pixels, the model takes {saved.sizes[0]}")
         x = dev.asarray(pixels.astype(saved.config.dtype))
-        logits_t = model.output_logits_t(params, model.hidden_activations(params, x)[-1])
-        probabilities = np.exp(to_numpy(model.log_softmax(logits_t, axis=0))).T
+        probabilities = np.exp(to_numpy(model.log_softmax(model.logits_t(params, x), axis=0))).T
         for label, p in zip(labels, probabilities):
             best = np.argsort(p)[::-1][: max(1, top)]
             predictions.append({"image": label, "class": int(best[0]), "name": names[best[0]]})

@@ -45,9 +45,14 @@ def output_logits_t(params: Sequence[Array], h: Array) -> Array:
     return w.T @ h.T + b[:, None]
 
 
+def logits_t(params: Sequence[Array], x: Array) -> Array:
+    """The whole network, input to output logits, as (classes, samples)."""
+    return output_logits_t(params, hidden_activations(params, x)[-1])
+
+
 def forward(params: Sequence[Array], x: Array) -> Array:
     """The output layer's logits, (samples, classes)."""
-    return output_logits_t(params, hidden_activations(params, x)[-1]).T
+    return logits_t(params, x).T
 
 
 def log_softmax(logits: Array, axis: int = 1) -> Array:
@@ -119,7 +124,7 @@ def loss_and_gradients(params: Sequence[Array], x: Array, targets: Array) -> tup
 def evaluation_sums(params: Sequence[Array], x: Array, targets: Array, labels: Array) -> tuple[Array, list[Array]]:
     """Summed loss and the number of correct predictions, both read from the output layer."""
     xp = array_namespace(x)
-    logp_t = log_softmax(output_logits_t(params, hidden_activations(params, x)[-1]), axis=0)
+    logp_t = log_softmax(logits_t(params, x), axis=0)
     loss_sum = -xp.sum(targets.T * logp_t)
     correct = xp.sum(xp.astype(xp.argmax(logp_t, axis=0) == labels, logp_t.dtype))
     return loss_sum, [correct]
@@ -135,7 +140,7 @@ def evaluate(params: Sequence[Array], x: Array, targets: Array, labels: Array) -
 def predict(params: Sequence[Array], x: Array) -> Array:
     """The most probable class of each row."""
     xp = array_namespace(x)
-    return xp.argmax(output_logits_t(params, hidden_activations(params, x)[-1]), axis=0)
+    return xp.argmax(logits_t(params, x), axis=0)
 
 
 def confusion_matrix(params: Sequence[Array], x: Array, targets: Array) -> Array:
