@@ -172,6 +172,10 @@ def train_command(
     dataset = options.pop("dataset")
     config = TrainConfig(**(options | {"hidden": parse_hidden(options["hidden"])}))
     config.validate()  # before any data is read: bad options fail at once
+    if plot:
+        from gpunet import plots
+
+        plots.require()
     if checkpoint_every is not None and checkpoint_every < 1:
         raise ConfigError(f"--checkpoint-every must be at least 1, got {checkpoint_every}")
     if dataset not in data.DATASET_NAMES:
@@ -312,6 +316,10 @@ def bench_command(
     config = TrainConfig(parse_hidden(hidden), optimizer, lr, iterations, batch_size, dtype, seed, eval_every)
     settings = bench.BenchSettings(config, target_accuracy, warmup, timed_steps, repeats)
     settings.validate()
+    if plot:
+        from gpunet import plots
+
+        plots.require()
     if engine == "dask":
         return bench_dask_command(settings, dataset, data_dir, offline, workers, scheduler, dask_samples, json_path)
     if engine != "local":

@@ -19,6 +19,11 @@ def _pyplot() -> Any:
     return plt
 
 
+def require() -> None:
+    """Fail before a run, not after it, when figures were asked for and cannot be drawn."""
+    _pyplot()
+
+
 def plot_bench(report: dict[str, Any], path: Path) -> None:
     """Test accuracy against wall-clock time per backend, and ms/step bars with the floor marked."""
     plt = _pyplot()
