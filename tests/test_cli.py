@@ -283,3 +283,16 @@ def test_history_csv_and_curves_are_written(tmp_path: Path) -> None:
     assert float(rows[1].split(",")[1]) == pytest.approx(math.log(10), abs=0.05)
     assert curves.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert f"history written to {history}" in result.output and f"curves written to {curves}" in result.output
+
+
+def test_plot_without_matplotlib_fails_before_training(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from gpunet import plots
+    from gpunet.errors import ConfigError
+
+    def missing():
+        raise ConfigError("--plot needs matplotlib: pip install 'gpunet[bench]'")
+
+    monkeypatch.setattr(plots, "_pyplot", missing)
+    result = invoke("train", *QUICK, "--plot", str(tmp_path / "c.png"))
+    line = assert_one_line_error(result, code=2, text="needs matplotlib")
+    assert "step" not in result.stdout and line
