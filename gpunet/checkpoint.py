@@ -22,6 +22,7 @@ import numpy as np
 from gpunet import __version__
 from gpunet.data import Dataset
 from gpunet.errors import GpunetError
+from gpunet.flat import flatten
 from gpunet.files import atomic_file
 from gpunet.train import Record, TrainConfig, Trainer, layer_sizes
 
@@ -49,6 +50,7 @@ class Checkpoint:
 def save(path: Path, trainer: Trainer) -> None:
     """Write `trainer`'s state to `path` atomically."""
     path = Path(path)
+    slots = trainer.host_slots()
     meta = {
         "format": FORMAT,
         "gpunet": __version__,
@@ -58,13 +60,13 @@ def save(path: Path, trainer: Trainer) -> None:
         "dataset_checksum": trainer.dataset_checksum,
         "step": trainer.steps_done,
         "optimizer_steps": trainer.optimizer.steps,
-        "optimizer_slots": {name: len(arrays) for name, arrays in trainer.optimizer.slots.items()},
+        "optimizer_slots": {name: len(arrays) for name, arrays in slots.items()},
         "batch_state": trainer.source.state(),
         "history": [asdict(r) for r in trainer.history],
     }
     arrays = {f"param_{i}": p for i, p in enumerate(trainer.host_params())}
-    for name, slot in trainer.optimizer.slots.items():
-        arrays |= {f"slot_{name}_{i}": trainer.to_host(a) for i, a in enumerate(slot)}
+    for name, slot in slots.items():
+        arrays |= {f"slot_{name}_{i}": a for i, a in enumerate(slot)}
     try:
         with atomic_file(path) as f:
             np.savez(f, meta=np.array(json.dumps(meta)), **arrays)
@@ -140,10 +142,10 @@ def check_matches(ckpt: Checkpoint, config: TrainConfig, dataset: Dataset, path:
 def restore(trainer: Trainer, ckpt: Checkpoint) -> None:
     """Put a checkpoint's state into a trainer built with the checkpoint's configuration."""
     device = trainer.device
-    trainer.params = [device.asarray(p) for p in ckpt.params]
+    trainer.set_params(ckpt.params)
     trainer.optimizer.steps = ckpt.optimizer_steps
     slots = ckpt.optimizer_slots
-    trainer.optimizer.slots = {name: [device.asarray(a) for a in arrays] for name, arrays in slots.items()}
+    trainer.optimizer.slots = {name: device.asarray(flatten(arrays)) for name, arrays in slots.items()}
     trainer.source.restore(ckpt.batch_state)
     trainer.steps_done = ckpt.step
     trainer.history = list(ckpt.history)

@@ -34,6 +34,7 @@ from gpunet import data
 from gpunet.backend import Device, resolve_device, to_numpy
 from gpunet.engine import CPU_CHUNK_ROWS, LocalEngine
 from gpunet.errors import GpunetError, StepFailed
+from gpunet.flat import flatten
 
 Array = Any
 CONNECT_TIMEOUT_S = 5
@@ -306,11 +307,12 @@ class DaskSource:
         if not now:
             raise EngineError("every Dask worker is gone")
 
-    def gradient(self, params: list[Array]) -> tuple[Array, list[Array]]:
+    def gradient(self, params: list[Array]) -> tuple[Array, Array]:
+        """Mean loss and mean gradient (one flat vector, as gpunet.train.LocalSource gives it)."""
         loss_sum, grad_sums, seconds = self._reduce(shard_gradient_sums, params)
         self.last_compute_s = max(seconds)
         n = self.samples
-        return self.device.asarray(np.asarray(loss_sum) / n), [self.device.asarray(g / n) for g in grad_sums]
+        return self.device.asarray(np.asarray(loss_sum) / n), self.device.asarray(flatten(grad_sums) / n)
 
     def evaluate(self, params: list[Array]) -> tuple[Array, Array]:
         loss_sum, (correct,), _ = self._reduce(shard_evaluation_sums, params)

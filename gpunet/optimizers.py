@@ -1,8 +1,11 @@
-"""Update rules. Each updates the parameter arrays in place, on their own device."""
+"""Update rules over one flat parameter vector, in place, on its own device.
+
+Parameters, gradients and each state slot are single vectors (gpunet.flat),
+so an update is a few whole-buffer operations whatever the number of layers.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 from gpunet.backend import array_namespace
@@ -13,67 +16,62 @@ Array = Any
 class GD:
     """Plain gradient descent, as in the seed: p -= lr * g.
 
-    `slots` holds an optimizer's per-parameter state arrays by name and
-    `steps` its update count: together, what a checkpoint must keep.
+    `slots` holds an optimizer's state vectors by name and `steps` its update
+    count: together, what a checkpoint must keep.
     """
 
-    def __init__(self, params: Sequence[Array], lr: float) -> None:
+    def __init__(self, params: Array, lr: float) -> None:
         self.lr = lr
         self.steps = 0
-        self.slots: dict[str, list[Array]] = {}
+        self.slots: dict[str, Array] = {}
 
-    def _zeros(self, params: Sequence[Array]) -> list[Array]:
-        return [array_namespace(p).zeros_like(p) for p in params]
-
-    def step(self, params: Sequence[Array], grads: Sequence[Array]) -> None:
-        for p, g in zip(params, grads):
-            p -= self.lr * g
+    def step(self, params: Array, grads: Array) -> None:
+        params -= self.lr * grads
         self.steps += 1
 
 
 class Momentum(GD):
     """Heavy-ball momentum: v = beta * v + g; p -= lr * v."""
 
-    def __init__(self, params: Sequence[Array], lr: float, beta: float = 0.9) -> None:
+    def __init__(self, params: Array, lr: float, beta: float = 0.9) -> None:
         super().__init__(params, lr)
         self.beta = beta
-        self.slots = {"velocity": self._zeros(params)}
+        self.slots = {"velocity": array_namespace(params).zeros_like(params)}
 
-    def step(self, params: Sequence[Array], grads: Sequence[Array]) -> None:
-        for p, g, v in zip(params, grads, self.slots["velocity"]):
-            v *= self.beta
-            v += g
-            p -= self.lr * v
+    def step(self, params: Array, grads: Array) -> None:
+        v = self.slots["velocity"]
+        v *= self.beta
+        v += grads
+        params -= self.lr * v
         self.steps += 1
 
 
 class Adam(GD):
     """Adam (Kingma & Ba, 2015) with bias correction."""
 
-    def __init__(
-        self, params: Sequence[Array], lr: float, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8
-    ) -> None:
+    def __init__(self, params: Array, lr: float, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8) -> None:
         super().__init__(params, lr)
         self.beta1, self.beta2, self.eps = beta1, beta2, eps
-        self.slots = {"m": self._zeros(params), "v": self._zeros(params)}
+        xp = array_namespace(params)
+        self.slots = {"m": xp.zeros_like(params), "v": xp.zeros_like(params)}
 
-    def step(self, params: Sequence[Array], grads: Sequence[Array]) -> None:
-        xp = array_namespace(params[0])
+    def step(self, params: Array, grads: Array) -> None:
+        xp = array_namespace(params)
         self.steps += 1
         # Bias corrections are host floats (the step count lives on the host);
         # eps is added after correcting v, as PyTorch does, so the two agree.
         step_size = self.lr / (1 - self.beta1**self.steps)
         v_scale = 1 / (1 - self.beta2**self.steps) ** 0.5
-        for p, g, m, v in zip(params, grads, self.slots["m"], self.slots["v"]):
-            m *= self.beta1
-            m += (1 - self.beta1) * g
-            v *= self.beta2
-            v += (1 - self.beta2) * (g * g)
-            p -= step_size * m / (xp.sqrt(v) * v_scale + self.eps)
+        m, v = self.slots["m"], self.slots["v"]
+        m *= self.beta1
+        m += (1 - self.beta1) * grads
+        v *= self.beta2
+        v += (1 - self.beta2) * (grads * grads)
+        params -= step_size * m / (xp.sqrt(v) * v_scale + self.eps)
 
 
 OPTIMIZERS = {"gd": GD, "momentum": Momentum, "adam": Adam}
 
 
-def make_optimizer(name: str, params: Sequence[Array], lr: float) -> GD:
+def make_optimizer(name: str, params: Array, lr: float) -> GD:
     return OPTIMIZERS[name](params, lr)

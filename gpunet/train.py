@@ -18,6 +18,7 @@ from gpunet.backend import Device, to_numpy
 from gpunet.data import Dataset
 from gpunet.engine import LocalEngine
 from gpunet.errors import ConfigError, DivergedError, GpunetError, Interrupted, StepFailed
+from gpunet.flat import Layout, flatten
 from gpunet.optimizers import OPTIMIZERS, make_optimizer
 
 Array = Any
@@ -207,9 +208,12 @@ class LocalSource:
         self.engine = engine
         self.order = BatchOrder(self.data, config.batch_size, rng, device)
 
-    def gradient(self, params: list[Array]) -> tuple[Array, list[Array]]:
+    def gradient(self, params: list[Array]) -> tuple[Array, Array]:
+        """Mean loss and the mean gradient as one flat vector (gpunet.flat), over the next batch."""
         x, targets = next(self.order)
-        return self.engine.loss_and_gradients(params, x, targets)
+        loss_sum, grad_sums = self.engine.gradient_sums(params, x, targets)
+        n = x.shape[0]
+        return loss_sum / n, flatten(grad_sums) / n
 
     def evaluate(self, params: list[Array]) -> tuple[Array, Array]:
         return self.engine.evaluate(params, self.data.x, self.data.targets, self.data.labels)
@@ -247,8 +251,9 @@ class Trainer:
             dataset.test_images, dataset.test_labels, device, config.dtype, dataset.num_classes
         )
         host_params = initializers.he_normal(self.sizes, config.seed, config.dtype)
-        self.params = [device.asarray(p) for p in host_params]
-        self.optimizer = make_optimizer(config.optimizer, self.params, config.lr)
+        self.layout = Layout.of(host_params)
+        self.set_params(host_params)
+        self.optimizer = make_optimizer(config.optimizer, self.flat_params, config.lr)
         # Each step's loss is written here on the device and read at the next
         # check, so a divergence is pinned to its step without a per-step sync.
         slots = min(config.eval_every, max(config.iterations, 1))  # --eval-every may be "never"
@@ -258,9 +263,14 @@ class Trainer:
         self.history: list[Record] = []
         self.last_saved_step: int | None = None
 
+    def set_params(self, host_params: list[np.ndarray]) -> None:
+        """Put [w1, b1, ...] on the device as one flat vector; `params` are views into it."""
+        self.flat_params = self.device.asarray(flatten(host_params))
+        self.params = self.layout.views(self.flat_params)
+
     def step(self) -> None:
         loss, grads = self.source.gradient(self.params)
-        self.optimizer.step(self.params, grads)
+        self.optimizer.step(self.flat_params, grads)
         self.step_losses[self.steps_done % self.step_losses.shape[0]] = loss
         self.steps_done += 1
 
@@ -291,10 +301,11 @@ class Trainer:
         self._checked = self.steps_done
 
     def host_params(self) -> list[np.ndarray]:
-        return [to_numpy(p) for p in self.params]
+        return self.layout.views(to_numpy(self.flat_params))  # one transfer, then views
 
-    def to_host(self, a: Array) -> np.ndarray:
-        return to_numpy(a)
+    def host_slots(self) -> dict[str, list[np.ndarray]]:
+        """The optimizer's state, per layer like the parameters."""
+        return {name: self.layout.views(to_numpy(slot)) for name, slot in self.optimizer.slots.items()}
 
     def synchronize(self) -> None:
         self.device.synchronize()

@@ -164,7 +164,7 @@ def test_math_runs_unchanged_on_every_backend(device, rng: np.random.Generator) 
     assert float(to_numpy(acc)) == pytest.approx(float(np.mean(pred == labels)))
 
 
-@pytest.mark.parametrize("module", ["model.py", "optimizers.py"])
+@pytest.mark.parametrize("module", ["model.py", "optimizers.py", "flat.py"])
 def test_math_modules_import_neither_numpy_nor_cupy(module: str) -> None:
     tree = ast.parse((Path(gpunet.__file__).parent / module).read_text())
     imported = {

@@ -6,16 +6,18 @@ import numpy as np
 import pytest
 
 from gpunet.backend import to_numpy
+from gpunet.flat import Layout
 from gpunet.optimizers import OPTIMIZERS, make_optimizer
 
 
 def run(device, name: str, steps: int, lr: float = 0.1) -> list[np.ndarray]:
-    params = [device.asarray(np.array([1.0, -2.0, 3.0])), device.asarray(np.array([[0.5]]))]
+    """Two "layers" packed in one flat vector, as the trainer packs them."""
+    layout = Layout(((3,), (1, 1)))
+    params = device.asarray(np.array([1.0, -2.0, 3.0, 0.5]))
     opt = make_optimizer(name, params, lr)
     for t in range(1, steps + 1):
-        grads = [device.asarray(np.array([0.3, -0.1, 2.0]) * t), device.asarray(np.array([[-1.0]]) / t)]
-        opt.step(params, grads)
-    return [to_numpy(p) for p in params]
+        opt.step(params, device.asarray(np.concatenate([g.ravel() for g in grads_at(t)])))
+    return layout.views(to_numpy(params))
 
 
 def grads_at(t: int) -> list[np.ndarray]:
@@ -50,9 +52,10 @@ def test_adam_matches_the_reference_formula(device) -> None:
 
 @pytest.mark.parametrize("name", sorted(OPTIMIZERS))
 def test_updates_keep_dtype_and_identity(name: str) -> None:
-    params = [np.ones(4, dtype=np.float32)]
-    before = params[0]
-    make_optimizer(name, params, 0.5).step(params, [np.full(4, 0.25, dtype=np.float32)])
-    assert params[0] is before  # updated in place: no reallocation per step
-    assert params[0].dtype == np.float32
-    assert (params[0] < 1).all()
+    params = np.ones(4, dtype=np.float32)
+    views = Layout(((2,), (1, 2))).views(params)
+    make_optimizer(name, params, 0.5).step(params, np.full(4, 0.25, dtype=np.float32))
+    assert params.dtype == np.float32
+    assert (params < 1).all()
+    # Updated in place, so the layers' views see the update with no copy back.
+    assert np.array_equal(np.concatenate([v.ravel() for v in views]), params)

@@ -1,0 +1,36 @@
+"""Flat parameter vectors: packing, and views that share the vector's memory, on every backend."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from gpunet.backend import to_numpy
+from gpunet.flat import Layout, flatten
+from gpunet.initializers import he_normal
+
+
+def test_views_undo_flatten(device) -> None:
+    host = he_normal([5, 4, 3], seed=1, dtype="float64")
+    layout = Layout.of(host)
+    assert layout.shapes == ((5, 4), (4,), (4, 3), (3,)) and layout.size == 20 + 4 + 12 + 3
+    flat = flatten([device.asarray(p) for p in host])
+    assert flat.shape == (layout.size,)
+    for view, original in zip(layout.views(flat), host):
+        assert view.shape == original.shape
+        np.testing.assert_array_equal(to_numpy(view), original)
+
+
+def test_an_in_place_update_of_the_vector_reaches_every_view(device) -> None:
+    # What the trainer relies on: the optimizer updates the vector, the network reads the views.
+    layout = Layout(((2, 3), (3,)))
+    flat = device.asarray(np.arange(9.0))
+    views = layout.views(flat)
+    flat -= 0.5 * flat
+    np.testing.assert_array_equal(to_numpy(views[0]), np.arange(6.0).reshape(2, 3) / 2)
+    np.testing.assert_array_equal(to_numpy(views[1]), np.arange(6.0, 9.0) / 2)
+
+
+def test_a_vector_of_the_wrong_size_is_refused() -> None:
+    with pytest.raises(ValueError, match="9 elements"):
+        Layout(((2, 3), (3,))).views(np.zeros(8))
