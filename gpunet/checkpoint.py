@@ -22,8 +22,8 @@ import numpy as np
 from gpunet import __version__
 from gpunet.data import Dataset
 from gpunet.errors import GpunetError
-from gpunet.flat import flatten
 from gpunet.files import atomic_file
+from gpunet.flat import flatten
 from gpunet.train import Record, TrainConfig, Trainer, layer_sizes
 
 FORMAT = 1
