@@ -30,7 +30,7 @@ step "gpunet devices"
 "$py" -m gpunet devices 2>&1 | tee "$out/devices.txt"
 
 step "pytest -m gpu"
-gpu_tests="tests/test_gpu.py tests/test_model.py tests/test_optimizers.py tests/test_engine.py tests/test_backend.py"
+gpu_tests="tests/test_gpu.py tests/test_model.py tests/test_optimizers.py tests/test_engine.py tests/test_backend.py tests/test_flat.py"
 # shellcheck disable=SC2086
 timeout 300 "$py" -m pytest -m gpu -q -p no:cacheprovider $gpu_tests > "$out/pytest-gpu.txt" 2>&1
 echo "pytest exit code $?" | tee -a "$out/pytest-gpu.txt"
@@ -41,6 +41,9 @@ for device in cuda cpu; do
   timeout 300 "$py" -m gpunet train --dataset fashion-mnist --data-dir "$data" --offline --device "$device" \
     --json "$out/train-$device.json" 2>&1 | tail -2 | tee "$out/train-$device.txt"
 done
+
+step "where a step's time goes (fused/unfused, host/device, graph capture)"
+timeout 180 "$py" benchmarks/gpu_step.py --data-dir "$data" --json "$out/gpu-step.json" 2>&1 | tee "$out/gpu-step.txt"
 
 step "gpunet bench"
 timeout 420 "$py" -m gpunet bench --dataset fashion-mnist --data-dir "$data" --offline \

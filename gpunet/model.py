@@ -8,6 +8,11 @@ loss. Samples are rows: `x` is (n, inputs), a layer's weight `w` is
 This module imports neither numpy nor cupy: every function derives `xp` from
 the arrays it is given, so the same lines run on numpy, cupy and
 array-api-strict. Nothing here reads a value back to the host.
+
+The elementwise steps of the training gradient are `fusable` functions: each
+is one kernel on a GPU (see gpunet.backend.fusable) and plain array code
+elsewhere. They take `xp` as an argument rather than deriving it, because
+cupy's fusion traces them with the raw cupy module.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from gpunet.backend import array_namespace
+from gpunet.backend import array_namespace, fusable
 
 Array = Any
 
@@ -25,12 +30,43 @@ def layers(params: Sequence[Array]) -> list[tuple[Array, Array]]:
     return list(zip(params[0::2], params[1::2]))
 
 
+@fusable
+def bias_relu(z: Array, b: Array, xp: Any) -> Array:
+    return xp.maximum(z + b, 0.0)
+
+
+@fusable
+def relu_backward(delta: Array, out: Array, xp: Any) -> Array:
+    """The gradient through a ReLU: it passes where the unit's output was positive.
+
+    sign() of that output is exactly 1 there and 0 elsewhere.
+    """
+    return delta * xp.sign(out)
+
+
+@fusable
+def sum_exp(z: Array, z_max: Array, xp: Any) -> Array:
+    """softmax's denominator per column, each column shifted by its maximum."""
+    return xp.sum(xp.exp(z - z_max), axis=0)
+
+
+@fusable
+def cross_entropy_sum(z: Array, z_max: Array, sum_e: Array, targets: Array, xp: Any) -> Array:
+    """-sum(targets * log_softmax(z)) over a (classes, samples) block."""
+    return -xp.sum(targets * ((z - z_max) - xp.log(sum_e)))
+
+
+@fusable
+def softmax_minus_targets(z: Array, z_max: Array, sum_e: Array, targets: Array, xp: Any) -> Array:
+    """d(cross-entropy sum)/d(logits): softmax minus one-hot."""
+    return xp.exp((z - z_max) - xp.log(sum_e)) - targets
+
+
 def hidden_activations(params: Sequence[Array], x: Array) -> list[Array]:
     """The input of every layer: `x`, then each hidden layer's ReLU output."""
-    xp = array_namespace(x)
     acts = [x]
     for w, b in layers(params)[:-1]:
-        acts.append(xp.maximum(acts[-1] @ w + b, 0.0))
+        acts.append(bias_relu(acts[-1] @ w, b))
     return acts
 
 
@@ -55,10 +91,19 @@ def forward(params: Sequence[Array], x: Array) -> Array:
     return logits_t(params, x).T
 
 
-def log_softmax(logits: Array, axis: int = 1) -> Array:
-    """log(softmax) along `axis`, the maximum subtracted first so exp never overflows."""
+def softmax_shift(logits: Array, axis: int) -> Array:
+    """What log_softmax subtracts before exp: the maximum along `axis`, so exp never overflows.
+
+    The seed subtracted nothing, and its softmax overflowed on raw pixels.
+    """
     xp = array_namespace(logits)
-    shifted = logits - xp.max(logits, axis=axis, keepdims=True)
+    return xp.max(logits, axis=axis, keepdims=True)
+
+
+def log_softmax(logits: Array, axis: int = 1) -> Array:
+    """log(softmax) along `axis`, computed stably (see softmax_shift)."""
+    xp = array_namespace(logits)
+    shifted = logits - softmax_shift(logits, axis)
     return shifted - xp.log(xp.sum(xp.exp(shifted), axis=axis, keepdims=True))
 
 
@@ -94,19 +139,20 @@ def gradient_sums(params: Sequence[Array], x: Array, targets: Array) -> tuple[Ar
     """
     xp = array_namespace(x)
     acts = hidden_activations(params, x)
-    logp_t = log_softmax(output_logits_t(params, acts[-1]), axis=0)
-    targets_t = targets.T
-    loss_sum = -xp.sum(targets_t * logp_t)
-    delta_t = xp.exp(logp_t) - targets_t  # d(loss_sum)/d(logits): softmax minus one-hot
+    # log_softmax along the classes, in the same operations as log_softmax(),
+    # split so that the loss and the output gradient are one kernel each.
+    z_t, targets_t = output_logits_t(params, acts[-1]), targets.T
+    z_max = softmax_shift(z_t, axis=0)
+    sum_e = sum_exp(z_t, z_max)
+    loss_sum = cross_entropy_sum(z_t, z_max, sum_e, targets_t)
+    delta_t = softmax_minus_targets(z_t, z_max, sum_e, targets_t)
     grads: list[Array] = [None] * len(params)
     grads[-2] = (delta_t @ acts[-1]).T
     grads[-1] = xp.sum(delta_t, axis=1)
     if len(params) > 2:
         delta = delta_t.T @ params[-2].T  # gradient at the last hidden layer's output
     for i in range(len(params) // 2 - 2, -1, -1):
-        # ReLU passes gradient where its output was positive: sign() of that
-        # output is exactly 1 there and 0 elsewhere.
-        delta = delta * xp.sign(acts[i + 1])
+        delta = relu_backward(delta, acts[i + 1])
         grads[2 * i] = acts[i].T @ delta
         grads[2 * i + 1] = column_sums(delta)
         if i > 0:

@@ -1,16 +1,49 @@
 """Update rules over one flat parameter vector, in place, on its own device.
 
 Parameters, gradients and each state slot are single vectors (gpunet.flat),
-so an update is a few whole-buffer operations whatever the number of layers.
+and each rule's arithmetic is one `fusable` function: one kernel per update on
+a GPU, whatever the number of layers.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from gpunet.backend import array_namespace
+from gpunet.backend import array_namespace, fusable
 
 Array = Any
+
+
+@fusable
+def gd_update(p: Array, g: Array, lr: float, xp: Any) -> None:
+    p -= lr * g
+
+
+@fusable
+def momentum_update(p: Array, g: Array, v: Array, lr: float, beta: float, xp: Any) -> None:
+    v *= beta
+    v += g
+    p -= lr * v
+
+
+@fusable
+def adam_update(
+    p: Array,
+    g: Array,
+    m: Array,
+    v: Array,
+    beta1: float,
+    beta2: float,
+    step_size: float,
+    v_scale: float,
+    eps: float,
+    xp: Any,
+) -> None:
+    m *= beta1
+    m += (1 - beta1) * g
+    v *= beta2
+    v += (1 - beta2) * (g * g)
+    p -= step_size * m / (xp.sqrt(v) * v_scale + eps)
 
 
 class GD:
@@ -26,7 +59,7 @@ class GD:
         self.slots: dict[str, Array] = {}
 
     def step(self, params: Array, grads: Array) -> None:
-        params -= self.lr * grads
+        gd_update(params, grads, self.lr)
         self.steps += 1
 
 
@@ -39,10 +72,7 @@ class Momentum(GD):
         self.slots = {"velocity": array_namespace(params).zeros_like(params)}
 
     def step(self, params: Array, grads: Array) -> None:
-        v = self.slots["velocity"]
-        v *= self.beta
-        v += grads
-        params -= self.lr * v
+        momentum_update(params, grads, self.slots["velocity"], self.lr, self.beta)
         self.steps += 1
 
 
@@ -56,18 +86,13 @@ class Adam(GD):
         self.slots = {"m": xp.zeros_like(params), "v": xp.zeros_like(params)}
 
     def step(self, params: Array, grads: Array) -> None:
-        xp = array_namespace(params)
         self.steps += 1
         # Bias corrections are host floats (the step count lives on the host);
         # eps is added after correcting v, as PyTorch does, so the two agree.
         step_size = self.lr / (1 - self.beta1**self.steps)
         v_scale = 1 / (1 - self.beta2**self.steps) ** 0.5
         m, v = self.slots["m"], self.slots["v"]
-        m *= self.beta1
-        m += (1 - self.beta1) * grads
-        v *= self.beta2
-        v += (1 - self.beta2) * (grads * grads)
-        params -= step_size * m / (xp.sqrt(v) * v_scale + self.eps)
+        adam_update(params, grads, m, v, self.beta1, self.beta2, step_size, v_scale, self.eps)
 
 
 OPTIMIZERS = {"gd": GD, "momentum": Momentum, "adam": Adam}

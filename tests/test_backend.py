@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from gpunet import backend
-from gpunet.backend import resolve_device, to_numpy
+from gpunet.backend import array_namespace, fusable, resolve_device, to_numpy
 from gpunet.errors import DeviceError
 from tests.conftest import cuda_device, strict_device
 
@@ -125,3 +125,20 @@ def test_cuda_device_round_trip() -> None:
     assert type(a).__module__.startswith("cupy")
     dev.synchronize()
     np.testing.assert_array_equal(to_numpy(a * 2), np.arange(5) * 2)
+
+
+@pytest.mark.parametrize("make_device", [resolve_device, lambda _: strict_device()], ids=["numpy", "strict"])
+def test_fusable_functions_run_as_written_off_the_gpu(make_device) -> None:
+    # Off cupy, a fusable function is the plain function, given its arrays' namespace (scalars ignored).
+    device = make_device("cpu")
+    seen = []
+
+    @fusable
+    def scaled_add(a, b, scale, xp):
+        seen.append(xp)
+        a += scale * b
+
+    a = device.asarray(np.ones(3))
+    scaled_add(a, device.asarray(np.arange(3.0)), 0.5)
+    assert seen == [array_namespace(a)] and scaled_add.__name__ == "scaled_add"
+    np.testing.assert_array_equal(to_numpy(a), [1.0, 1.5, 2.0])

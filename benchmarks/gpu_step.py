@@ -1,0 +1,127 @@
+"""Where a GPU training step's time goes: fused against unfused, host time against device time.
+
+Usage: python benchmarks/gpu_step.py --data-dir DIR [--device cuda] [--steps N] [--rounds R] [--json PATH]
+
+For each variant (elementwise steps fused into single kernels, or run
+operation by operation) the same 784-16-16-10 Adam step is timed three ways,
+the variants taking turns for R rounds:
+- synced: the device synchronised before and after every step (what `gpunet bench` reports);
+- queued: N steps queued back to back, one synchronisation at the end (what training sees);
+- host: the Python time to queue one step, with no wait for the device. When
+  it is close to `queued`, the step is bound by launching kernels, not by the GPU.
+It then tries to capture one step as a CUDA graph (CuPy refuses cuBLAS calls
+during capture, cupy/cupy#6290) and records what happened.
+On `--device cpu` it times the numpy step the same way (a dry run of the script).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from gpunet import data
+from gpunet.backend import fusable, resolve_device
+from gpunet.bench import machine_info, step_cost
+from gpunet.train import TrainConfig, Trainer
+
+VARIANTS = {"fused": True, "unfused": False}
+
+
+def time_variant(trainer: Trainer, steps: int) -> dict[str, float]:
+    synced = []
+    for _ in range(steps):
+        trainer.synchronize()
+        start = time.perf_counter()
+        trainer.step()
+        trainer.synchronize()
+        synced.append(time.perf_counter() - start)
+    trainer.synchronize()
+    start = time.perf_counter()
+    host = []
+    for _ in range(steps):
+        t = time.perf_counter()
+        trainer.step()
+        host.append(time.perf_counter() - t)
+    trainer.synchronize()
+    queued = (time.perf_counter() - start) / steps
+    return {"synced": statistics.median(synced), "queued": queued, "host": statistics.median(host)}
+
+
+def try_graph_capture(trainer: Trainer) -> dict[str, Any]:
+    """Capture one step on a non-blocking stream and replay it; report success or CuPy's refusal."""
+    import cupy
+
+    stream = cupy.cuda.Stream(non_blocking=True)
+    try:
+        with stream:
+            stream.begin_capture()
+            try:
+                trainer.step()
+            finally:
+                graph = stream.end_capture()
+        graph.launch(stream)
+        stream.synchronize()
+        # A replay repeats the captured step exactly, including Adam's step size of that step:
+        # fine for timing the launch cost, not for training.
+        start = time.perf_counter()
+        for _ in range(100):
+            graph.launch(stream)
+        stream.synchronize()
+        return {"captured": True, "replay_ms": 1000 * (time.perf_counter() - start) / 100}
+    except Exception as e:  # what CuPy or the driver says is the result here
+        return {"captured": False, "error": f"{type(e).__name__}: {str(e).strip().splitlines()[0]}"}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-dir", type=Path, default=None)
+    parser.add_argument("--device", default="cuda")
+    parser.add_argument("--steps", type=int, default=100)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args()
+    device = resolve_device(args.device)
+    dataset = data.load("fashion-mnist", data_dir=args.data_dir, offline=True)
+    trainer = Trainer(TrainConfig(), dataset, device)
+    for enabled in VARIANTS.values():  # warm-up: compiles the fused kernels, fills the memory pool
+        fusable.enabled = enabled
+        for _ in range(10):
+            trainer.step()
+    times: dict[str, list[dict[str, float]]] = {name: [] for name in VARIANTS}
+    for _ in range(args.rounds):
+        for name, enabled in VARIANTS.items():
+            fusable.enabled = enabled
+            times[name].append(time_variant(trainer, args.steps))
+    fusable.enabled = True
+    flops, nbytes = step_cost(trainer.sizes, dataset.train_images.shape[0], 4)
+    results = {
+        name: {kind: 1000 * statistics.median(r[kind] for r in rounds) for kind in ("synced", "queued", "host")}
+        for name, rounds in times.items()
+    }
+    record: dict[str, Any] = {
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "device": device.name,
+        "machine": machine_info(),
+        "command": f"python benchmarks/gpu_step.py --device {args.device} --steps {args.steps} --rounds {args.rounds}",
+        "step_gflop": flops / 1e9,
+        "input_mb": nbytes / 1e6,
+        "ms_per_step": results,
+    }
+    if device.is_cuda:
+        record["graph_capture"] = try_graph_capture(trainer)
+    for name, r in results.items():
+        print(f"{name:8s} synced {r['synced']:8.3f} ms   queued {r['queued']:8.3f} ms   host {r['host']:8.3f} ms")
+    if "graph_capture" in record:
+        print(f"graph capture of one step: {record['graph_capture']}")
+    if args.json:
+        args.json.write_text(json.dumps(record, indent=2) + "\n")
+    trainer.close()
+
+
+if __name__ == "__main__":
+    main()
