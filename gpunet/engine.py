@@ -18,6 +18,7 @@ On a GPU the whole batch is one chunk: fewer, larger kernels are what it wants.
 
 from __future__ import annotations
 
+import math
 import os
 import weakref
 from collections.abc import Sequence
@@ -85,17 +86,21 @@ class LocalEngine:
 
     # --- the schedule ------------------------------------------------------------------------
 
-    def chunks(self, n: int) -> list[tuple[int, int]]:
-        size = n if self.chunk_rows is None else self.chunk_rows
-        return [(start, min(start + size, n)) for start in range(0, n, size)]
-
     def parts(self, n: int) -> list[list[tuple[int, int]]]:
-        """The chunks each thread sums, in order; the threads' sums are then added in this order."""
-        chunks = self.chunks(n)
-        parts = min(self.workers, len(chunks))
-        base, extra = divmod(len(chunks), parts)  # near-equal runs: the first `extra` get one more
-        bounds = [i * base + min(i, extra) for i in range(parts + 1)]
-        return [chunks[a:b] for a, b in pairwise(bounds)]
+        """The chunks each thread sums, in order; the threads' sums are then added in this order.
+
+        The rows are first split evenly between the threads, then each
+        thread's rows evenly into chunks of at most `chunk_rows`: 60000 rows
+        on 2 threads are 4 chunks of 7500 each, not 4 of 8192 against 3 and a
+        remainder, which left one thread waiting for the other.
+        """
+        if self.chunk_rows is None:
+            return [[(0, n)]]
+        threads = _even_split(0, n, max(1, min(self.workers, n)))
+        return [_even_split(a, b, max(1, math.ceil((b - a) / self.chunk_rows))) for a, b in threads]
+
+    def chunks(self, n: int) -> list[tuple[int, int]]:
+        return [chunk for part in self.parts(n) for chunk in part]
 
     def _reduce(self, unit: Any, params: Sequence[Array], *rows: Array) -> tuple[Array, list[Array]]:
         parts = self.parts(rows[0].shape[0])
@@ -133,6 +138,12 @@ class LocalEngine:
         if self._pool is not None:
             self._pool.shutdown()
             self._pool = None
+
+
+def _even_split(start: int, stop: int, pieces: int) -> list[tuple[int, int]]:
+    """[start, stop) in `pieces` consecutive ranges whose lengths differ by at most one."""
+    base, extra = divmod(stop - start, pieces)
+    return list(pairwise(start + i * base + min(i, extra) for i in range(pieces + 1)))
 
 
 def _sum_over(unit: Any, params: Sequence[Array], rows: Sequence[Array], chunks: list[tuple[int, int]]):

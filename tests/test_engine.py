@@ -42,6 +42,16 @@ def test_the_schedule_covers_every_row_once() -> None:
         np.testing.assert_array_equal(covered, np.arange(61))
 
 
+@pytest.mark.parametrize(("n", "rows", "threads"), [(60000, 8192, 2), (61, 7, 3), (5, 8192, 4), (10000, 1000, 3)])
+def test_threads_get_equal_shares_in_chunks_of_at_most_chunk_rows(n: int, rows: int, threads: int) -> None:
+    parts = LocalEngine(rows, threads).parts(n)
+    assert len(parts) == min(threads, n)
+    shares = [part[-1][1] - part[0][0] for part in parts]
+    assert max(shares) - min(shares) <= 1  # no thread waits for a longer one
+    sizes = [b - a for part in parts for a, b in part]
+    assert max(sizes) <= rows and max(sizes) - min(sizes) <= 1
+
+
 def test_threads_give_bit_identical_results_run_after_run(rng) -> None:
     x, targets, _, params = problem(rng, n=500)
     x32, t32, p32 = x.astype(np.float32), targets.astype(np.float32), [p.astype(np.float32) for p in params]
