@@ -10,6 +10,7 @@ day=$(date -u +%F)
 mkdir -p "$out"
 
 python benchmarks/chunk_rows.py --json "$out/$day-cpu-chunk-rows.json" | tee "$out/$day-cpu-chunk-rows.txt"
+python benchmarks/cpu_bound.py --json "$out/$day-cpu-bound.json" | tee "$out/$day-cpu-bound.txt"
 python benchmarks/seed_bugs.py --json "$out/$day-seed-bugs.json" | tee "$out/$day-seed-bugs.txt"
 gpunet train --dataset fashion-mnist --device cpu --json "$out/$day-cpu-train-adam.json" | tee "$out/$day-cpu-train-adam.txt"
 gpunet train --dataset fashion-mnist --device cpu --optimizer gd --lr 0.1 --iterations 500 \
