@@ -1,8 +1,10 @@
 """How close the numpy step is to what OpenBLAS allows: the step against its two big products alone.
 
-Usage: python benchmarks/cpu_bound.py [--rounds N] [--json PATH]
+Usage: python benchmarks/cpu_bound.py [--rounds N] [--per-turn K] [--json PATH]
 
-Times, taking turns for N rounds so the machine's drift falls on all alike:
+Times, taking turns for N rounds so the machine's drift falls on all alike
+(K runs per turn, the first of each turn untimed: PyTorch's OpenMP threads
+keep spinning for a while after its last call and would slow whatever ran next):
 - the numpy training step (gpunet's engine and Adam, Fashion-MNIST, 784-16-16-10);
 - only the two products with the 60000x784 input (X·W1 and dZ1ᵀ·X) on the same
   chunks and threads, with nothing else: no numpy step can be faster than this;
@@ -58,7 +60,8 @@ def torch_products(torch_trainer: TorchTrainer) -> Any:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--per-turn", type=int, default=4)
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     dataset = data.load("fashion-mnist", offline=True)
@@ -77,9 +80,11 @@ def main() -> None:
     times: dict[str, list[float]] = {name: [] for name in cases}
     for _ in range(args.rounds):
         for name, run in cases.items():
-            start = time.perf_counter()
             run()
-            times[name].append(1000 * (time.perf_counter() - start))
+            for _ in range(args.per_turn - 1):
+                start = time.perf_counter()
+                run()
+                times[name].append(1000 * (time.perf_counter() - start))
     floor = measure_floor("cpu")
     flops, nbytes = step_cost(trainer.sizes, dataset.train_images.shape[0], 4)
     floor_ms = floor.ms(flops, nbytes)
@@ -98,7 +103,7 @@ def main() -> None:
     if args.json:
         record = {
             "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "command": f"python benchmarks/cpu_bound.py --rounds {args.rounds}",
+            "command": f"python benchmarks/cpu_bound.py --rounds {args.rounds} --per-turn {args.per_turn}",
             "machine": machine_info(),
             "engine": trainer.engine.describe(),
             "floor_ms": floor_ms,

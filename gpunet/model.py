@@ -147,7 +147,7 @@ def gradient_sums(params: Sequence[Array], x: Array, targets: Array) -> tuple[Ar
     loss_sum = cross_entropy_sum(z_t, z_max, sum_e, targets_t)
     delta_t = softmax_minus_targets(z_t, z_max, sum_e, targets_t)
     grads: list[Array] = [None] * len(params)
-    grads[-2] = (delta_t @ acts[-1]).T
+    grads[-2] = acts[-1].T @ delta_t.T  # (hidden, classes), contiguous: no extra copy when flattened
     grads[-1] = xp.sum(delta_t, axis=1)
     if len(params) > 2:
         delta = delta_t.T @ params[-2].T  # gradient at the last hidden layer's output
