@@ -239,7 +239,9 @@ def time_steps(trainers: dict[str, Any], warmup: int, steps: int, repeats: int) 
 
     Backends take turns, `steps` at a time, for `repeats` rounds: on a shared
     machine whose speed drifts, the drift then falls on every backend alike
-    instead of on whichever happened to run last.
+    instead of on whichever happened to run last. Each turn starts with one
+    untimed step: PyTorch's OpenMP threads spin for a while after its last
+    call, and would otherwise slow the first step of whoever comes next.
     """
     for trainer in trainers.values():
         for _ in range(warmup):
@@ -247,6 +249,7 @@ def time_steps(trainers: dict[str, Any], warmup: int, steps: int, repeats: int) 
     times: dict[str, list[float]] = {name: [] for name in trainers}
     for _ in range(repeats):
         for name, trainer in trainers.items():
+            trainer.step()
             for _ in range(steps):
                 trainer.synchronize()
                 start = time.perf_counter()
