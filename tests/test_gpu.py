@@ -67,6 +67,8 @@ def gradient_problem(n: int = 3000) -> tuple[list[np.ndarray], np.ndarray, np.nd
 def cupy_gradient_sums(params, x, targets):
     dev = cuda_device()
     loss, grads = model.gradient_sums([dev.asarray(p) for p in params], dev.asarray(x), dev.asarray(targets))
+    # A Python scalar in a fused kernel must not promote float32 work to float64.
+    assert loss.dtype == x.dtype and all(g.dtype == x.dtype for g in grads)
     return float(to_numpy(loss)), [to_numpy(g) for g in grads]
 
 
@@ -98,7 +100,8 @@ def test_fused_update_rules_match_numpy(name: str) -> None:
     for g in grads:
         gpu_opt.step(on_gpu, dev.asarray(g))
         cpu_opt.step(on_cpu, g)
-    assert on_gpu.dtype == on_cpu.dtype
+    assert on_gpu.dtype == on_cpu.dtype == np.float32
+    assert all(slot.dtype == np.float32 for slot in gpu_opt.slots.values())
     np.testing.assert_allclose(to_numpy(on_gpu), on_cpu, rtol=1e-5, atol=1e-6)
     for slot, value in cpu_opt.slots.items():
         np.testing.assert_allclose(to_numpy(gpu_opt.slots[slot]), value, rtol=1e-5, atol=1e-7)
