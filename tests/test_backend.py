@@ -142,3 +142,44 @@ def test_fusable_functions_run_as_written_off_the_gpu(make_device) -> None:
     scaled_add(a, device.asarray(np.arange(3.0)), 0.5)
     assert seen == [array_namespace(a)] and scaled_add.__name__ == "scaled_add"
     np.testing.assert_array_equal(to_numpy(a), [1.0, 1.5, 2.0])
+
+
+def test_the_fused_path_traces_each_function_once_with_the_raw_module(monkeypatch: pytest.MonkeyPatch) -> None:
+    # CI has no GPU, so a stand-in cupy checks the wiring of the fused path: each fusable function is
+    # compiled once under its own kernel name and traced with the raw module (numpy here, cupy on a
+    # GPU), not the array-API layer, so it may only use what both raw modules have.
+    from gpunet import model, optimizers
+    from gpunet.initializers import he_normal
+
+    compiled: list[str] = []
+
+    def fuse(kernel_name: str):
+        def compile_(fn):
+            compiled.append(kernel_name)
+            return fn
+
+        return compile_
+
+    stand_in = types.ModuleType("cupy")
+    stand_in.fuse = fuse
+    stand_in.__getattr__ = lambda name: getattr(np, name)  # everything else: numpy's own functions
+    monkeypatch.setitem(sys.modules, "cupy", stand_in)
+    kernels = [f for module in (model, optimizers) for f in vars(module).values() if isinstance(f, fusable)]
+    assert len(kernels) == 8  # 5 in the model, 3 update rules
+    for kernel in kernels:
+        monkeypatch.setattr(kernel, "_fused", None)  # built afresh here, and reset afterwards
+
+    rng = np.random.default_rng(0)
+    params = he_normal([20, 8, 8, 4], seed=0)
+    x = rng.random((50, 20), dtype=np.float32)
+    targets = model.one_hot(rng.integers(0, 4, 50), 4, np.float32)
+    plain = model.gradient_sums(params, x, targets)
+    monkeypatch.setattr(backend, "is_cupy_namespace", lambda xp: True)
+    for _ in range(2):
+        fused = model.gradient_sums(params, x, targets)
+        assert fused[0] == plain[0] and all(np.array_equal(a, b) for a, b in zip(fused[1], plain[1]))
+    for name in optimizers.OPTIMIZERS:
+        optimizers.make_optimizer(name, np.ones(5, np.float32), 0.1).step(
+            np.ones(5, np.float32), np.ones(5, np.float32)
+        )
+    assert sorted(compiled) == sorted(f"gpunet_{k.__name__}" for k in kernels)  # each once, by name
