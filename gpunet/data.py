@@ -8,6 +8,7 @@ A missing dataset is downloaded into the cache unless offline.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 from collections.abc import Callable
@@ -130,6 +131,11 @@ class Dataset:
     checksum: str  # SHA-256 over the decompressed contents of all four files
     verified: bool = True  # False when no published checksum could vouch for a file
     num_classes: int = NUM_CLASSES
+
+    def first(self, n: int) -> Dataset:
+        """The first `n` samples of each split (views, no copy)."""
+        splits = ("train_images", "train_labels", "test_images", "test_labels")
+        return dataclasses.replace(self, **{f: getattr(self, f)[:n] for f in splits})
 
 
 def cache_dir() -> Path:

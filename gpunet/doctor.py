@@ -62,11 +62,6 @@ def _scalar(a: Any) -> float:
     return float(to_numpy(a))
 
 
-def _subset(dataset: Dataset, n: int) -> Dataset:
-    first = {f: getattr(dataset, f)[:n] for f in ("train_images", "train_labels", "test_images", "test_labels")}
-    return dataclasses.replace(dataset, **first)
-
-
 def _inputs_scaled(s: _Setup) -> Outcome:
     xp = s.device.xp
     lo, hi = _scalar(xp.min(s.split.x)), _scalar(xp.max(s.split.x))
@@ -148,7 +143,7 @@ def _bias_gradients_per_neuron(s: _Setup) -> Outcome:
 
 def _first_steps(s: _Setup) -> Outcome:
     config = dataclasses.replace(s.config, iterations=FIRST_STEPS, eval_every=FIRST_STEPS, batch_size=None)
-    trainer = train.Trainer(config, _subset(s.dataset, SUBSET), s.device)
+    trainer = train.Trainer(config, s.dataset.first(SUBSET), s.device)
     try:
         for _ in range(FIRST_STEPS):
             trainer.step()
@@ -167,7 +162,7 @@ def _overfits_subset(s: _Setup) -> Outcome:
     config = dataclasses.replace(
         s.config, optimizer="adam", lr=OVERFIT_LR, iterations=OVERFIT_STEPS, eval_every=OVERFIT_EVERY, batch_size=None
     )
-    trainer = train.Trainer(config, _subset(s.dataset, OVERFIT_SAMPLES), s.device)
+    trainer = train.Trainer(config, s.dataset.first(OVERFIT_SAMPLES), s.device)
     best = 0.0
     try:
         for step in range(1, OVERFIT_STEPS + 1):

@@ -50,6 +50,19 @@ def test_the_floor_measurement_is_plausible() -> None:
     assert 1e8 < floor.bandwidth_bytes_per_s < 1e13
 
 
+def test_initialization_runs_untimed_steps_on_a_few_samples(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen = []
+    real = bench.make_trainer
+
+    def recording(backend, config, dataset):
+        seen.append((config.iterations, len(dataset.train_images)))
+        return real(backend, config, dataset)
+
+    monkeypatch.setattr(bench, "make_trainer", recording)
+    assert bench.initialize("numpy", TrainConfig(), data.synthetic()) > 0
+    assert seen == [(2, bench.INIT_SAMPLES)]
+
+
 def test_report_structure(report: dict) -> None:
     assert {"date", "machine", "config", "floors", "results", "skipped", "agreement"} <= set(report)
     assert report["machine"]["cores"] >= 1 and "blas" in report["machine"]
@@ -66,6 +79,7 @@ def test_report_structure(report: dict) -> None:
         assert r["time_to_target_s"] is not None and r["time_to_target_s"] <= r["wall_seconds"]
         assert r["curve"][0]["iteration"] == 0 and r["curve"][-1]["iteration"] == 30
         assert r["peak_host_rss_mb"] > 0
+        assert r["init_seconds"] > 0  # paid, and recorded, before the time-to-target clock
     json.dumps(report)  # machine-readable as it stands
 
 
