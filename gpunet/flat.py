@@ -24,7 +24,7 @@ Array = Any
 
 def flatten(arrays: Sequence[Array]) -> Array:
     """One new vector holding every array's elements, in order (one concatenation)."""
-    xp = array_namespace(*arrays)
+    xp = array_namespace(arrays[0])
     return xp.concat([xp.reshape(a, (-1,)) for a in arrays])
 
 
