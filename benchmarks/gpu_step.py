@@ -9,7 +9,11 @@ the variants taking turns for R rounds:
 - queued: N steps queued back to back, one synchronisation at the end (what training sees);
 - host: the Python time to queue one step, with no wait for the device. When
   it is close to `queued`, the step is bound by launching kernels, not by the GPU.
-It then tries to capture one step as a CUDA graph (CuPy refuses cuBLAS calls
+Then each fusable function, called with the arguments it had in a real step,
+is timed alone, fused and unfused (host time per call, and time per call with
+the device's work included): cupy.fuse's own call overhead can exceed the
+launches it saves for a two-operation function, so this says which to keep.
+Last, it tries to capture one step as a CUDA graph (CuPy refuses cuBLAS calls
 during capture, cupy/cupy#6290) and records what happened.
 On `--device cpu` it times the numpy step the same way (a dry run of the script).
 """
@@ -50,6 +54,47 @@ def time_variant(trainer: Trainer, steps: int) -> dict[str, float]:
     trainer.synchronize()
     queued = (time.perf_counter() - start) / steps
     return {"synced": statistics.median(synced), "queued": queued, "host": statistics.median(host)}
+
+
+def one_step_calls(trainer: Trainer) -> list[tuple[fusable, tuple[Any, ...]]]:
+    """Every fusable call of one training step, with copies of its arguments."""
+    calls, real_call = [], fusable.__call__
+
+    def recording(self: fusable, *args: Any) -> Any:
+        calls.append((self, tuple(a.copy() if hasattr(a, "copy") else a for a in args)))
+        return real_call(self, *args)
+
+    fusable.__call__ = recording
+    try:
+        trainer.step()
+    finally:
+        fusable.__call__ = real_call
+    return calls
+
+
+def time_kernels(trainer: Trainer, calls_each: int = 200) -> dict[str, dict[str, float]]:
+    """Microseconds per call of each fusable function, alone, fused and unfused."""
+    results: dict[str, dict[str, float]] = {}
+    for kernel, args in one_step_calls(trainer):
+        name = kernel.__name__
+        if name in results:  # the same function again (a second layer): once is enough
+            continue
+        results[name] = {}
+        for variant, enabled in VARIANTS.items():
+            fusable.enabled = enabled
+            for _ in range(3):
+                kernel(*args)
+            trainer.synchronize()
+            start = time.perf_counter()
+            for _ in range(calls_each):
+                kernel(*args)
+            queued = time.perf_counter() - start
+            trainer.synchronize()
+            total = time.perf_counter() - start
+            results[name][f"{variant}_host_us"] = 1e6 * queued / calls_each
+            results[name][f"{variant}_us"] = 1e6 * total / calls_each
+    fusable.enabled = True
+    return results
 
 
 def try_graph_capture(trainer: Trainer) -> dict[str, Any]:
@@ -112,10 +157,17 @@ def main() -> None:
         "input_mb": nbytes / 1e6,
         "ms_per_step": results,
     }
+    record["kernels"] = time_kernels(trainer)
     if device.is_cuda:
         record["graph_capture"] = try_graph_capture(trainer)
     for name, r in results.items():
         print(f"{name:8s} synced {r['synced']:8.3f} ms   queued {r['queued']:8.3f} ms   host {r['host']:8.3f} ms")
+    print("per call, us (host time to queue it / with the device's work):")
+    for name, r in record["kernels"].items():
+        print(
+            f"  {name:22s} fused {r['fused_host_us']:7.1f} / {r['fused_us']:7.1f}   "
+            f"unfused {r['unfused_host_us']:7.1f} / {r['unfused_us']:7.1f}"
+        )
     if "graph_capture" in record:
         print(f"graph capture of one step: {record['graph_capture']}")
     if args.json:
