@@ -148,8 +148,10 @@ def _even_split(start: int, stop: int, pieces: int) -> list[tuple[int, int]]:
 
 def _sum_over(unit: Any, params: Sequence[Array], rows: Sequence[Array], chunks: list[tuple[int, int]]):
     total, sums = None, None
+    n = rows[0].shape[0]
     for start, stop in chunks:
-        loss, grads = unit(params, *(r[start:stop, ...] for r in rows))
+        whole = start == 0 and stop == n  # the GPU's one chunk: no slicing (each is a host-side cost)
+        loss, grads = unit(params, *(r if whole else r[start:stop, ...] for r in rows))
         if sums is None:
             total, sums = loss, list(grads)
         else:
