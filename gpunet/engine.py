@@ -9,9 +9,9 @@ Why chunks on the CPU: the products with the 60000x784 input are too thin
 (16 columns) for BLAS to spread over cores well, and 60000-row temporaries
 cost page faults every step. Each thread takes its own run of chunks with
 single-threaded BLAS, and the chunks' small arrays come back from the
-allocator warm. Chunk size was measured on the 2-core CI machine
-(benchmarks/README.md): 8192 rows beat 2048 and 4096, whose per-chunk Python
-work and GIL hand-offs between the threads cost more than cache reuse gains.
+allocator warm. The chunk size limit was measured on the 2-core CI machine
+(benchmarks/README.md): chunks of up to 8192 rows beat 2048 and 4096, whose
+per-chunk Python work and GIL hand-offs cost more than cache reuse gains.
 
 On a GPU the whole batch is one chunk: fewer, larger kernels are what it wants.
 """
