@@ -158,6 +158,7 @@ def main() -> None:
         "ms_per_step": results,
     }
     record["kernels"] = time_kernels(trainer)
+    record["fusion_fallbacks"] = dict(fusable.fallbacks)  # functions cupy could not fuse, and why
     if device.is_cuda:
         record["graph_capture"] = try_graph_capture(trainer)
     for name, r in results.items():
@@ -168,6 +169,8 @@ def main() -> None:
             f"  {name:22s} fused {r['fused_host_us']:7.1f} / {r['fused_us']:7.1f}   "
             f"unfused {r['unfused_host_us']:7.1f} / {r['unfused_us']:7.1f}"
         )
+    for name, why in fusable.fallbacks.items():
+        print(f"  {name} ran unfused: {why}")
     if "graph_capture" in record:
         print(f"graph capture of one step: {record['graph_capture']}")
     if args.json:

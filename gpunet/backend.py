@@ -7,9 +7,10 @@ that work on them, so the same math runs on numpy, cupy or array-api-strict.
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import array_api_compat
 import numpy as np
@@ -99,17 +100,27 @@ class fusable:  # lower case: it is used as a decorator
     """
 
     enabled = os.environ.get("GPUNET_FUSE", "1") != "0"  # benchmarks compare fused and unfused steps
+    fallbacks: ClassVar[dict[str, str]] = {}  # function name -> why cupy could not fuse it
 
     def __init__(self, fn: Callable[..., Any]) -> None:
         self.fn = fn
         self.__name__ = fn.__name__
         self.__doc__ = fn.__doc__
-        self._fused: Any = None
+        self._fused: Any = None  # None: not built yet; False: cupy could not fuse it
+        self._proven = False  # the fused kernel has run once
 
     def __call__(self, *args: Any) -> Any:
         xp = array_namespace(next(a for a in args if hasattr(a, "shape")))
-        if fusable.enabled and is_cupy_namespace(xp):
-            return self._kernel()(*args)
+        if fusable.enabled and is_cupy_namespace(xp) and self._kernel() is not False:
+            if self._proven:
+                return self._fused(*args)
+            try:  # the first call traces and compiles; nothing has run on the device if that fails
+                result = self._fused(*args)
+            except Exception as e:
+                self._give_up(e)
+            else:
+                self._proven = True
+                return result
         return self.fn(*args, xp=xp)
 
     def _kernel(self) -> Any:
@@ -123,6 +134,13 @@ class fusable:  # lower case: it is used as a decorator
 
             self._fused = cupy.fuse(kernel_name=f"gpunet_{fn.__name__}")(with_cupy)
         return self._fused
+
+    def _give_up(self, error: Exception) -> None:
+        """Run unfused from now on: slower, same results; say so once rather than stop a run."""
+        self._fused = False
+        reason = f"{type(error).__name__}: {str(error).strip().splitlines()[0] if str(error).strip() else ''}"
+        fusable.fallbacks[self.__name__] = reason
+        warnings.warn(f"gpunet: cupy could not fuse {self.__name__}, which runs unfused ({reason})", stacklevel=3)
 
 
 def cpu() -> Device:

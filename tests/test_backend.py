@@ -168,6 +168,7 @@ def test_the_fused_path_traces_each_function_once_with_the_raw_module(monkeypatc
     assert len(kernels) == 8  # 5 in the model, 3 update rules
     for kernel in kernels:
         monkeypatch.setattr(kernel, "_fused", None)  # built afresh here, and reset afterwards
+        monkeypatch.setattr(kernel, "_proven", False)
 
     rng = np.random.default_rng(0)
     params = he_normal([20, 8, 8, 4], seed=0)
@@ -183,3 +184,32 @@ def test_the_fused_path_traces_each_function_once_with_the_raw_module(monkeypatc
             np.ones(5, np.float32), np.ones(5, np.float32)
         )
     assert sorted(compiled) == sorted(f"gpunet_{k.__name__}" for k in kernels)  # each once, by name
+
+
+def test_a_function_cupy_cannot_fuse_runs_unfused_with_one_warning(monkeypatch: pytest.MonkeyPatch) -> None:
+    def fuse(kernel_name: str):
+        def compile_(fn):
+            def refuse(*args):
+                calls.append(kernel_name)
+                raise NotImplementedError("no such ufunc in fusion\nmore detail")
+
+            return refuse
+
+        return compile_
+
+    calls: list[str] = []
+    stand_in = types.ModuleType("cupy")
+    stand_in.fuse = fuse
+    monkeypatch.setitem(sys.modules, "cupy", stand_in)
+    monkeypatch.setattr(backend, "is_cupy_namespace", lambda xp: True)
+    monkeypatch.setattr(fusable, "fallbacks", {})
+
+    @fusable
+    def halve(a, xp):
+        return a / 2
+
+    with pytest.warns(UserWarning, match=r"could not fuse halve, which runs unfused \(NotImplementedError: no such"):
+        np.testing.assert_array_equal(halve(np.arange(4.0)), [0.0, 0.5, 1.0, 1.5])
+    np.testing.assert_array_equal(halve(np.arange(2.0)), [0.0, 0.5])  # no second attempt, no second warning
+    assert calls == ["gpunet_halve"]
+    assert fusable.fallbacks == {"halve": "NotImplementedError: no such ufunc in fusion"}
