@@ -31,6 +31,7 @@ from typing import Any
 from gpunet import data
 from gpunet.backend import fusable, resolve_device
 from gpunet.bench import machine_info, step_cost
+from gpunet.errors import GpunetError
 from gpunet.train import TrainConfig, Trainer
 
 VARIANTS = {"fused": True, "unfused": False}
@@ -179,4 +180,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except GpunetError as e:  # no GPU, no cupy, no dataset: one line, not a traceback
+        raise SystemExit(f"error: {e}") from None
