@@ -25,16 +25,15 @@ CUDA_HINT = "install the GPU extra: pip install 'gpunet[cuda]'"
 _namespaces: dict[type, Any] = {}
 
 
-def array_namespace(*arrays: Any) -> Any:
-    """The array API namespace of the arrays (array_api_compat's), remembered per array type.
+def array_namespace(a: Any) -> Any:
+    """The array API namespace of `a` (array_api_compat's), remembered per array type.
 
     The math asks this on every call; array_api_compat takes 2-5 us to answer,
     which is a tenth of a GPU step's launch budget spent on the same question.
     """
-    kind = type(arrays[0])
-    xp = _namespaces.get(kind)
+    xp = _namespaces.get(type(a))
     if xp is None:
-        xp = _namespaces[kind] = array_api_compat.array_namespace(arrays[0])
+        xp = _namespaces[type(a)] = array_api_compat.array_namespace(a)
     return xp
 
 

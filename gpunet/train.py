@@ -212,8 +212,9 @@ class LocalSource:
         """Mean loss and the mean gradient as one flat vector (gpunet.flat), over the next batch."""
         x, targets = next(self.order)
         loss_sum, grad_sums = self.engine.gradient_sums(params, x, targets)
-        n = x.shape[0]
-        return loss_sum / n, flatten(grad_sums) / n
+        grads = flatten(grad_sums)  # a new vector: divided in place, no second allocation
+        grads /= x.shape[0]
+        return loss_sum / x.shape[0], grads
 
     def evaluate(self, params: list[Array]) -> tuple[Array, Array]:
         return self.engine.evaluate(params, self.data.x, self.data.targets, self.data.labels)
