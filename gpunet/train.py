@@ -276,7 +276,12 @@ class Trainer:
         self.steps_done += 1
 
     def check_losses(self) -> None:
-        """Raise DivergedError naming the first step since the last check whose loss was not finite."""
+        """Raise DivergedError naming the first step since the last check whose loss was not finite.
+
+        Step k's loss is that of the parameters before update k, so it is named
+        k - 1: the number of updates those parameters had, as a Record's
+        iteration is, whatever --eval-every is.
+        """
         pending = self.steps_done - self._checked
         slots = self.step_losses.shape[0]
         if pending > slots:
@@ -286,8 +291,23 @@ class Trainer:
         for offset in range(pending):
             loss = float(losses[(first + offset) % slots])
             if not math.isfinite(loss):
-                raise DivergedError(first + offset + 1, loss, self.config.lr)
+                raise DivergedError(first + offset, loss, self.config.lr)
         self._checked = self.steps_done
+
+    def check_own_loss(self) -> None:
+        """Raise DivergedError unless the current parameters' own loss is known to be finite.
+
+        The step losses checked so far vouch only for the parameters before the
+        last update; the last evaluation vouches for these when it was made
+        after that update, and otherwise one forward pass over the training set
+        does (a host read, but only where a checkpoint is written anyway).
+        """
+        if self.history and self.history[-1].iteration == self.steps_done:
+            return  # record() has raised already if that loss was not finite
+        loss, _ = self.source.evaluate(self.params)
+        value = float(to_numpy(self.device.xp.asarray(loss)))
+        if not math.isfinite(value):
+            raise DivergedError(self.steps_done, value, self.config.lr)
 
     def evaluate(self) -> Record:
         """Loss and accuracies of the current parameters, read back to the host."""
@@ -329,9 +349,10 @@ class Trainer:
 
         `save(trainer)` is called every `save_every` steps, at the end, and on
         Ctrl-C/SIGTERM, always between steps and only once the losses since the
-        last check are known to be finite: a diverged state is never saved, so
-        the last good checkpoint survives a divergence. Raises DivergedError or
-        Interrupted with `.result` holding what was done.
+        last check, and the loss of the parameters it saves, are known to be
+        finite: a diverged state is never saved, so the last good checkpoint
+        survives a divergence and resumes. Raises DivergedError or Interrupted
+        with `.result` holding what was done.
         """
         config = self.config
         result = TrainResult(config, self.device.name, self.dataset_name, [])
@@ -347,6 +368,7 @@ class Trainer:
         def checkpoint() -> None:
             if save is not None and self.last_saved_step != self.steps_done:
                 self.check_losses()
+                self.check_own_loss()
                 save(self)
                 self.last_saved_step = self.steps_done
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -14,7 +15,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from gpunet import checkpoint, data
+from gpunet import checkpoint, data, model
 from gpunet.cli import app
 from gpunet.errors import DivergedError
 from gpunet.train import TrainConfig, Trainer
@@ -142,14 +143,80 @@ def test_a_checkpoint_of_other_data_is_refused(tmp_path: Path, small: data.Datas
         checkpoint.check_matches(checkpoint.load(tmp_path / "c.npz"), config, other, tmp_path / "c.npz")
 
 
-def test_divergence_keeps_the_last_good_checkpoint(tmp_path: Path, small: data.Dataset) -> None:
+def training_loss(params: list[np.ndarray], dataset: data.Dataset) -> float:
+    """The parameters' own mean cross-entropy on the training set, computed apart from the trainer."""
+    x = (dataset.train_images / 255.0).astype(params[0].dtype)
+    targets = model.one_hot(dataset.train_labels.astype(np.int64), 10, x.dtype)
+    with np.errstate(all="ignore"):
+        return float(model.cross_entropy(model.forward(params, x), targets))
+
+
+def overflow_at_update(trainer: Trainer, update: int) -> None:
+    """After `update`, class 0's logit stands 1e38 above the others on every sample.
+
+    Each wrong sample's loss is then a finite 1e38 and their float32 sum is
+    +inf, with no NaN anywhere: real divergence here goes straight to NaN,
+    and the loss checks must catch an infinite loss as surely.
+    """
+    real_step = trainer.optimizer.step
+
+    def step(flat, grads):
+        real_step(flat, grads)
+        if trainer.optimizer.steps == update:
+            trainer.params[-1][...] = [1e38] + [0.0] * 9
+
+    trainer.optimizer.step = step
+
+
+@pytest.fixture(scope="module")
+def diverging() -> data.Dataset:
+    return data.synthetic(n_train=3000, n_test=200)  # plain gd at lr 1e5: the parameters after step 3 give NaN
+
+
+@pytest.mark.parametrize("eval_every", [10, 2, 1])
+@pytest.mark.parametrize(("how", "lr", "bad"), [("nan", 1e5, 3), ("inf", 0.05, 4)])
+def test_divergence_keeps_the_last_good_checkpoint_and_it_resumes(
+    tmp_path: Path, diverging: data.Dataset, how: str, lr: float, bad: int, eval_every: int
+) -> None:
+    """The kept checkpoint holds the last parameters whose own loss is finite, and training goes on from it."""
     path = tmp_path / "c.npz"
-    trainer = Trainer(TrainConfig(optimizer="gd", lr=1e30, iterations=50, eval_every=10), small, numpy_device())
-    with pytest.raises(DivergedError):
+    config = TrainConfig(optimizer="gd", lr=lr, iterations=30, eval_every=eval_every)
+    trainer = Trainer(config, diverging, numpy_device())
+    if how == "inf":
+        overflow_at_update(trainer, bad)
+    with pytest.raises(DivergedError) as caught:
         trainer.run(save=lambda t: checkpoint.save(path, t), save_every=1)
+    assert caught.value.step == bad  # the parameters after `bad` updates are the first bad ones
+    assert (math.isnan if how == "nan" else math.isinf)(caught.value.loss)
+    assert (math.isnan if how == "nan" else math.isinf)(training_loss(trainer.host_params(), diverging))
+
     saved = checkpoint.load(path)
-    assert saved.step == trainer.last_saved_step >= 1
-    assert all(np.isfinite(p).all() for p in saved.params)
+    assert saved.step == trainer.last_saved_step == bad - 1
+    assert math.isfinite(training_loss(saved.params, diverging))
+
+    # Resumed as it was, the run replays the same steps, finite ones first, to the same divergence...
+    again = Trainer(config, diverging, numpy_device())
+    checkpoint.restore(again, saved)
+    if how == "inf":
+        overflow_at_update(again, bad)
+    with pytest.raises(DivergedError) as replayed:
+        again.run()
+    assert replayed.value.step == bad and again.steps_done > saved.step
+    if how == "inf":  # ...and without the blow-up it learns on to the end (lr 1e5 leaves nothing to learn from)
+        resumed = Trainer(config, diverging, numpy_device())
+        checkpoint.restore(resumed, saved)
+        result = resumed.run()
+        assert result.final.iteration == 30 and all(math.isfinite(r.loss) for r in result.history)
+        assert result.final.loss < training_loss(saved.params, diverging)
+
+
+def test_a_run_diverging_at_its_first_step_saves_nothing(tmp_path: Path, small: data.Dataset) -> None:
+    """The initial parameters are never saved by a run, so a run bad from step 1 leaves no checkpoint."""
+    trainer = Trainer(TrainConfig(optimizer="gd", lr=1e30, iterations=50, eval_every=10), small, numpy_device())
+    with pytest.raises(DivergedError) as caught:
+        trainer.run(save=lambda t: checkpoint.save(tmp_path / "c.npz", t), save_every=1)
+    assert caught.value.step == 1 and trainer.last_saved_step is None
+    assert not (tmp_path / "c.npz").exists()
 
 
 # --- through the command line ---------------------------------------------------------------------
@@ -181,10 +248,12 @@ def test_cli_corrupt_checkpoint_is_one_line(tmp_path: Path) -> None:
 
 def test_cli_divergence_names_the_last_good_checkpoint(tmp_path: Path) -> None:
     path = tmp_path / "run.npz"
-    args = [*QUICK, "--optimizer", "gd", "--lr", "1e30", "--iterations", "50", "--checkpoint", str(path)]
+    args = [*QUICK, "--optimizer", "gd", "--lr", "1e5", "--iterations", "50", "--checkpoint", str(path)]
     result = runner.invoke(app, [*args, "--checkpoint-every", "1"])
     assert result.exit_code == 3
-    assert "the last good checkpoint (step " in result.stderr and str(path) in result.stderr
+    assert "became nan at step 3" in result.stderr
+    assert f"the last good checkpoint (step 2) is {path}" in result.stderr
+    assert checkpoint.load(path).step == 2
 
 
 def test_ctrl_c_writes_a_checkpoint_that_resumes_to_the_same_weights(tmp_path: Path) -> None:
