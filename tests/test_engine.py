@@ -52,12 +52,49 @@ def test_threads_get_equal_shares_in_chunks_of_at_most_chunk_rows(n: int, rows: 
     assert max(sizes) <= rows and max(sizes) - min(sizes) <= 1
 
 
+@pytest.mark.parametrize("finishing", [[2, 1, 0], [0, 2, 1]], ids=["reversed", "last-before-middle"])
+def test_threads_add_their_sums_in_a_fixed_order_whichever_finishes_first(rng, monkeypatch, finishing) -> None:
+    """Threads are held back so that they finish in a chosen order: the sum must not follow it."""
+    import time
+
+    import gpunet.engine as engine_module
+
+    x, targets, _, params = problem(rng, n=500)
+    x32, t32, p32 = x.astype(np.float32), targets.astype(np.float32), [p.astype(np.float32) for p in params]
+    engine = LocalEngine(16, 3)
+    parts = engine.parts(500)
+    assert len(parts) == 3
+    sums = [engine_module._sum_over(model.gradient_sums, p32, (x32, t32), part) for part in parts]
+
+    def added(order: list[int]):  # _add works in place: on copies
+        return engine_module._add([(sums[i][0], [g.copy() for g in sums[i][1]]) for i in order])
+
+    in_order, as_finished = added([0, 1, 2]), added(finishing)
+    # The premise: in float32 the order of the additions shows in the bits (a + b == b + a, so each
+    # order here pairs different parts first).
+    assert in_order[0] != as_finished[0] or any(not np.array_equal(a, b) for a, b in zip(in_order[1], as_finished[1]))
+
+    real = engine_module._sum_over
+    delay = {parts[part][0]: 0.2 * place for place, part in enumerate(finishing)}
+
+    def finishing_in_a_chosen_order(unit, params, rows, chunks):
+        time.sleep(delay[chunks[0]])
+        return real(unit, params, rows, chunks)
+
+    monkeypatch.setattr(engine_module, "_sum_over", finishing_in_a_chosen_order)
+    loss, grads = engine.gradient_sums(p32, x32, t32)
+    assert loss == in_order[0]
+    for a, b in zip(grads, in_order[1]):
+        np.testing.assert_array_equal(a, b)
+    engine.close()
+
+
 def test_threads_give_bit_identical_results_run_after_run(rng) -> None:
     x, targets, _, params = problem(rng, n=500)
     x32, t32, p32 = x.astype(np.float32), targets.astype(np.float32), [p.astype(np.float32) for p in params]
     engine = LocalEngine(16, 3)
     first = engine.loss_and_gradients(p32, x32, t32)
-    for _ in range(5):
+    for _ in range(3):
         again = engine.loss_and_gradients(p32, x32, t32)
         assert again[0] == first[0]
         for a, b in zip(again[1], first[1]):

@@ -27,22 +27,49 @@ def saved(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Trainer]:
     return path, trainer
 
 
-def test_evaluate_reports_accuracy_per_class_and_confusion(saved, tmp_path: Path) -> None:
-    path, trainer = saved
+@pytest.fixture(scope="module")
+def imperfect(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Trainer]:
+    """A model stopped early: it errs often and unevenly, so its confusion matrix is far from diagonal."""
+    path = tmp_path_factory.mktemp("model") / "imperfect.npz"
+    trainer = Trainer(TrainConfig(iterations=8, eval_every=4), data.synthetic(), numpy_device())
+    trainer.run(save=lambda t: checkpoint.save(path, t))
+    return path, trainer
+
+
+def test_evaluate_reports_accuracy_per_class_and_confusion(imperfect, tmp_path: Path) -> None:
+    path, trainer = imperfect
     out = tmp_path / "eval.json"
     result = runner.invoke(app, ["evaluate", str(path), "--device", "cpu", "--json", str(out)])
     assert result.exit_code == 0, result.output
     report = json.loads(out.read_text())
     test = data.synthetic()
-    predicted = model.predict(trainer.host_params(), test.test_images / np.float32(255))
+    labels = test.test_labels.astype(np.int64)
+    x = test.test_images / np.float32(255)
+    predicted = model.predict(trainer.host_params(), x)
+    expected = np.zeros((10, 10), np.int64)
+    np.add.at(expected, (labels, predicted), 1)  # rows: true class, columns: predicted
     confusion = np.array(report["confusion_matrix"])
-    assert confusion.sum() == len(test.test_labels) == report["samples"]
-    np.testing.assert_array_equal(confusion.sum(axis=1), np.bincount(test.test_labels, minlength=10))
-    np.testing.assert_array_equal(confusion.sum(axis=0), np.bincount(predicted, minlength=10))
-    assert report["accuracy"] == pytest.approx(np.mean(predicted == test.test_labels))
+    assert not np.array_equal(expected, expected.T)  # the model errs unevenly: a transposed matrix would show
+    np.testing.assert_array_equal(confusion, expected)
+    recall = np.diag(expected) / expected.sum(axis=1)
+    precision = np.diag(expected) / np.maximum(expected.sum(axis=0), 1)
+    assert np.abs(recall - precision).max() > 0.05  # so precision shown as per-class accuracy would show
+    assert list(report["per_class_accuracy"].values()) == pytest.approx(recall.tolist())
+    assert list(report["per_class_accuracy"]) == data.class_names("synthetic")
+    assert 0.2 < report["accuracy"] < 0.9
+    assert report["accuracy"] == pytest.approx(np.mean(predicted == labels))
     assert report["accuracy"] == pytest.approx(trainer.history[-1].test_accuracy)
-    assert report["per_class_accuracy"]["class 3"] == pytest.approx(confusion[3, 3] / confusion[3].sum())
+    targets = model.one_hot(labels, 10, np.float32)
+    assert report["loss"] == pytest.approx(float(model.cross_entropy(model.forward(trainer.host_params(), x), targets)))
+    assert report["samples"] == len(labels) and report["step"] == 8 and report["split"] == "test"
     assert "confusion matrix" in result.output and f"accuracy {report['accuracy']:.4f}" in result.output
+    # The printed table holds the same rows: true class i, its counts by predicted class, its accuracy.
+    names = data.class_names("synthetic")
+    for i in range(10):
+        row = f"{i} {names[i]}"
+        line = next(line for line in result.output.splitlines() if row in line)
+        cells = [c.strip() for c in line.split("│") if c.strip()]
+        assert cells == [row, *map(str, expected[i]), f"{recall[i]:.3f}"]
 
 
 def test_evaluate_the_train_split(saved) -> None:

@@ -9,9 +9,8 @@ import pytest
 
 import gpunet.train as train_module
 from gpunet import data, model
-from gpunet.backend import to_numpy
 from gpunet.errors import ConfigError, DivergedError
-from gpunet.train import DeviceData, TrainConfig, train
+from gpunet.train import DeviceData, TrainConfig, Trainer, train
 from tests.conftest import FASHION_DIR, numpy_device, strict_device
 
 QUICK = TrainConfig(iterations=30, eval_every=10)
@@ -70,21 +69,60 @@ def test_training_runs_unchanged_on_array_api_strict(small: data.Dataset) -> Non
         np.testing.assert_allclose(s, r, rtol=1e-10)
 
 
-def test_no_host_reads_between_evaluations(small: data.Dataset, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Results travel to the host only at evaluations: the step itself never synchronises."""
-    reads = []
+HOST_READS = ("__float__", "__int__", "__bool__", "__index__", "__complex__", "__array__", "__dlpack__")
 
-    def counting_to_numpy(a):
-        reads.append(1)
-        return to_numpy(a)
 
-    monkeypatch.setattr(train_module, "to_numpy", counting_to_numpy)
-    counts = []
-    for iterations in (5, 40):
-        reads.clear()
-        train(TrainConfig(iterations=iterations, eval_every=iterations), small, numpy_device())
-        counts.append(len(reads))
-    assert counts[0] == counts[1]
+@pytest.fixture
+def host_reads(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """Every way a device array reaches the host raises while the list returned holds True.
+
+    array-api-strict arrays stand in for a GPU's: they never turn into numpy
+    scalars behind the caller's back, so float(loss), bool(xp.any(...)),
+    to_numpy(...) or np.asarray(...) in a step all go through one of these.
+    """
+    import array_api_strict
+
+    cls = type(array_api_strict.asarray(0.0))
+    armed = [False]
+    for name in HOST_READS:
+        real = getattr(cls, name)
+
+        def guarded(self, *args, _real=real, _name=name, **kwargs):
+            if armed[0]:
+                raise AssertionError(f"a host read ({_name}) inside a training step")
+            return _real(self, *args, **kwargs)
+
+        monkeypatch.setattr(cls, name, guarded)
+    return armed
+
+
+@pytest.mark.parametrize(("optimizer", "batch_size"), [("gd", None), ("momentum", 250), ("adam", 250)])
+def test_no_host_reads_between_evaluations(small: data.Dataset, host_reads: list[bool], batch_size, optimizer) -> None:
+    """Results travel to the host only at evaluations, loss checks and the end: a step never reads a device value."""
+    config = TrainConfig(iterations=12, eval_every=5, batch_size=batch_size, optimizer=optimizer, dtype="float64")
+    trainer = Trainer(config, small, strict_device())
+    read_allowed = []
+    for name in ("evaluate", "check_losses", "host_params"):
+        real = getattr(trainer, name)
+
+        def allowed(*args, _real=real, _name=name):
+            host_reads[0] = False  # the places results are meant to travel
+            read_allowed.append((_name, trainer.steps_done))
+            try:
+                return _real(*args)
+            finally:
+                host_reads[0] = True
+
+        setattr(trainer, name, allowed)
+    host_reads[0] = True
+    result = trainer.run()
+    host_reads[0] = False
+    assert [r.iteration for r in result.history] == [0, 5, 10, 12]
+    evaluations = [(n, s) for s in (5, 10, 12) for n in ("check_losses", "evaluate")]
+    assert read_allowed == [("evaluate", 0), *evaluations, ("host_params", 12)]
+    with pytest.raises(AssertionError, match="host read"):  # the guard itself works
+        host_reads[0] = True
+        float(trainer.step_losses[0])
 
 
 def test_divergence_names_the_step(small: data.Dataset) -> None:
