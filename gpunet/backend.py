@@ -67,6 +67,14 @@ class Device:
 
             cupy.get_default_memory_pool().free_all_blocks()
 
+    def memory_bytes(self) -> int:
+        """All the memory of the device: the GPU's, or the machine's RAM."""
+        if self.is_cuda:
+            import cupy
+
+            return int(cupy.cuda.runtime.memGetInfo()[1])
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
     def memory_peak_bytes(self) -> int | None:
         """GPU memory held by cupy's pool (it keeps freed blocks, so this is its high-water mark)."""
         if not self.is_cuda:

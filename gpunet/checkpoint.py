@@ -19,9 +19,9 @@ from typing import Any
 
 import numpy as np
 
-from gpunet import __version__
+from gpunet import __version__, inputs
 from gpunet.data import Dataset
-from gpunet.errors import GpunetError
+from gpunet.errors import GpunetError, shown
 from gpunet.files import atomic_file
 from gpunet.flat import flatten
 from gpunet.train import Record, TrainConfig, Trainer, layer_sizes
@@ -76,23 +76,34 @@ def save(path: Path, trainer: Trainer) -> None:
 
 def load(path: Path) -> Checkpoint:
     """Read a checkpoint, or raise CheckpointError saying why it cannot be used."""
+    reason = inputs.problem(path)
+    if reason is not None:
+        raise CheckpointError(f"{shown(path)}: {'no such checkpoint' if reason == 'no such file' else reason}")
+    what = inputs.kind(path)
+    if what != "zip":  # named by what it holds, not by its name
+        raise CheckpointError(f"{shown(path)}: {inputs.describe(what)}, not a gpunet checkpoint (.npz)")
     try:
         with np.load(path, allow_pickle=False) as f:
-            if not isinstance(f, np.lib.npyio.NpzFile):
-                raise ValueError("a single .npy array, not a checkpoint")
             meta = json.loads(str(f["meta"]))
             arrays = {name: f[name] for name in f.files if name != "meta"}
-    except FileNotFoundError:
-        raise CheckpointError(f"{path}: no such checkpoint") from None
-    except (OSError, ValueError, KeyError, TypeError, AttributeError, zipfile.BadZipFile) as e:
-        raise CheckpointError(f"{path}: not a readable gpunet checkpoint ({e})") from None
+    except (OSError, EOFError, ValueError, KeyError, TypeError, AttributeError, zipfile.BadZipFile) as e:
+        raise CheckpointError(f"{shown(path)}: not a readable gpunet checkpoint ({e})") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         found = meta.get("format") if isinstance(meta, dict) else None
-        raise CheckpointError(f"{path}: checkpoint format {found} is not {FORMAT} (gpunet {__version__})")
+        raise CheckpointError(f"{shown(path)}: checkpoint format {found} is not {FORMAT} (gpunet {__version__})")
     try:
-        return _decode(meta, arrays)
+        ckpt = _decode(meta, arrays)
     except (KeyError, TypeError, ValueError, AttributeError) as e:
-        raise CheckpointError(f"{path}: a damaged or foreign checkpoint ({type(e).__name__}: {e})") from None
+        raise CheckpointError(f"{shown(path)}: a damaged or foreign checkpoint ({type(e).__name__}: {e})") from None
+    # gpunet never saves a diverged state, so non-finite weights mean a damaged file:
+    # a model that answers NaN for every image is refused, not used.
+    for i, p in enumerate(ckpt.params):
+        if not np.isfinite(p).all():
+            what = f"layer {i // 2 + 1} {'weights' if i % 2 == 0 else 'biases'}"
+            raise CheckpointError(
+                f"{shown(path)}: its {what} hold NaN or infinite values; this checkpoint cannot be used"
+            )
+    return ckpt
 
 
 def _decode(meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> Checkpoint:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import sys
 from dataclasses import asdict, astuple
 from pathlib import Path
@@ -45,8 +46,8 @@ from gpunet.options import (
     SeedOpt,
     WorkersOpt,
 )
-from gpunet.report import Reporter, stderr_line
-from gpunet.train import DeviceData, Record, TrainConfig, Trainer, TrainResult, parse_hidden
+from gpunet.report import Reporter, safe_output, stderr_line
+from gpunet.train import DeviceData, Record, TrainConfig, Trainer, TrainResult, check_fits, parse_hidden
 
 # Typer bundles its own click in recent releases and uses the public one in
 # older ones; the base class of its exceptions is found either way.
@@ -64,6 +65,7 @@ class _OneLineErrors(TyperGroup):
         standalone_mode: bool = True,
         **extra: Any,
     ) -> Any:
+        safe_output()
         try:
             code = super().main(
                 args=args, prog_name=prog_name or "gpunet", complete_var=complete_var, standalone_mode=False, **extra
@@ -100,9 +102,20 @@ app.add_typer(datasets_app, name="datasets")
 
 
 def write_json(path: Path, payload: dict[str, Any]) -> None:
+    """Valid JSON whatever the numbers: NaN and infinities (a diverged loss) are written as null."""
     with atomic_file(path, "w") as f:
-        json.dump(payload, f, indent=2)
+        json.dump(finite_or_null(payload), f, indent=2, allow_nan=False)
         f.write("\n")
+
+
+def finite_or_null(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: finite_or_null(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite_or_null(v) for v in value]
+    return value
 
 
 DEFAULT = TrainConfig()
@@ -171,16 +184,25 @@ def train_command(
         options = {name: value if _given(ctx, name) else previous[name] for name, value in options.items()}
     dataset = options.pop("dataset")
     config = TrainConfig(**(options | {"hidden": parse_hidden(options["hidden"])}))
-    config.validate()  # before any data is read: bad options fail at once
+    # Every option is checked before any data is read or any process started: bad ones fail at once.
+    config.validate()
     if plot:
         from gpunet import plots
 
         plots.require()
     if checkpoint_every is not None and checkpoint_every < 1:
         raise ConfigError(f"--checkpoint-every must be at least 1, got {checkpoint_every}")
+    if checkpoint_every is not None and not (checkpoint_path or resume):
+        raise ConfigError("--checkpoint-every needs --checkpoint PATH (or --resume) to know where to save")
     if dataset not in data.DATASET_NAMES:
         raise ConfigError(f"unknown dataset '{dataset}': choose one of {', '.join(data.DATASET_NAMES)}")
+    check_engine_options(ctx, engine, workers, scheduler)
+    if engine == "dask" and config.batch_size is not None:
+        raise ConfigError("--engine dask trains on the full batch: omit --batch-size")
+    if engine == "dask" and dataset == "synthetic":
+        raise ConfigError("--engine dask reads its shards from files on the workers: use mnist or fashion-mnist")
     dev = resolve_device(device)
+    check_fits(config, [data.IMAGE_PIXELS, *config.hidden, data.NUM_CLASSES], dev)
     out = Reporter(quiet)
     ds = load_dataset(dataset, data_dir, offline, out)
     if dev.note:
@@ -253,16 +275,30 @@ def train_command(
             out.say(f"{what} written to {path}")
 
 
+def check_engine_options(ctx: typer.Context, engine: str, workers: int, scheduler: str | None) -> None:
+    """--engine, --workers and --scheduler: each one given is used, or the command is refused at once."""
+    if engine not in ("local", "dask"):
+        raise ConfigError(f"unknown engine '{engine}': choose local or dask")
+    if engine == "local":
+        for name in ("workers", "scheduler"):
+            if _given(ctx, name):
+                raise ConfigError(f"--{name} is for --engine dask; the local engine uses this process's device")
+        return
+    if scheduler:
+        if _given(ctx, "workers"):
+            raise ConfigError("--workers sizes a local cluster; with --scheduler the cluster's own workers are used")
+        return
+    from gpunet.distributed import check_workers  # Dask itself is not imported for this
+
+    check_workers(workers)
+
+
 def make_source(
     engine: str, config: TrainConfig, ds: data.Dataset, dev: Device, workers: int, scheduler: str | None, say: Any
 ) -> Any:
     """Where the training samples live: None for this process's device, or shards on Dask workers."""
     if engine == "local":
         return None
-    if engine != "dask":
-        raise ConfigError(f"unknown engine '{engine}': choose local or dask")
-    if config.batch_size is not None:
-        raise ConfigError("--engine dask trains on the full batch: omit --batch-size")
     from gpunet.distributed import DaskSource
 
     return DaskSource(ds, Path(ds.source), config.dtype, dev, scheduler, workers, say=say)
@@ -279,6 +315,7 @@ def write_history_csv(path: Path, history: list[Record]) -> None:
 
 @app.command("bench")
 def bench_command(
+    ctx: typer.Context,
     backends: Annotated[
         str | None,
         typer.Option(help="Comma-separated, from numpy, cupy, torch-cpu, torch-cuda; default: all that run here."),
@@ -320,10 +357,12 @@ def bench_command(
         from gpunet import plots
 
         plots.require()
+    check_engine_options(ctx, engine, workers, scheduler)
+    for name, wanted in (("backends", "local"), ("sweep", "local"), ("dask_samples", "dask")):
+        if engine != wanted and _given(ctx, name):
+            raise ConfigError(f"--{name.replace('_', '-')} is for --engine {wanted}")
     if engine == "dask":
         return bench_dask_command(settings, dataset, data_dir, offline, workers, scheduler, dask_samples, json_path)
-    if engine != "local":
-        raise ConfigError(f"unknown engine '{engine}': choose local or dask")
     chosen = [b.strip() for b in backends.split(",") if b.strip()] if backends else list(bench.BACKENDS)
     if backends:  # asked for by name: a backend that cannot run is an error, not a footnote
         for b in chosen:
@@ -520,6 +559,8 @@ def predict_command(
     json_path: JsonOpt = None,
 ) -> None:
     """The class and probabilities a saved model gives each image."""
+    if top < 1:
+        raise ConfigError(f"--top must be at least 1, got {top}")
     saved, dev, params = load_model(checkpoint_file, device)
     names = data.class_names(saved.dataset)
     predictions = []
@@ -530,7 +571,7 @@ def predict_command(
         x = dev.asarray(pixels.astype(saved.config.dtype))
         probabilities = np.exp(to_numpy(model.log_softmax(model.logits_t(params, x), axis=0))).T
         for label, p in zip(labels, probabilities):
-            best = np.argsort(p)[::-1][: max(1, top)]
+            best = np.argsort(p)[::-1][:top]
             predictions.append({"image": label, "class": int(best[0]), "name": names[best[0]]})
             predictions[-1]["probabilities"] = dict(zip(names, map(float, p)))
             ranked = ", ".join(f"{names[i]} {p[i]:.3f}" for i in best)
@@ -574,9 +615,9 @@ def download_command(
     spec = data.SPECS[name]
     out = Reporter()
     found, _ = data.locate(spec, data_dir)
-    if found is None:
+    if found is None:  # into --data-dir where given, else the cache
         with out.downloads():
-            found = data.fetch(spec, out.download_progress)
+            found = data.fetch(spec, out.download_progress, data_dir / spec.name if data_dir else None)
     ds = data.load_dir(spec, found)
     state = (
         "verified against published checksums" if ds.verified else "format-checked (no published checksum covers it)"

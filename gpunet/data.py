@@ -1,9 +1,10 @@
 """Datasets: where they are looked for, how they are fetched and checked, and a synthetic one.
 
-Lookup order for `mnist` and `fashion-mnist`: --data-dir, $GPUNET_DATA, the
-user cache (~/.cache/gpunet/<name>), then Debian's /usr/share/datasets/<name>.
+Lookup order for `mnist` and `fashion-mnist`: $GPUNET_DATA, the user cache
+(~/.cache/gpunet/<name>), then Debian's /usr/share/datasets/<name>; or --data-dir
+alone when it is given (an explicit choice is used or refused, never passed over).
 Each of those may hold the four files directly or in a <name>/ subfolder.
-A missing dataset is downloaded into the cache unless offline.
+A missing dataset is downloaded into the cache unless offline or --data-dir is given.
 """
 
 from __future__ import annotations
@@ -17,11 +18,13 @@ from pathlib import Path
 
 import numpy as np
 
+from gpunet import inputs
 from gpunet.download import Progress, download
-from gpunet.errors import DatasetError, DatasetMissing, ForeignFile
+from gpunet.errors import DatasetError, DatasetMissing, ForeignFile, shown
 from gpunet.idx import check_split, parse_idx, read_bytes
 
 NUM_CLASSES = 10
+IMAGE_PIXELS = 28 * 28  # every dataset gpunet knows; files of another size are read as they are
 
 
 @dataclass(frozen=True)
@@ -144,10 +147,10 @@ def cache_dir() -> Path:
 
 
 def search_dirs(name: str, data_dir: Path | None = None) -> list[Path]:
-    """Where a dataset is looked for, in order."""
-    roots = [Path(data_dir)] if data_dir else []
-    if os.environ.get("GPUNET_DATA"):
-        roots.append(Path(os.environ["GPUNET_DATA"]))
+    """Where a dataset is looked for, in order: only in --data-dir when it is given."""
+    if data_dir is not None:
+        return [Path(data_dir) / name, Path(data_dir)]
+    roots = [Path(os.environ["GPUNET_DATA"])] if os.environ.get("GPUNET_DATA") else []
     dirs = [d for root in roots for d in (root / name, root)]
     return [*dirs, cache_dir() / name, Path("/usr/share/datasets") / name]
 
@@ -160,17 +163,37 @@ def mirrors(spec: DatasetSpec) -> tuple[str, ...]:
 
 def _file_in(directory: Path, f: DataFile) -> Path | None:
     for candidate in (directory / f"{f.name}.gz", directory / f.name):
-        if candidate.is_file():
-            return candidate
+        try:
+            if candidate.is_file():
+                return candidate
+        except OSError as e:  # an unsearchable directory, a path too long: said, not a traceback
+            raise DatasetError(f"cannot look in this directory: {inputs.os_reason(e, candidate)}", directory) from None
     return None
+
+
+def _check_named_dir(path: Path, named_by: str) -> None:
+    """A directory the user named (--data-dir, $GPUNET_DATA) is used or refused, never passed over."""
+    reason = inputs.problem(path)
+    if reason == "a directory, not a file":
+        return
+    if reason is None:
+        reason = "a file, not a directory"
+    elif reason == "no such file":
+        reason = "no such directory"
+    raise DatasetError(f"{named_by} {shown(path)}: {reason}")
 
 
 def locate(spec: DatasetSpec, data_dir: Path | None = None) -> tuple[Path | None, list[Path]]:
     """The first directory holding all four files, and the searched ones.
 
     A directory holding only some of them is an error (files went missing),
-    except the cache, where a later download completes the set.
+    except the cache, where a later download completes the set. With
+    `data_dir`, only that directory (and its <name>/ folder) is searched.
     """
+    if data_dir is not None:
+        _check_named_dir(Path(data_dir), "--data-dir")
+    elif os.environ.get("GPUNET_DATA"):
+        _check_named_dir(Path(os.environ["GPUNET_DATA"]), "$GPUNET_DATA")
     searched = search_dirs(spec.name, data_dir)
     for d in searched:
         present = [f for f in spec.files if _file_in(d, f)]
@@ -231,9 +254,11 @@ def load_dir(spec: DatasetSpec, directory: Path) -> Dataset:
     )
 
 
-def fetch(spec: DatasetSpec, progress: Callable[[str], Progress | None] | None = None) -> Path:
-    """Download whatever of `spec` the cache lacks; returns the cache directory."""
-    target = cache_dir() / spec.name
+def fetch(
+    spec: DatasetSpec, progress: Callable[[str], Progress | None] | None = None, target: Path | None = None
+) -> Path:
+    """Download whatever of `spec` `target` (by default the cache) lacks; returns that directory."""
+    target = target or cache_dir() / spec.name
     for f in spec.files:
         if _file_in(target, f) is None:
             urls = [base + f.name + ".gz" for base in mirrors(spec)]
@@ -243,7 +268,7 @@ def fetch(spec: DatasetSpec, progress: Callable[[str], Progress | None] | None =
 
 def _not_found(spec: DatasetSpec, searched: list[Path], why: str) -> DatasetMissing:
     debian = f" or `apt-get install dataset-{spec.name}`" if spec is FASHION_MNIST else ""
-    where = ", ".join(str(d) for d in searched)
+    where = ", ".join(shown(d) for d in searched)
     return DatasetMissing(
         f"{spec.title} not found ({why}); looked in {where}. "
         f"Run `gpunet datasets download {spec.name}` where there is network{debian}, "
@@ -268,6 +293,12 @@ def load(
     spec = SPECS[name]
     found, searched = locate(spec, data_dir)
     if found is None:
+        if data_dir is not None:  # the directory the user chose, or nothing: no download elsewhere
+            where = " and ".join(shown(d) for d in searched)
+            raise DatasetMissing(
+                f"{spec.title} is not in --data-dir (looked in {where} for its four IDX files, "
+                "train-images-idx3-ubyte and the others, gzip or raw)"
+            )
         if offline:
             raise _not_found(spec, searched, "--offline forbids downloading")
         try:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -33,7 +34,7 @@ import numpy as np
 from gpunet import data
 from gpunet.backend import Device, resolve_device, to_numpy
 from gpunet.engine import CPU_CHUNK_ROWS, LocalEngine
-from gpunet.errors import GpunetError, StepFailed
+from gpunet.errors import ConfigError, GpunetError, StepFailed
 from gpunet.flat import flatten
 
 Array = Any
@@ -199,6 +200,23 @@ WORKER_ENVIRONMENT = {
 }
 
 
+WORKERS_PER_CORE = 2
+
+
+def check_workers(workers: int) -> None:
+    """A local cluster's size, refused before anything starts when it is below 1 or far beyond the cores."""
+    if workers < 1:
+        raise ConfigError(f"--workers must be at least 1, got {workers}")
+    cores = len(os.sched_getaffinity(0))
+    limit = WORKERS_PER_CORE * cores
+    if workers > limit:
+        raise ConfigError(
+            f"--workers {workers} on {cores} cores: a local cluster of more than {limit} worker processes "
+            f"({WORKERS_PER_CORE} per core) only costs memory and start-up time; use --workers {limit} or fewer, "
+            "or --scheduler to train on a cluster elsewhere"
+        )
+
+
 def connect(scheduler: str | None, workers: int) -> tuple[Any, Any]:
     """A client of the scheduler at `scheduler`, or of a new local cluster of `workers` processes on 127.0.0.1."""
     try:
@@ -212,8 +230,7 @@ def connect(scheduler: str | None, workers: int) -> tuple[Any, Any]:
             raise EngineError(
                 f"cannot reach the Dask scheduler at {scheduler} within {CONNECT_TIMEOUT_S} s ({e})"
             ) from None
-    if workers < 1:
-        raise EngineError(f"--workers must be at least 1, got {workers}")
+    check_workers(workers)
     import dask
 
     with dask.config.set(WORKER_ENVIRONMENT):

@@ -15,13 +15,21 @@ class GpunetError(Exception):
         return f"{text}; {self.hint}" if self.hint else text
 
 
+def shown(path: object) -> str:
+    """A path as a message shows it: one of thousands of characters keeps its two ends."""
+    text = str(path)
+    if len(text) <= 300:
+        return text
+    return f"{text[:100]}…{text[-100:]} ({len(text):,} characters)"
+
+
 class DatasetError(GpunetError):
     """A data file is missing, corrupt, truncated, mislabelled or cannot be fetched."""
 
     def __init__(self, reason: str, path: object = None) -> None:
         self.path = path
         self.reason = reason
-        super().__init__(f"{path}: {reason}" if path is not None else reason)
+        super().__init__(f"{shown(path)}: {reason}" if path is not None else reason)
 
 
 class DatasetMissing(DatasetError):

@@ -50,16 +50,15 @@ def parse_idx(data: bytes, path: object = "<bytes>") -> np.ndarray:
     if len(data) < header:
         raise DatasetError(f"truncated header: {ndim} dimensions need {header} bytes, file has {len(data)}", path)
     shape = tuple(int(d) for d in np.frombuffer(data, dtype=">u4", count=ndim, offset=4))
+    if 0 in shape:  # no values at all (say, images of 0x0 pixels): nothing any later step can use
+        raise DatasetError(f"IDX header declares an empty shape {shape}: a dimension of size 0", path)
     dtype = np.dtype(IDX_TYPES[type_code])
     expected = header + math.prod(shape) * dtype.itemsize
     if len(data) < expected:
         raise DatasetError(f"truncated: shape {shape} needs {expected} bytes, file has {len(data)}", path)
     if len(data) > expected:
         raise DatasetError(f"{len(data) - expected} unexpected bytes after the data of shape {shape}", path)
-    try:
-        values = np.frombuffer(data, dtype=dtype, offset=header).reshape(shape)
-    except ValueError as e:  # an empty shape whose other dimensions numpy cannot index
-        raise DatasetError(f"IDX header declares an impossible shape {shape} ({e})", path) from e
+    values = np.frombuffer(data, dtype=dtype, offset=header).reshape(shape)
     return values.astype(dtype.newbyteorder("="), copy=False)
 
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from gpunet import inputs
 from gpunet.errors import DatasetError
 from gpunet.idx import read_idx
 
@@ -13,16 +14,25 @@ SIDE = 28
 
 
 def read_images(path: Path) -> tuple[np.ndarray, list[str]]:
-    """(n, 784) float32 pixels in [0, 1] and a name for each image, or DatasetError saying why not."""
+    """(n, 784) float32 pixels in [0, 1] and a name for each image, or DatasetError saying why not.
+
+    The reader is chosen by what the file holds, not by its name.
+    """
     path = Path(path)
-    if not path.is_file():
-        raise DatasetError("no such file", path)
-    if path.suffix == ".npy":
+    reason = inputs.problem(path)
+    if reason is not None:
+        raise DatasetError(reason, path)
+    what = inputs.kind(path)
+    if what == "npy":
         pixels = _from_array(_load_npy(path), path)
-    elif _looks_like_idx(path):
+    elif what in ("idx", "gzip"):
         pixels = _from_array(read_idx(path), path)
-    else:
+    elif what in inputs.PICTURES or what == "unknown":  # Pillow knows more formats than gpunet sniffs
         return _from_picture(path)
+    else:
+        raise DatasetError(
+            f"{inputs.describe(what)}, not an image gpunet reads (PNG or another picture, .npy, IDX)", path
+        )
     names = [path.name] if len(pixels) == 1 else [f"{path.name}[{i}]" for i in range(len(pixels))]
     return pixels, names
 
@@ -30,14 +40,8 @@ def read_images(path: Path) -> tuple[np.ndarray, list[str]]:
 def _load_npy(path: Path) -> np.ndarray:
     try:
         return np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as e:
+    except (OSError, EOFError, ValueError) as e:
         raise DatasetError(f"not a readable .npy array ({e})", path) from None
-
-
-def _looks_like_idx(path: Path) -> bool:
-    with open(path, "rb") as f:
-        head = f.read(4)
-    return "idx" in path.name or (head[:2] == b"\x00\x00" and len(head) == 4) or head[:2] == b"\x1f\x8b"
 
 
 def _from_array(a: np.ndarray, path: Path) -> np.ndarray:

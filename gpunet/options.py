@@ -11,7 +11,7 @@ DATASET_HELP = (
     "auto (MNIST if present or downloadable, else an installed Fashion-MNIST), mnist, fashion-mnist or synthetic."
 )
 DATA_DIR_HELP = (
-    "Directory holding the four IDX files (looked at first, before $GPUNET_DATA, the cache and /usr/share/datasets)."
+    "Directory holding the four IDX files: the only place looked in (not $GPUNET_DATA, the cache or a download)."
 )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import sys
 from collections.abc import Iterator
 
@@ -116,6 +117,14 @@ class Reporter:
                 progress.update(task, completed=done, total=total or None)
 
         return update
+
+
+def safe_output() -> None:
+    """Lines that hold a path no output encoding can show (a non-UTF-8 file name, a strict
+    C locale) print it escaped (\\udcff, \\xe9) instead of failing after the work is done."""
+    for stream in (sys.stdout, sys.stderr):
+        if isinstance(stream, io.TextIOWrapper):
+            stream.reconfigure(errors="backslashreplace")
 
 
 def stderr_line(text: str) -> None:

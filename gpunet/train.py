@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import math
 import signal
 import threading
@@ -23,6 +24,7 @@ from gpunet.optimizers import OPTIMIZERS, make_optimizer
 
 Array = Any
 DTYPES = ("float32", "float64")
+LOSS_SLOTS = 1024  # steps whose losses wait on the device to be checked together
 
 
 @dataclass(frozen=True)
@@ -54,6 +56,33 @@ class TrainConfig:
             raise ConfigError(f"--eval-every must be at least 1, got {self.eval_every}")
         if self.seed < 0:
             raise ConfigError(f"the seed must be 0 or more, got {self.seed}")
+
+
+# The optimizer's state vectors, each the size of the parameters.
+OPTIMIZER_SLOTS = {"gd": 0, "momentum": 1, "adam": 2}
+
+
+def check_fits(config: TrainConfig, sizes: list[int], device: Device) -> None:
+    """Refuse, before allocating anything, a network whose parameters alone would not fit the device."""
+    parameters = sum(a * b + b for a, b in itertools.pairwise(sizes))
+    vectors = 2 + OPTIMIZER_SLOTS.get(config.optimizer, 0)  # parameters, gradient, optimizer state
+    needed = parameters * vectors * np.dtype(config.dtype).itemsize
+    available = device.memory_bytes()
+    if needed > available:
+        raise ConfigError(
+            f"--hidden {','.join(map(str, config.hidden))}: the parameters, gradient and {config.optimizer} state "
+            f"of {'-'.join(map(str, sizes))} alone need {byte_size(needed)}, more than the "
+            f"{byte_size(available)} of memory on {device.name}"
+        )
+
+
+def byte_size(n: float) -> str:
+    """1234567 -> '1.23 MB'."""
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if n < 1000:
+            return f"{n:.3g} {unit}"
+        n /= 1000
+    return f"{n:,.0f} PB"
 
 
 def parse_hidden(text: str) -> tuple[int, ...]:
@@ -185,6 +214,8 @@ class BatchOrder:
         return {"epoch_rng_state": self.epoch_rng_state, "position": self.position}
 
     def restore(self, state: dict[str, Any]) -> None:
+        if not state:  # saved by a full-batch source that keeps no order (the Dask engine): start afresh
+            return
         # Rewind the generator to the epoch's start: the same permutation is drawn again.
         self.rng.bit_generator.state = state["epoch_rng_state"]
         self.epoch_rng_state = state["epoch_rng_state"]
@@ -245,6 +276,7 @@ class Trainer:
         self.config, self.device = config, device
         self.dataset_name, self.dataset_checksum = dataset.name, dataset.checksum
         self.sizes = layer_sizes(config, dataset)
+        check_fits(config, self.sizes, device)
         self.engine = LocalEngine.for_device(device)
         self.shuffle_rng = shuffle_rng(config.seed)
         self.source = source or LocalSource(dataset, config, device, self.engine, self.shuffle_rng)
@@ -257,7 +289,8 @@ class Trainer:
         self.optimizer = make_optimizer(config.optimizer, self.flat_params, config.lr)
         # Each step's loss is written here on the device and read at the next
         # check, so a divergence is pinned to its step without a per-step sync.
-        slots = min(config.eval_every, max(config.iterations, 1))  # --eval-every may be "never"
+        # Bounded whatever --eval-every says: the run also checks whenever the buffer is full.
+        slots = min(config.eval_every, max(config.iterations, 1), LOSS_SLOTS)
         self.step_losses = device.xp.zeros(slots, dtype=getattr(device.xp, config.dtype))
         self.steps_done = 0
         self._checked = 0
@@ -390,6 +423,8 @@ class Trainer:
                     if self.steps_done % config.eval_every == 0 or self.steps_done == config.iterations:
                         self.check_losses()
                         record()
+                    elif self.steps_done - self._checked == self.step_losses.shape[0]:
+                        self.check_losses()  # the loss buffer is full: one read every LOSS_SLOTS steps
                     if save_every and self.steps_done % save_every == 0:
                         checkpoint()
                 checkpoint()

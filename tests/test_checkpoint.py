@@ -97,15 +97,31 @@ def test_unreadable_files_are_refused(tmp_path: Path) -> None:
     np.save(single, np.zeros((28, 28)))
     no_config = tmp_path / "no-config.npz"
     np.savez(no_config, meta=np.array('{"format": 1, "sizes": [4, 2]}'))
+    empty = tmp_path / "empty.npz"
+    empty.touch()
+    picture = tmp_path / "picture.npz"
+    picture.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(40))
     for path, reason in (
         (pickled, "not a readable"),
-        (garbage, "not a readable"),
-        (single, "not a readable"),
+        (garbage, "unrecognised data, not a gpunet checkpoint"),
+        (single, "a .npy array, not a gpunet checkpoint"),
+        (empty, r"empty.npz: an empty file \(0 bytes\), not a gpunet checkpoint"),
+        (picture, "a PNG picture, not a gpunet checkpoint"),
+        (tmp_path, "a directory, not a file"),
         (no_config, "damaged or foreign"),
-        (tmp_path / "none.npz", "no such"),
+        (tmp_path / "none.npz", "no such checkpoint"),
+        (tmp_path / ("x" * 5000), "the path is too long"),
     ):
         with pytest.raises(checkpoint.CheckpointError, match=reason):
             checkpoint.load(path)
+
+
+def test_a_checkpoint_with_nan_weights_is_refused(tmp_path: Path, small: data.Dataset) -> None:
+    trainer = Trainer(TrainConfig(iterations=2, eval_every=1), small, numpy_device())
+    trainer.flat_params[3] = np.nan  # a weight of the first layer
+    checkpoint.save(tmp_path / "c.npz", trainer)
+    with pytest.raises(checkpoint.CheckpointError, match="layer 1 weights hold NaN or infinite values"):
+        checkpoint.load(tmp_path / "c.npz")
 
 
 def test_a_checkpoint_whose_arrays_do_not_fit_is_refused(tmp_path: Path, small: data.Dataset) -> None:
@@ -242,7 +258,7 @@ def test_cli_corrupt_checkpoint_is_one_line(tmp_path: Path) -> None:
     path = tmp_path / "bad.npz"
     path.write_bytes(b"\x00" * 100)
     result = runner.invoke(app, ["train", "--resume", str(path)])
-    assert result.exit_code == 1 and "not a readable gpunet checkpoint" in result.stderr
+    assert result.exit_code == 1 and "bad.npz: unrecognised data, not a gpunet checkpoint" in result.stderr
     assert len(result.stderr.splitlines()) == 1
 
 

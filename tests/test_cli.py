@@ -296,3 +296,85 @@ def test_plot_without_matplotlib_fails_before_training(tmp_path: Path, monkeypat
     result = invoke("train", *QUICK, "--plot", str(tmp_path / "c.png"))
     line = assert_one_line_error(result, code=2, text="needs matplotlib")
     assert "step" not in result.stdout and line
+
+
+@pytest.mark.parametrize(
+    ("args", "text"),
+    [
+        (["--engine", "dask", "--workers", "0"], "--workers must be at least 1, got 0"),
+        (["--engine", "dask", "--workers", "100"], "cores: a local cluster of more than"),
+        (["--workers", "3"], "--workers is for --engine dask"),
+        (["--scheduler", "tcp://127.0.0.1:9"], "--scheduler is for --engine dask"),
+        (["--engine", "dask", "--scheduler", "tcp://127.0.0.1:9", "--workers", "2"], "--workers sizes a local"),
+        (["--engine", "spark"], "unknown engine 'spark'"),
+        (["--engine", "dask", "--batch-size", "100"], "full batch"),
+        (["--engine", "dask", "--dataset", "synthetic"], "use mnist or fashion-mnist"),
+        (["--hidden", "99999999999999999999999"], "alone need 1,27"),
+        (["--hidden", "100000000", "--optimizer", "gd"], "need 636 GB, more than the"),
+        (["--checkpoint-every", "5"], "--checkpoint-every needs --checkpoint"),
+    ],
+    ids=lambda v: " ".join(v) if isinstance(v, list) else None,
+)
+def test_options_are_refused_with_exit_2_before_any_data_is_read(args: list[str], text: str) -> None:
+    """MNIST is nowhere here (and --offline): an option checked after loading would fail with exit 1."""
+    result = invoke("train", "--dataset", "mnist", "--offline", "--device", "cpu", *args)
+    assert_one_line_error(result, code=2, text=text)
+
+
+def test_bench_refuses_options_of_the_other_engine() -> None:
+    assert_one_line_error(invoke("bench", "--dask-samples", "100"), code=2, text="--dask-samples is for --engine dask")
+    line = invoke("bench", "--engine", "dask", "--backends", "numpy", "--dataset", "mnist", "--offline")
+    assert_one_line_error(line, code=2, text="--backends is for --engine local")
+
+
+def test_predict_refuses_top_below_1(tmp_path: Path) -> None:
+    assert_one_line_error(invoke("predict", str(tmp_path / "m.npz"), "x.png", "--top", "0"), code=2, text="--top")
+
+
+def test_a_path_the_output_encoding_cannot_show_is_escaped_after_a_successful_run(tmp_path: Path) -> None:
+    """A non-UTF-8 directory name and a strict UTF-8 output: the run's last lines print it escaped."""
+    folder = os.fsdecode(bytes(tmp_path) + b"/caf\xe9")
+    env = {**os.environ, "PYTHONIOENCODING": "utf-8:strict"}
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "gpunet",
+            "train",
+            *QUICK,
+            "--json",
+            f"{folder}/run.json",
+            "--checkpoint",
+            f"{folder}/c.npz",
+        ],
+        capture_output=True,
+        env=env,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert b"Traceback" not in proc.stderr
+    assert b"summary written to " + bytes(tmp_path) + b"/caf\\udce9/run.json" in proc.stdout
+    assert json.loads(Path(folder, "run.json").read_text())["status"] == "completed"
+
+
+def test_json_holds_null_not_nan_when_the_run_diverges(tmp_path: Path) -> None:
+    out = tmp_path / "diverged.json"
+    assert_one_line_error(invoke("train", *QUICK, "--optimizer", "gd", "--lr", "1e30", "--json", str(out)), code=3)
+    text = out.read_text()
+    assert "NaN" not in text and "Infinity" not in text
+    summary = json.loads(text)
+    assert summary["history"][-1]["loss"] is None or math.isfinite(summary["history"][-1]["loss"])
+
+
+def test_datasets_with_a_data_dir_too_long_is_one_line_per_dataset(tmp_path: Path) -> None:
+    long = "/".join(["d" * 200] * 30)
+    result = invoke("datasets", "--data-dir", long)
+    assert result.exit_code == 0 and "Traceback" not in result.output
+    assert result.output.count("the path is too long") == 2
+    assert all(len(line) < 400 for line in result.output.splitlines())
+
+
+def test_train_with_a_missing_data_dir_uses_no_other_copy() -> None:
+    """Fashion-MNIST is installed here, yet a --data-dir without it is refused, not passed over."""
+    result = invoke("train", "--dataset", "fashion-mnist", "--data-dir", "/no/such/dir", "--device", "cpu")
+    assert_one_line_error(result, code=1, text="--data-dir /no/such/dir: no such directory")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import gzip
 import hashlib
+import re
 import shutil
 from pathlib import Path
 
@@ -151,14 +152,50 @@ def test_data_dir_wins_over_gpunet_data_which_wins_over_cache(
 
 def test_search_dirs_order(tmp_path: Path, isolated: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("GPUNET_DATA", str(tmp_path / "env"))
-    assert data.search_dirs("mnist", tmp_path / "given") == [
-        tmp_path / "given" / "mnist",
-        tmp_path / "given",
+    assert data.search_dirs("mnist") == [
         tmp_path / "env" / "mnist",
         tmp_path / "env",
         isolated / "gpunet" / "mnist",
         Path("/usr/share/datasets/mnist"),
     ]
+    # An explicit --data-dir is the only place looked in: used or refused, never passed over.
+    assert data.search_dirs("mnist", tmp_path / "given") == [tmp_path / "given" / "mnist", tmp_path / "given"]
+
+
+@pytest.mark.parametrize("dataset", ["mnist", "fashion-mnist", "auto"])
+def test_a_data_dir_without_the_dataset_is_refused_not_replaced(
+    tmp_path: Path, isolated: Path, monkeypatch: pytest.MonkeyPatch, dataset: str
+) -> None:
+    """Another copy (the cache, /usr/share/datasets, a download) never stands in for --data-dir."""
+    place(isolated / "gpunet", "nested", seed=1, n_train=11)  # an MNIST in the cache ...
+    monkeypatch.setenv("GPUNET_MIRRORS", "http://127.0.0.1:9/")  # ... and mirrors that would fail anyway
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "a-file").write_bytes(b"x")
+    cases = {
+        tmp_path / "no" / "such" / "dir": f"--data-dir {tmp_path}/no/such/dir: no such directory",
+        tmp_path / "a-file": f"--data-dir {tmp_path}/a-file: a file, not a directory",
+        tmp_path / "empty": "is not in --data-dir (looked in",
+        tmp_path / ("d" * 5000): "characters): the path is too long (5,",
+    }
+    for data_dir, message in cases.items():
+        with pytest.raises(DatasetError, match=re.escape(message)):
+            data.load(dataset, data_dir=data_dir)
+
+
+def test_a_gpunet_data_that_is_not_a_directory_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GPUNET_DATA", str(tmp_path / "missing"))
+    with pytest.raises(DatasetError, match=re.escape(f"$GPUNET_DATA {tmp_path}/missing: no such directory")):
+        data.load("fashion-mnist", offline=True)
+
+
+def test_a_cache_path_too_long_to_search_is_one_line(
+    tmp_path: Path, isolated: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hide_system(monkeypatch, "mnist")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "/".join(["c" * 200] * 30)))  # 6,000 characters
+    with pytest.raises(DatasetError, match="cannot look in this directory: the path is too long") as info:
+        data.load("mnist", offline=True)
+    assert len(str(info.value)) < 400  # the path's two ends, not all of it
 
 
 def test_nested_layout_wins_over_flat_in_the_same_root(tmp_path: Path) -> None:

@@ -150,3 +150,28 @@ def test_cli_dask_engine_matches_the_local_engine() -> None:
 def test_cli_dask_refuses_mini_batches() -> None:
     result = CliRunner().invoke(app, ["train", "--engine", "dask", "--batch-size", "100", "--dataset", "synthetic"])
     assert result.exit_code == 2 and "full batch" in result.stderr and len(result.stderr.splitlines()) == 1
+
+
+def test_checkpoints_move_between_the_dask_and_the_local_engine(tmp_path: Path, scheduler) -> None:
+    """Written by --engine dask, resumed by the local engine, and back: the same run, to the bit."""
+    runner = CliRunner()
+    args = ["train", "--dataset", "fashion-mnist", "--data-dir", FASHION_DIR, "--offline", "--device", "cpu"]
+    args += ["--eval-every", "2", "--quiet", "--dtype", "float64"]
+    dask = ["--engine", "dask", "--scheduler", scheduler]
+    steps = [
+        [*args, *dask, "--iterations", "2", "--checkpoint", str(tmp_path / "a.npz")],
+        [*args, "--iterations", "4", "--resume", str(tmp_path / "a.npz")],
+        [*args, *dask, "--iterations", "6", "--resume", str(tmp_path / "a.npz")],
+    ]
+    for step in steps:
+        result = runner.invoke(app, step)
+        assert result.exit_code == 0, result.output
+    straight = runner.invoke(app, [*args, "--iterations", "6", "--checkpoint", str(tmp_path / "b.npz")])
+    assert straight.exit_code == 0, straight.output
+    from gpunet import checkpoint
+
+    moved, local = checkpoint.load(tmp_path / "a.npz"), checkpoint.load(tmp_path / "b.npz")
+    assert moved.step == local.step == 6
+    for a, b in zip(moved.params, local.params):
+        assert np.array_equal(a, b)
+    assert moved.history == local.history

@@ -109,13 +109,19 @@ def test_predict_npy_png_and_idx_agree_with_the_model(saved, tmp_path: Path) -> 
         (np.zeros((5, 5), np.uint8), "small.npy", "expected 28x28 images"),
         (np.full((28, 28), 3.0), "bright.npy", "floats in [0, 1]"),
         (b"hello, not an image", "note.txt", "not an image gpunet can read"),
+        (b"", "empty.png", "empty.png: an empty file (0 bytes), not an image"),
+        (b"PK\x03\x04" + bytes(30), "model.png", "a zip archive (.npz), not an image"),
+        (b"\x80\x04\x95" + bytes(30), "data.npy", "pickled Python data, not an image"),
+        (None, "folder.png", "folder.png: a directory, not a file"),
     ],
-    ids=["wrong-shape", "out-of-range", "not-an-image"],
+    ids=["wrong-shape", "out-of-range", "not-an-image", "empty", "zip", "pickle", "directory"],
 )
 def test_predict_bad_input_is_one_line(saved, tmp_path: Path, content, name: str, text: str) -> None:
     path, _ = saved
     target = tmp_path / name
-    if isinstance(content, bytes):
+    if content is None:
+        target.mkdir()
+    elif isinstance(content, bytes):
         target.write_bytes(content)
     else:
         np.save(target, content)
@@ -130,3 +136,27 @@ def test_predict_missing_file_and_missing_checkpoint(saved, tmp_path: Path) -> N
     assert missing.exit_code == 1 and "no such file" in missing.stderr
     no_model = runner.invoke(app, ["evaluate", str(tmp_path / "nope.npz")])
     assert no_model.exit_code == 1 and "no such checkpoint" in no_model.stderr
+
+
+def test_a_picture_is_read_as_a_picture_whatever_its_name(saved, tmp_path: Path) -> None:
+    path, trainer = saved
+    image = data.synthetic().test_images[0]
+    Image.fromarray(image.reshape(28, 28)).save(tmp_path / "named-like-an-array.npy", format="PNG")
+    (found,) = predictions(path, tmp_path / "named-like-an-array.npy")
+    assert found["class"] == model.predict(trainer.host_params(), image[None] / np.float32(255))[0]
+
+
+def test_a_checkpoint_with_nan_weights_is_refused_by_evaluate_and_predict(saved, tmp_path: Path) -> None:
+    broken = tmp_path / "nan.npz"
+    with np.load(saved[0]) as f:
+        arrays = dict(f)
+    arrays["param_2"] = np.full_like(arrays["param_2"], np.nan)  # the second layer's weights
+    np.savez(broken, **arrays)
+    np.save(tmp_path / "one.npy", data.synthetic().test_images[:1])
+    for args in (["evaluate", str(broken)], ["predict", str(broken), str(tmp_path / "one.npy")]):
+        result = runner.invoke(app, [*args, "--device", "cpu", "--json", str(tmp_path / "out.json")])
+        assert result.exit_code == 1, result.output
+        reason = "its layer 2 weights hold NaN or infinite values; this checkpoint cannot be used"
+        assert result.stderr == f"error: {broken}: {reason}\n"
+        assert "nan" not in result.stdout.lower()
+    assert not (tmp_path / "out.json").exists()

@@ -178,3 +178,28 @@ def test_learns_real_fashion_mnist() -> None:
     assert result.final.test_accuracy >= 0.80
     losses = [r.loss for r in result.history]
     assert losses == sorted(losses, reverse=True)
+
+
+def test_a_run_that_never_evaluates_holds_a_bounded_loss_buffer_and_still_pins_divergence(
+    small: data.Dataset, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--iterations 10**12 --eval-every 10**12 allocates LOSS_SLOTS losses, not 10**12, and checks when full."""
+    huge = 10**12
+    assert Trainer(TrainConfig(iterations=huge, eval_every=huge), small, numpy_device()).step_losses.shape == (
+        train_module.LOSS_SLOTS,
+    )
+    monkeypatch.setattr(train_module, "LOSS_SLOTS", 4)
+    trainer = Trainer(TrainConfig(iterations=huge, eval_every=huge, optimizer="gd"), small, numpy_device())
+
+    def poison_after_step_6(step: int) -> None:
+        if step == 6:
+            trainer.flat_params[:] = np.nan  # step 7's loss is NaN; the buffer fills at step 8
+
+    with pytest.raises(DivergedError) as info:
+        trainer.run(on_step=poison_after_step_6)
+    assert info.value.step == 7 and trainer.steps_done == 8
+
+
+def test_a_network_too_big_for_the_memory_is_refused_before_allocating(small: data.Dataset) -> None:
+    with pytest.raises(ConfigError, match="784-10000000000-10 alone need 127 TB, more than the"):
+        Trainer(TrainConfig(hidden=(10**10,)), small, numpy_device())
