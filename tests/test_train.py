@@ -193,11 +193,11 @@ def test_a_run_that_never_evaluates_holds_a_bounded_loss_buffer_and_still_pins_d
 
     def poison_after_step_6(step: int) -> None:
         if step == 6:
-            trainer.flat_params[:] = np.nan  # step 7's loss is NaN; the buffer fills at step 8
+            trainer.flat_params[:] = np.nan  # step 7 computes a NaN loss (of the parameters after 6 updates)
 
     with pytest.raises(DivergedError) as info:
         trainer.run(on_step=poison_after_step_6)
-    assert info.value.step == 7 and trainer.steps_done == 8
+    assert info.value.step == 6 and trainer.steps_done == 8  # found when the buffer filled, at step 8
 
 
 def test_a_network_too_big_for_the_memory_is_refused_before_allocating(small: data.Dataset) -> None:
