@@ -101,6 +101,22 @@ datasets_app = typer.Typer(help="List datasets and where they were found; downlo
 app.add_typer(datasets_app, name="datasets")
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        print(f"gpunet {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_print_version, is_eager=True, help="Print gpunet's version and exit."),
+    ] = False,
+) -> None:
+    """Train a from-scratch MLP on MNIST-style data, on the CPU (numpy) or an NVIDIA GPU (cupy)."""
+
+
 def write_json(path: Path, payload: dict[str, Any]) -> None:
     """Valid JSON whatever the numbers: NaN and infinities (a diverged loss) are written as null."""
     with atomic_file(path, "w") as f:
@@ -262,7 +278,8 @@ def train_command(
     keep_outputs(result, "completed")
     final = result.final
     out.result(
-        f"test accuracy {final.test_accuracy:.4f} (train {final.train_accuracy:.4f}, loss {final.loss:.4f}) "
+        f"test accuracy {final.test_accuracy:.4f} (train accuracy {final.train_accuracy:.4f}, "
+        f"training loss {final.loss:.4f}) "
         f"after {final.iteration} steps, {result.train_seconds:.1f} s on {result.device}"
     )
     for path, what in (
@@ -535,7 +552,7 @@ def evaluate_command(
     }
     out.say(
         f"{ds.name} {split} split, {len(labels):,} images, model of step {saved.step} on {dev.name}: "
-        f"accuracy {report['accuracy']:.4f}, loss {report['loss']:.4f}"
+        f"accuracy {report['accuracy']:.4f}, {split} loss {report['loss']:.4f}"
     )
     table = Table(title="confusion matrix (rows: true class, columns: predicted)")
     table.add_column("true class")

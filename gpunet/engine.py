@@ -40,6 +40,10 @@ def cpu_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
+def _plural(n: int, noun: str) -> str:
+    return f"{n} {noun}{'s' if n != 1 else ''}"
+
+
 class LocalEngine:
     """Row chunks of `chunk_rows` (None: one chunk), computed by `workers` threads."""
 
@@ -57,9 +61,19 @@ class LocalEngine:
             return cls(None, 1)
         return cls(CPU_CHUNK_ROWS, cpu_cores())
 
-    def describe(self) -> str:
-        chunks = "one chunk" if self.chunk_rows is None else f"chunks of {self.chunk_rows} rows"
-        return f"{chunks}, {self.workers} thread{'s' if self.workers > 1 else ''}"
+    def describe(self, rows: int | None = None) -> str:
+        """The schedule in words: for `rows` rows, the chunks each thread actually sums."""
+        if self.chunk_rows is None:
+            return "the whole batch as one chunk"
+        if rows is None:
+            return f"chunks of up to {self.chunk_rows:,} rows, {_plural(self.workers, 'thread')}"
+        parts = self.parts(rows)
+        counts = sorted({len(part) for part in parts})
+        sizes = sorted({b - a for part in parts for a, b in part})
+        size = f"{sizes[0]:,}" if len(sizes) == 1 else f"{sizes[0]:,}-{sizes[-1]:,}"
+        per_thread = "-".join(map(str, (counts[0], counts[-1]) if len(counts) > 1 else counts))
+        chunks = f"{per_thread} chunk{'s' if counts[-1] > 1 else ''} of {size} rows"
+        return f"{_plural(len(parts), 'thread')}, {chunks}" + (" per thread" if len(parts) > 1 else "")
 
     # --- what a trainer asks for ---------------------------------------------------------------
 

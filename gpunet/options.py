@@ -19,8 +19,15 @@ DatasetOpt = Annotated[str, typer.Option("--dataset", help=DATASET_HELP)]
 DataDirOpt = Annotated[Path | None, typer.Option("--data-dir", help=DATA_DIR_HELP)]
 OfflineOpt = Annotated[bool, typer.Option("--offline", help="Never download; use only local files.")]
 HiddenOpt = Annotated[str, typer.Option("--hidden", help="Hidden layer sizes, comma-separated.")]
-OptimizerOpt = Annotated[str, typer.Option("--optimizer", help="gd, momentum or adam.")]
-LrOpt = Annotated[float, typer.Option("--lr", help="Learning rate.")]
+OPTIMIZER_HELP = (
+    "gd: p -= lr*g. momentum (heavy ball): v = 0.9*v + g; p -= lr*v. adam (Kingma & Ba, bias-corrected): "
+    "m = 0.9*m + 0.1*g; v = 0.999*v + 0.001*g*g; p -= lr * (m/(1-0.9^t)) / (sqrt(v/(1-0.999^t)) + 1e-8), "
+    "eps added after the bias correction, as in PyTorch."
+)
+OptimizerOpt = Annotated[str, typer.Option("--optimizer", help=OPTIMIZER_HELP)]
+LrOpt = Annotated[
+    float, typer.Option("--lr", help="Learning rate: one default for all three optimizers (gd learns best near 0.1).")
+]
 IterationsOpt = Annotated[int, typer.Option("--iterations", help="Number of updates.")]
 BatchOpt = Annotated[int | None, typer.Option("--batch-size", help="Samples per update; default: all (full batch).")]
 DtypeOpt = Annotated[str, typer.Option("--dtype", help="float32 or float64.")]

@@ -1,4 +1,4 @@
-"""Figures for `gpunet bench` (matplotlib is optional: pip install 'gpunet[bench]')."""
+"""Figures for `gpunet bench` (matplotlib is optional: pip install matplotlib)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ def _pyplot() -> Any:
         matplotlib.use("Agg")  # files only: no display needed
         import matplotlib.pyplot as plt
     except ImportError:
-        raise ConfigError("--plot needs matplotlib: pip install 'gpunet[bench]'") from None
+        raise ConfigError("--plot needs matplotlib: pip install matplotlib (or ./setup.sh --bench)") from None
     return plt
 
 

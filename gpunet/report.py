@@ -24,7 +24,8 @@ from gpunet.train import Record
 
 
 def format_record(r: Record) -> str:
-    return f"loss {r.loss:.4f}  train {r.train_accuracy:.4f}  test {r.test_accuracy:.4f}"
+    """The metrics of one evaluation: the loss is the training set's, as the optimizer sees it."""
+    return f"training loss {r.loss:.4f}  train accuracy {r.train_accuracy:.4f}  test accuracy {r.test_accuracy:.4f}"
 
 
 class Reporter:

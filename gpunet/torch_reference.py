@@ -16,13 +16,19 @@ from gpunet.data import Dataset
 from gpunet.initializers import he_normal
 from gpunet.train import Record, TrainConfig, layer_sizes, shuffle_rng
 
+TORCH_CPU_HINT = (
+    "for PyTorch's CPU build run ./setup.sh --bench, "
+    "or: pip install torch --index-url https://download.pytorch.org/whl/cpu"
+)
+
 
 def torch_unavailable(device: str) -> str | None:
     """Why torch cannot run on `device` ("cpu" or "cuda"), or None if it can."""
     try:
         import torch
     except ImportError:
-        return "torch is not installed (pip install 'gpunet[bench]')"
+        # Not `pip install 'gpunet[bench]'`: from PyPI that is the CUDA build, gigabytes of it.
+        return f"torch is not installed; {TORCH_CPU_HINT}"
     if device == "cuda" and not torch.cuda.is_available():
         return "torch sees no CUDA device"
     return None

@@ -257,7 +257,7 @@ class LocalSource:
         self.order.restore(state)
 
     def describe(self) -> str:
-        return self.engine.describe()
+        return self.engine.describe(self.order.batch_size or self.data.x.shape[0])
 
     def close(self) -> None:
         self.engine.close()

@@ -238,3 +238,15 @@ def test_torch_reference_matches_gpunet_step_for_step() -> None:
     for a, b in zip(ours.host_params(), theirs.host_params()):
         np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12)
     assert astuple(ours.evaluate()) == pytest.approx(astuple(theirs.evaluate()), rel=1e-9)
+
+
+def test_without_torch_the_hint_names_the_cpu_build(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "torch", None)  # `import torch` raises ImportError
+    result = CliRunner().invoke(app, ["bench", "--dataset", "synthetic", "--backends", "numpy,torch-cpu"])
+    assert result.exit_code == 1
+    line = result.stderr.strip()
+    assert line.startswith("error: backend torch-cpu: torch is not installed") and len(line.splitlines()) == 1
+    assert "pip install torch --index-url https://download.pytorch.org/whl/cpu" in line
+    assert "./setup.sh --bench" in line and "gpunet[bench]" not in line

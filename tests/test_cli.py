@@ -89,7 +89,9 @@ def test_plain_log_lines_when_not_a_terminal() -> None:
     result = invoke("train", *QUICK, "--hidden", "8", "--optimizer", "momentum", "--lr", "0.05", "--batch-size", "500")
     assert result.exit_code == 0, result.output
     steps = [line for line in result.output.splitlines() if line.startswith("step")]
-    assert len(steps) == 3 and "loss" in steps[-1] and "test" in steps[-1]
+    assert len(steps) == 3
+    assert "training loss" in steps[-1] and "train accuracy" in steps[-1] and "test accuracy" in steps[-1]
+    assert "training loss" in result.output.splitlines()[-1]
     assert "784-8-10 with momentum lr 0.05, batches of 500" in result.output
 
 
@@ -378,3 +380,18 @@ def test_train_with_a_missing_data_dir_uses_no_other_copy() -> None:
     """Fashion-MNIST is installed here, yet a --data-dir without it is refused, not passed over."""
     result = invoke("train", "--dataset", "fashion-mnist", "--data-dir", "/no/such/dir", "--device", "cpu")
     assert_one_line_error(result, code=1, text="--data-dir /no/such/dir: no such directory")
+
+
+def test_version() -> None:
+    from gpunet import __version__
+
+    result = invoke("--version")
+    assert result.exit_code == 0 and result.output.strip() == f"gpunet {__version__}"
+
+
+def test_help_states_each_optimizer_rule_and_the_one_default_lr() -> None:
+    text = " ".join(invoke("train", "--help").output.split())
+    text = text.replace("│", "").replace(" ", "")  # rich wraps the help in a box
+    for rule in ("p-=lr*g", "v=0.9*v+g", "0.999*v", "+1e-8", "afterthebiascorrection", "onedefaultforallthree"):
+        assert rule in text, rule
+    assert "0.005" in text

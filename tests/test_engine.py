@@ -109,3 +109,10 @@ def test_the_cpu_gets_chunks_and_threads(rng) -> None:
     assert "chunks of" in engine.describe()
     with pytest.raises(ValueError):
         LocalEngine(0)
+
+
+def test_the_schedule_is_described_as_it_runs() -> None:
+    assert LocalEngine(8192, 2).describe(60000) == "2 threads, 4 chunks of 7,500 rows per thread"
+    assert LocalEngine(8192, 3).describe(60000) == "3 threads, 3 chunks of 6,666-6,667 rows per thread"
+    assert LocalEngine(8192, 1).describe(3000) == "1 thread, 1 chunk of 3,000 rows"
+    assert LocalEngine(None, 1).describe(60000) == "the whole batch as one chunk"

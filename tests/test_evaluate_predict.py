@@ -70,6 +70,8 @@ def test_evaluate_reports_accuracy_per_class_and_confusion(imperfect, tmp_path: 
         line = next(line for line in result.output.splitlines() if row in line)
         cells = [c.strip() for c in line.split("│") if c.strip()]
         assert cells == [row, *map(str, expected[i]), f"{recall[i]:.3f}"]
+    # The loss here is the test split's; train's is the training set's: each says which.
+    assert f"test loss {report['loss']:.4f}" in result.output
 
 
 def test_evaluate_the_train_split(saved) -> None:
@@ -77,6 +79,7 @@ def test_evaluate_the_train_split(saved) -> None:
     result = runner.invoke(app, ["evaluate", str(path), "--device", "cpu", "--split", "train"])
     assert result.exit_code == 0
     assert f"accuracy {trainer.history[-1].train_accuracy:.4f}" in result.output
+    assert f"train loss {trainer.history[-1].loss:.4f}" in result.output
 
 
 def predictions(path: Path, *files: Path) -> list[dict]:
