@@ -11,6 +11,7 @@ renamed, so a crash never leaves half a checkpoint under the real name.
 from __future__ import annotations
 
 import json
+import re
 import zipfile
 from dataclasses import asdict, dataclass
 from itertools import pairwise
@@ -45,6 +46,34 @@ class Checkpoint:
     optimizer_slots: dict[str, list[np.ndarray]]
     batch_state: dict[str, Any]
     history: list[Record]
+
+
+RUNS = Path("runs")
+
+
+def claim_run_path(name: str, runs: Path = RUNS) -> Path:
+    """A new default model file, runs/<name>-<N>.npz with N one above the highest there.
+
+    The file is created empty here, exclusively, so two runs started together
+    never pick the same name and no earlier run is ever overwritten; the run's
+    first checkpoint then replaces it (atomically).
+    """
+    pattern = re.compile(rf"{re.escape(name)}-(\d+)\.npz")
+    try:
+        runs.mkdir(parents=True, exist_ok=True)
+        taken = [int(m.group(1)) for p in runs.iterdir() if (m := pattern.fullmatch(p.name))]
+        n = max(taken, default=0) + 1
+        while True:
+            path = runs / f"{name}-{n}.npz"
+            try:
+                path.open("x").close()
+                return path
+            except FileExistsError:
+                n += 1
+    except OSError as e:
+        raise CheckpointError(
+            f"{runs}: cannot keep the model there ({e.strerror or e}); use --checkpoint PATH or --no-save"
+        ) from None
 
 
 def save(path: Path, trainer: Trainer) -> None:

@@ -25,7 +25,16 @@ from gpunet import __version__, checkpoint, data, model
 from gpunet.backend import Device, describe, resolve_device, to_numpy
 from gpunet.doctor import doctor_command
 from gpunet.engine import LocalEngine
-from gpunet.errors import ConfigError, DatasetError, DeviceError, DivergedError, GpunetError, Interrupted, StepFailed
+from gpunet.errors import (
+    ConfigError,
+    DatasetError,
+    DeviceError,
+    DivergedError,
+    GpunetError,
+    Interrupted,
+    NotLearning,
+    StepFailed,
+)
 from gpunet.files import atomic_file
 from gpunet.images import read_images
 from gpunet.options import (
@@ -175,11 +184,24 @@ def train_command(
     json_path: JsonOpt = None,
     checkpoint_path: Annotated[
         Path | None,
-        typer.Option("--checkpoint", help="Save the run here: at the end, every --checkpoint-every steps, on Ctrl-C."),
+        typer.Option(
+            "--checkpoint",
+            help="Save the run (the model, to evaluate, predict or resume) here: at the end, every "
+            "--checkpoint-every steps, on Ctrl-C. Default: runs/<dataset>-<N>.npz, N one above the highest there; "
+            "with --resume, the checkpoint resumed.",
+        ),
     ] = None,
+    no_save: Annotated[bool, typer.Option("--no-save", help="Keep no model file.")] = False,
     checkpoint_every: Annotated[int | None, typer.Option(help="Steps between checkpoints.")] = None,
     resume: Annotated[
-        Path | None, typer.Option(help="Continue the run saved in this checkpoint; --iterations is the new total.")
+        Path | None,
+        typer.Option(
+            help="Continue the run saved in this checkpoint, to the total of steps it was started with; "
+            "a finished run needs --more N or --iterations N (the new total)."
+        ),
+    ] = None,
+    more: Annotated[
+        int | None, typer.Option("--more", help="With --resume: train this many steps more than the checkpoint has.")
     ] = None,
     history_path: Annotated[
         Path | None, typer.Option("--history", help="Write the metrics per evaluation as CSV.")
@@ -194,10 +216,23 @@ def train_command(
     """Train the network and report loss and accuracy, read from the output layer."""
     options = {"hidden": hidden, "optimizer": optimizer, "lr": lr, "iterations": iterations}
     options |= {"batch_size": batch_size, "dtype": dtype, "seed": seed, "eval_every": eval_every, "dataset": dataset}
+    if no_save and (checkpoint_path or checkpoint_every):
+        raise ConfigError(
+            "--no-save keeps no model file: it cannot be combined with --checkpoint or --checkpoint-every"
+        )
+    if more is not None and (more < 1 or _given(ctx, "iterations")):
+        raise ConfigError(
+            f"--more must be at least 1, got {more}"
+            if more < 1
+            else "give --more (steps to add) or --iterations (the new total), not both"
+        )
     saved = checkpoint.load(resume) if resume else None
     if saved is not None:  # the checkpoint's settings, except those given on the command line
         previous = asdict(saved.config) | {"hidden": ",".join(map(str, saved.config.hidden)), "dataset": saved.dataset}
         options = {name: value if _given(ctx, name) else previous[name] for name, value in options.items()}
+        options["iterations"] = resumed_total(saved, resume, options["iterations"], _given(ctx, "iterations"), more)
+    elif more is not None:
+        options["iterations"] = more  # a new run: "more" than nothing
     dataset = options.pop("dataset")
     config = TrainConfig(**(options | {"hidden": parse_hidden(options["hidden"])}))
     # Every option is checked before any data is read or any process started: bad ones fail at once.
@@ -235,7 +270,10 @@ def train_command(
     if saved is not None:
         checkpoint.restore(trainer, saved)
         out.say(f"resuming from {resume} at step {saved.step}")
-    checkpoint_path = checkpoint_path or resume
+    checkpoint_path = None if no_save else checkpoint_path or resume
+    claimed = None  # the default model file, created empty to hold its name until it is written
+    if checkpoint_path is None and not no_save:
+        claimed = checkpoint_path = checkpoint.claim_run_path(ds.name)
     batch = "full batch" if config.batch_size is None else f"batches of {config.batch_size}"
     out.say(
         f"training {'-'.join(map(str, trainer.sizes))} with {config.optimizer} lr {config.lr:g}, {batch} "
@@ -261,20 +299,22 @@ def train_command(
     try:
         with out.training(config.iterations):
             result = trainer.run(out.record, out.step, save if checkpoint_path else None, checkpoint_every)
-    except (Interrupted, DivergedError, StepFailed) as e:
+    except (Interrupted, DivergedError, NotLearning, StepFailed) as e:
         if isinstance(e.result, TrainResult):
             keep_outputs(e.result, type(e).__name__)
         if isinstance(e, (Interrupted, StepFailed)):
             e.hint = (
                 f"checkpoint written to {checkpoint_path}; resume with: gpunet train --resume {checkpoint_path}"
                 if checkpoint_path and trainer.last_saved_step == trainer.steps_done
-                else "nothing saved (use --checkpoint PATH to keep interrupted runs)"
+                else "nothing saved" + (" (--no-save)" if no_save else "")
             )
         elif checkpoint_path and trainer.last_saved_step is not None:
             e.hint = f"the last good checkpoint (step {trainer.last_saved_step}) is {checkpoint_path}"
         raise
     finally:
         trainer.close()
+        if claimed is not None and trainer.last_saved_step is None:
+            claimed.unlink(missing_ok=True)  # nothing was saved: give the name back
     keep_outputs(result, "completed")
     final = result.final
     out.result(
@@ -282,14 +322,28 @@ def train_command(
         f"training loss {final.loss:.4f}) "
         f"after {final.iteration} steps, {result.train_seconds:.1f} s on {result.device}"
     )
-    for path, what in (
-        (json_path, "summary"),
-        (history_path, "history"),
-        (plot, "curves"),
-        (checkpoint_path, "checkpoint"),
-    ):
+    for path, what in ((json_path, "summary"), (history_path, "history"), (plot, "curves")):
         if path:
             out.say(f"{what} written to {path}")
+    if checkpoint_path:
+        out.say(
+            f"model saved to {checkpoint_path}; use it with: gpunet evaluate {checkpoint_path}, "
+            f"gpunet predict {checkpoint_path} image.png, gpunet train --resume {checkpoint_path} --more 100"
+        )
+    else:
+        out.say("model not saved (--no-save)")
+
+
+def resumed_total(saved: checkpoint.Checkpoint, path: Path, iterations: int, given: bool, more: int | None) -> int:
+    """The step a resumed run trains to; a run with nothing left to do is refused, saying how to continue."""
+    how = f"continue with --more N (N more steps) or --iterations N (the new total, above {saved.step})"
+    if more is not None:
+        return saved.step + more
+    if given and iterations <= saved.step:
+        raise ConfigError(f"{path} is at step {saved.step}, so --iterations {iterations} leaves nothing to do; {how}")
+    if not given and saved.step >= iterations:
+        raise ConfigError(f"{path} has finished its {saved.step} steps; {how}")
+    return iterations
 
 
 def check_engine_options(ctx: typer.Context, engine: str, workers: int, scheduler: str | None) -> None:

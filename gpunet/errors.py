@@ -63,6 +63,12 @@ class DivergedError(GpunetError):
         )
 
 
+class NotLearning(GpunetError):
+    """Training finished with finite losses but did not learn (see gpunet.train.learning_failure)."""
+
+    exit_code = 3
+
+
 class StepFailed(GpunetError):
     """A step could not be computed (a distributed engine lost what it needed); no update was applied."""
 

@@ -18,7 +18,7 @@ from gpunet import initializers, model
 from gpunet.backend import Device, to_numpy
 from gpunet.data import Dataset
 from gpunet.engine import LocalEngine
-from gpunet.errors import ConfigError, DivergedError, GpunetError, Interrupted, StepFailed
+from gpunet.errors import ConfigError, DivergedError, GpunetError, Interrupted, NotLearning, StepFailed
 from gpunet.flat import Layout, flatten
 from gpunet.optimizers import OPTIMIZERS, make_optimizer
 
@@ -139,6 +139,41 @@ class TrainResult:
             "eval_every": self.config.eval_every,
             "history": [asdict(r) for r in self.history],
         }
+
+
+# When a finished run counts as "not learning" (exit code 3, like a NaN loss): the one rule, shared by
+# every front end through Trainer.run. A loss that ends this many times above where it started blew
+# up (--lr 50 ends at 38.9 from 2.3); so did one that rose that far on the way and left the network at
+# chance accuracy (at most CHANCE_FACTOR / classes), which is where a network whose ReLUs all died
+# settles, its loss back near ln 10. A run that merely learns slowly is not flagged.
+LOSS_BLOWUP_FACTOR = 1.5
+CHANCE_FACTOR = 1.2
+
+
+def learning_failure(history: list[Record], classes: int, lr: float, took_off_at: int | None = None) -> str | None:
+    """Why a finished run did not learn, with the learning rate to try, or None if it learned.
+
+    `took_off_at` is the first step whose loss rose above LOSS_BLOWUP_FACTOR times the start, where
+    the per-step losses are known; otherwise the evaluations tell.
+    """
+    if len(history) < 2 or history[-1].iteration <= history[0].iteration:
+        return None  # nothing was trained
+    first, last = history[0], history[-1]
+    limit = LOSS_BLOWUP_FACTOR * first.loss
+    if took_off_at is None:
+        took_off_at = next((r.iteration for r in history if r.loss > limit), None)
+    at_chance = last.train_accuracy <= CHANCE_FACTOR / classes
+    if not (last.loss > limit or (at_chance and took_off_at is not None)):
+        return None
+    what = f"the training loss went from {first.loss:.4g} to {last.loss:.4g}"
+    if at_chance:
+        what += f" and train accuracy is {last.train_accuracy:.4f}, chance level for {classes} classes"
+    if took_off_at is not None:
+        what += f"; the loss took off at step {took_off_at}"
+    return (
+        f"not learning: {what}; try a lower learning rate, such as --lr {lr / 10:g} "
+        "(gpunet doctor checks the network itself)"
+    )
 
 
 @dataclass
@@ -296,6 +331,7 @@ class Trainer:
         self._checked = 0
         self.history: list[Record] = []
         self.last_saved_step: int | None = None
+        self.took_off_at: int | None = None  # the first step whose loss blew up (see learning_failure)
 
     def set_params(self, host_params: list[np.ndarray]) -> None:
         """Put [w1, b1, ...] on the device as one flat vector; `params` are views into it."""
@@ -321,10 +357,13 @@ class Trainer:
             raise RuntimeError("check_losses() must run at least every eval_every steps")
         losses = to_numpy(self.step_losses)
         first = self._checked
+        limit = LOSS_BLOWUP_FACTOR * self.history[0].loss if self.history else math.inf
         for offset in range(pending):
             loss = float(losses[(first + offset) % slots])
             if not math.isfinite(loss):
                 raise DivergedError(first + offset, loss, self.config.lr)
+            if loss > limit and self.took_off_at is None:
+                self.took_off_at = first + offset  # numbered as above
         self._checked = self.steps_done
 
     def check_own_loss(self) -> None:
@@ -427,6 +466,9 @@ class Trainer:
                         self.check_losses()  # the loss buffer is full: one read every LOSS_SLOTS steps
                     if save_every and self.steps_done % save_every == 0:
                         checkpoint()
+                failure = learning_failure(self.history, self.sizes[-1], config.lr, self.took_off_at)
+                if failure:
+                    raise NotLearning(failure)  # like a divergence: its final state is not saved
                 checkpoint()
         except (Interrupted, StepFailed) as e:
             error = e
@@ -435,7 +477,7 @@ class Trainer:
                     checkpoint()  # between two steps: a consistent state to resume from
             except DivergedError as diverged:
                 error = diverged
-        except DivergedError as e:
+        except (DivergedError, NotLearning) as e:
             error = e
         self.device.synchronize()
         result.train_seconds = time.perf_counter() - start

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -49,6 +50,12 @@ def device(request: pytest.FixtureRequest) -> Device:
     if request.param == "array-api-strict":
         return strict_device()
     return cuda_device()
+
+
+@pytest.fixture(autouse=True)
+def in_a_scratch_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test runs in its own empty directory: `gpunet train` keeps its model in ./runs by default."""
+    monkeypatch.chdir(tmp_path)
 
 
 @pytest.fixture

@@ -248,7 +248,7 @@ def test_cli_resume_continues_and_refuses_a_changed_architecture(tmp_path: Path)
     assert resumed.exit_code == 0, resumed.output
     assert f"resuming from {path} at step 10" in resumed.output and "after 20 steps" in resumed.output
     assert checkpoint.load(path).step == 20
-    refused = runner.invoke(app, ["train", "--resume", str(path), "--hidden", "32"])
+    refused = runner.invoke(app, ["train", "--resume", str(path), "--more", "5", "--hidden", "32"])
     assert refused.exit_code == 1
     assert refused.stderr.startswith("error: ") and "refusing to mix them" in refused.stderr
     assert len(refused.stderr.splitlines()) == 1
