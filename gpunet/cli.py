@@ -2,7 +2,7 @@
 
 Every failure a user can cause (bad options, bad data, a missing GPU, a
 diverging run, Ctrl-C) ends as one line on stderr and a non-zero exit code:
-2 for bad options, 1 for data, devices and clusters, 3 for divergence, 130
+2 for bad options, 1 for data, devices and clusters, 3 for a run that diverged or did not learn, 130
 for Ctrl-C and 143 for SIGTERM.
 """
 
