@@ -25,7 +25,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from itertools import pairwise
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -35,6 +35,9 @@ from gpunet.data import Dataset
 from gpunet.engine import cpu_cores
 from gpunet.errors import ConfigError, DeviceError
 from gpunet.train import Record, TrainConfig, Trainer, layer_sizes
+
+if TYPE_CHECKING:
+    from gpunet.report import Reporter
 
 BACKENDS = ("numpy", "cupy", "torch-cpu", "torch-cuda")
 
@@ -234,7 +237,13 @@ class _DeviceMemory:
 # --- measurements -----------------------------------------------------------------------------
 
 
-def time_steps(trainers: dict[str, Any], warmup: int, steps: int, repeats: int) -> dict[str, list[float]]:
+def time_steps(
+    trainers: dict[str, Any],
+    warmup: int,
+    steps: int,
+    repeats: int,
+    on_turn: Callable[[int], None] | None = None,
+) -> dict[str, list[float]]:
     """Milliseconds of each timed step per backend, the device synchronised before every clock read.
 
     Backends take turns, `steps` at a time, for `repeats` rounds: on a shared
@@ -242,6 +251,7 @@ def time_steps(trainers: dict[str, Any], warmup: int, steps: int, repeats: int) 
     instead of on whichever happened to run last. Each turn starts with one
     untimed step: PyTorch's OpenMP threads spin for a while after its last
     call, and would otherwise slow the first step of whoever comes next.
+    `on_turn(steps timed so far)` is called between turns, off the clock.
     """
     for trainer in trainers.values():
         for _ in range(warmup):
@@ -256,6 +266,8 @@ def time_steps(trainers: dict[str, Any], warmup: int, steps: int, repeats: int) 
                 trainer.step()
                 trainer.synchronize()
                 times[name].append(1000.0 * (time.perf_counter() - start))
+            if on_turn:
+                on_turn(sum(map(len, times.values())))
     return times
 
 
@@ -283,8 +295,17 @@ def initialize(backend: str, config: TrainConfig, dataset: Dataset) -> float:
     return time.perf_counter() - start
 
 
-def train_to_target(backend: str, config: TrainConfig, dataset: Dataset, target: float) -> dict[str, Any]:
-    """Train as a user would (no per-step synchronisation), noting when the target is first reached."""
+def train_to_target(
+    backend: str,
+    config: TrainConfig,
+    dataset: Dataset,
+    target: float,
+    on_record: Callable[[Record], None] | None = None,
+) -> dict[str, Any]:
+    """Train as a user would (no per-step synchronisation), noting when the target is first reached.
+
+    `on_record` sees each evaluation: the only progress shown, since the clock is running.
+    """
     start = time.perf_counter()  # the data is in host memory now; the transfer counts
     trainer = make_trainer(backend, config, dataset)
     curve: list[tuple[float, Record]] = []
@@ -297,6 +318,8 @@ def train_to_target(backend: str, config: TrainConfig, dataset: Dataset, target:
             curve.append((elapsed, record))
             if reached is None and record.test_accuracy >= target:
                 reached, reached_step = elapsed, record.iteration
+            if on_record:
+                on_record(record)
             if trainer.steps_done >= config.iterations:
                 break
             for _ in range(min(config.eval_every, config.iterations - trainer.steps_done)):
@@ -324,13 +347,15 @@ def close(trainer: Any) -> None:
         trainer.close()
 
 
-def measure_training(backend: str, settings: BenchSettings, dataset: Dataset) -> dict[str, Any]:
+def measure_training(
+    backend: str, settings: BenchSettings, dataset: Dataset, on_record: Callable[[Record], None] | None = None
+) -> dict[str, Any]:
     """The training run of one backend, with its peak host and device memory."""
     init_seconds = initialize(backend, settings.config, dataset)
     memory = _DeviceMemory(backend)
     memory.reset()
     reset_peak_rss()
-    training = train_to_target(backend, settings.config, dataset, settings.target_accuracy)
+    training = train_to_target(backend, settings.config, dataset, settings.target_accuracy, on_record)
     device_peak = memory.peak()
     return {
         "backend": backend,
@@ -386,8 +411,13 @@ def run_bench(
     dataset: Dataset,
     backends: Sequence[str],
     say: Callable[[str], None] = lambda _: None,
+    progress: Reporter | None = None,
 ) -> dict[str, Any]:
-    """Every requested backend in turn; unavailable ones are listed with the reason."""
+    """Every requested backend in turn; unavailable ones are listed with the reason.
+
+    `progress` shows each backend's training and the timing rounds as `gpunet train` shows its
+    steps; it is redrawn only at evaluations and between timing turns, never while a step is timed.
+    """
     settings.validate()
     config = settings.config
     runnable, skipped = [], {}
@@ -405,10 +435,14 @@ def run_bench(
     trained = {}
     for backend in runnable:
         say(f"{backend}: training {config.iterations} steps")
-        trained[backend] = measure_training(backend, settings, dataset)
+        with _showing(progress, config.iterations, f"{backend} step"):
+            trained[backend] = measure_training(backend, settings, dataset, progress and progress.record)
     say(f"timing steps: {settings.repeats} rounds of {settings.timed_steps} per backend, taking turns")
     timers = {b: make_trainer(b, config, dataset) for b in runnable}
-    step_ms = time_steps(timers, settings.warmup, settings.timed_steps, settings.repeats)
+    with _showing(progress, len(timers) * settings.repeats * settings.timed_steps, "timed step"):
+        step_ms = time_steps(
+            timers, settings.warmup, settings.timed_steps, settings.repeats, progress and progress.step
+        )
     for timer in timers.values():
         close(timer)
     rows = min(config.batch_size or len(dataset.train_images), len(dataset.train_images))
@@ -455,6 +489,10 @@ def _agreement(results: list[dict[str, Any]]) -> dict[str, Any]:
             "test_accuracy_difference": r["test_accuracy"] - reference["test_accuracy"],
         }
     return out
+
+
+def _showing(progress: Reporter | None, total: int, label: str) -> contextlib.AbstractContextManager[Any]:
+    return progress.training(total, label, redraw_on_update=True) if progress else contextlib.nullcontext()
 
 
 def sweep(

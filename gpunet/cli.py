@@ -442,7 +442,7 @@ def bench_command(
                 raise (ConfigError if b not in bench.BACKENDS else DeviceError)(f"backend {b}: {reason}")
     out = Reporter()
     ds = load_dataset(dataset, data_dir, offline, out)
-    report = bench.run_bench(settings, ds, chosen, out.say)
+    report = bench.run_bench(settings, ds, chosen, out.say, progress=out)
     out.console.print(bench_table(report))
     for name, detail in report["agreement"].items():
         out.say(

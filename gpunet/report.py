@@ -39,6 +39,8 @@ class Reporter:
         self._progress: Progress | None = None
         self._task = None
         self._total = 0
+        self._label = "step"
+        self._redraw = False
 
     def say(self, text: str) -> None:
         """An informational line (suppressed by --quiet)."""
@@ -53,20 +55,25 @@ class Reporter:
             print(text, flush=True)
 
     @contextlib.contextmanager
-    def training(self, total_steps: int) -> Iterator[None]:
-        self._total = total_steps
+    def training(self, total_steps: int, label: str = "step", redraw_on_update: bool = False) -> Iterator[None]:
+        """A progress bar of `total_steps` labelled `label` (plain lines per record off a terminal).
+
+        With `redraw_on_update` the bar is redrawn only when step() or record() is called, not by
+        rich's refresh thread: for timed work, which no other thread should compete with.
+        """
+        self._total, self._label, self._redraw = total_steps, label, redraw_on_update
         if not self.live:
             yield
             return
         columns = [
-            TextColumn("step"),
+            TextColumn(label),
             MofNCompleteColumn(),
             BarColumn(),
             TextColumn("{task.fields[metrics]}"),
             TimeElapsedColumn(),
             TimeRemainingColumn(),
         ]
-        with Progress(*columns, console=self.console, transient=True) as progress:
+        with Progress(*columns, console=self.console, transient=True, auto_refresh=not redraw_on_update) as progress:
             self._progress = progress
             self._task = progress.add_task("train", total=total_steps, metrics="")
             try:
@@ -76,14 +83,14 @@ class Reporter:
 
     def step(self, step: int) -> None:
         if self._progress is not None:
-            self._progress.update(self._task, completed=step)
+            self._progress.update(self._task, completed=step, refresh=self._redraw)
 
     def record(self, r: Record) -> None:
         if self._progress is not None:
-            self._progress.update(self._task, metrics=format_record(r))
+            self._progress.update(self._task, completed=r.iteration, metrics=format_record(r), refresh=self._redraw)
         elif not self.quiet:
             width = len(str(self._total))
-            print(f"step {r.iteration:>{width}}/{self._total}  {format_record(r)}", flush=True)
+            print(f"{self._label} {r.iteration:>{width}}/{self._total}  {format_record(r)}", flush=True)
 
     @contextlib.contextmanager
     def downloads(self) -> Iterator[None]:

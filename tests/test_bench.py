@@ -250,3 +250,30 @@ def test_without_torch_the_hint_names_the_cpu_build(monkeypatch: pytest.MonkeyPa
     assert line.startswith("error: backend torch-cpu: torch is not installed") and len(line.splitlines()) == 1
     assert "pip install torch --index-url https://download.pytorch.org/whl/cpu" in line
     assert "./setup.sh --bench" in line and "gpunet[bench]" not in line
+
+
+def test_bench_shows_progress_as_train_does_plain_lines_off_a_terminal() -> None:
+    args = ["bench", "--dataset", "synthetic", "--backends", "numpy", "--iterations", "20", "--timed-steps", "2"]
+    result = CliRunner().invoke(app, [*args, "--repeats", "1", "--target-accuracy", "0.5"])
+    assert result.exit_code == 0, result.output
+    steps = [line for line in result.output.splitlines() if line.startswith("numpy step")]
+    assert [line.split()[2] for line in steps] == ["0/20", "10/20", "20/20"]
+    assert "training loss" in steps[-1] and "test accuracy" in steps[-1]
+
+
+def test_bench_shows_a_progress_bar_on_a_terminal() -> None:
+    import io
+
+    from rich.console import Console
+
+    from gpunet.report import Reporter
+
+    screen = io.StringIO()
+    out = Reporter(console=Console(file=screen, force_terminal=True, width=200))
+    assert out.live
+    bench.run_bench(TINY, data.synthetic(n_train=200, n_test=50), ["numpy"], out.say, progress=out)
+    shown = screen.getvalue()
+    assert "numpy step" in shown and "30/30" in shown  # the training bar, with its metrics
+    assert "training loss" in shown
+    assert "timed step" in shown and "6/6" in shown  # 2 rounds of 3 timed steps
+    assert "numpy step 30/30  training loss" not in shown  # a bar, not the plain lines
