@@ -243,8 +243,6 @@ def train_command(
         plots.require()
     if checkpoint_every is not None and checkpoint_every < 1:
         raise ConfigError(f"--checkpoint-every must be at least 1, got {checkpoint_every}")
-    if checkpoint_every is not None and not (checkpoint_path or resume):
-        raise ConfigError("--checkpoint-every needs --checkpoint PATH (or --resume) to know where to save")
     if dataset not in data.DATASET_NAMES:
         raise ConfigError(f"unknown dataset '{dataset}': choose one of {', '.join(data.DATASET_NAMES)}")
     check_engine_options(ctx, engine, workers, scheduler)
@@ -273,7 +271,11 @@ def train_command(
     checkpoint_path = None if no_save else checkpoint_path or resume
     claimed = None  # the default model file, created empty to hold its name until it is written
     if checkpoint_path is None and not no_save:
-        claimed = checkpoint_path = checkpoint.claim_run_path(ds.name)
+        try:
+            claimed = checkpoint_path = checkpoint.claim_run_path(ds.name)
+        except BaseException:
+            trainer.close()
+            raise
     batch = "full batch" if config.batch_size is None else f"batches of {config.batch_size}"
     out.say(
         f"training {'-'.join(map(str, trainer.sizes))} with {config.optimizer} lr {config.lr:g}, {batch} "

@@ -313,7 +313,7 @@ def test_plot_without_matplotlib_fails_before_training(tmp_path: Path, monkeypat
         (["--engine", "dask", "--dataset", "synthetic"], "use mnist or fashion-mnist"),
         (["--hidden", "99999999999999999999999"], "alone need 1,27"),
         (["--hidden", "100000000", "--optimizer", "gd"], "need 636 GB, more than the"),
-        (["--checkpoint-every", "5"], "--checkpoint-every needs --checkpoint"),
+        (["--no-save", "--checkpoint-every", "5"], "--no-save keeps no model file"),
     ],
     ids=lambda v: " ".join(v) if isinstance(v, list) else None,
 )
