@@ -358,3 +358,23 @@ def test_cli_a_failed_step_says_where_the_checkpoint_is(tmp_path: Path, monkeypa
     assert result.stderr.startswith("error: every Dask worker is gone; checkpoint written to")
     assert len(result.stderr.splitlines()) == 1
     assert checkpoint.load(path).step == 3
+
+
+def test_cli_checkpoints_and_records_at_cadences_that_do_not_divide_the_run(tmp_path: Path, monkeypatch) -> None:
+    path, summary = tmp_path / "run.npz", tmp_path / "run.json"
+    steps = []
+    real_save = checkpoint.save
+
+    def recording_save(target, trainer):
+        steps.append(trainer.steps_done)
+        real_save(target, trainer)
+
+    monkeypatch.setattr(checkpoint, "save", recording_save)
+    args = ["train", "--dataset", "synthetic", "--device", "cpu", "--iterations", "7", "--eval-every", "3"]
+    result = runner.invoke(app, [*args, "--checkpoint-every", "2", "--checkpoint", str(path), "--json", str(summary)])
+    assert result.exit_code == 0, result.output
+    assert steps == [2, 4, 6, 7]
+    report = json.loads(summary.read_text())
+    assert [r["iteration"] for r in report["history"]] == [0, 3, 6, 7]
+    assert report["iterations"] == 7 and report["final_loss"] == report["history"][-1]["loss"]
+    assert checkpoint.load(path).step == 7 and "after 7 steps" in result.output

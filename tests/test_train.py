@@ -203,3 +203,46 @@ def test_a_run_that_never_evaluates_holds_a_bounded_loss_buffer_and_still_pins_d
 def test_a_network_too_big_for_the_memory_is_refused_before_allocating(small: data.Dataset) -> None:
     with pytest.raises(ConfigError, match="784-10000000000-10 alone need 127 TB, more than the"):
         Trainer(TrainConfig(hidden=(10**10,)), small, numpy_device())
+
+
+# --- the loop's bookkeeping at cadences that are not the defaults ----------------------------------
+
+
+@pytest.mark.parametrize(
+    ("iterations", "eval_every", "save_every", "records", "saves"),
+    [
+        (10, 4, 3, [0, 4, 8, 10], [3, 6, 9, 10]),
+        (7, 3, 2, [0, 3, 6, 7], [2, 4, 6, 7]),
+        (9, 3, 3, [0, 3, 6, 9], [3, 6, 9]),
+        (5, 10, None, [0, 5], [5]),  # --eval-every beyond the run: the start and the end only
+        (1, 1, 5, [0, 1], [1]),
+    ],
+)
+def test_records_and_checkpoints_land_on_exactly_their_steps(
+    small: data.Dataset, iterations, eval_every, save_every, records, saves
+) -> None:
+    config = TrainConfig(iterations=iterations, eval_every=eval_every, batch_size=250)
+    trainer = Trainer(config, small, numpy_device())
+    saved: list[tuple[int, list[np.ndarray]]] = []
+    stepped: list[int] = []
+    result = trainer.run(
+        on_step=stepped.append,
+        save=lambda t: saved.append((t.steps_done, [p.copy() for p in t.host_params()])),
+        save_every=save_every,
+    )
+    assert [r.iteration for r in result.history] == records
+    assert [step for step, _ in saved] == saves
+    assert stepped == list(range(1, iterations + 1))
+    # Each checkpoint holds the parameters after exactly its step: a straight run stopped there agrees.
+    for step, params in saved:
+        straight = train(TrainConfig(iterations=step, eval_every=eval_every, batch_size=250), small, numpy_device())
+        for a, b in zip(params, straight.params):
+            np.testing.assert_array_equal(a, b)
+    # The final record describes the final parameters, whatever the cadence.
+    final = result.final
+    assert final.iteration == iterations == trainer.steps_done
+    again = Trainer(config, small, numpy_device())
+    again.set_params(result.params)
+    again.steps_done = iterations
+    assert again.evaluate() == final
+    assert result.summary()["iterations"] == iterations and result.summary()["final_loss"] == final.loss
