@@ -34,3 +34,10 @@ def test_an_in_place_update_of_the_vector_reaches_every_view(device) -> None:
 def test_a_vector_of_the_wrong_size_is_refused() -> None:
     with pytest.raises(ValueError, match="9 elements"):
         Layout(((2, 3), (3,))).views(np.zeros(8))
+
+
+def test_a_single_array_flattens_too(device) -> None:
+    """A softmax regression's optimizer slot, say: one array in, its elements out, in order."""
+    flat = flatten([device.asarray(np.arange(6.0).reshape(2, 3))])
+    assert flat.shape == (6,)
+    np.testing.assert_array_equal(to_numpy(flat), np.arange(6.0))

@@ -1,0 +1,104 @@
+"""The mutants mutmut cannot make: bugs in decorated functions, put in by hand.
+
+mutmut 3 leaves every decorated function alone (its trampoline would sit
+under the decorator), and here those are the fused math kernels (`@fusable`
+in model.py and optimizers.py), the atomic writer and the Ctrl-C handler
+(`@contextlib.contextmanager` in files.py and train.py). Each bug below is one
+edit a developer could make; it is applied to a copy of HEAD and the module's
+tests (mutation/run.py's list) are run against it.
+
+    python mutation/by_hand.py        writes a line per mutant; exit 1 if any survives
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from run import REPO, TESTS
+
+# (module, the code as it is, the bug)
+MUTANTS = [
+    ("model", "return xp.maximum(z + b, 0.0)", "return xp.maximum(z - b, 0.0)"),
+    ("model", "return xp.maximum(z + b, 0.0)", "return xp.maximum(z + b, 1.0)"),
+    ("model", "return xp.maximum(z + b, 0.0)", "return xp.minimum(z + b, 0.0)"),
+    ("model", "return delta * xp.sign(out)", "return delta"),
+    ("model", "return delta * xp.sign(out)", "return delta * xp.abs(out)"),
+    ("model", "return xp.sum(xp.exp(z - z_max), axis=0)", "return xp.sum(xp.exp(z + z_max), axis=0)"),
+    ("model", "return xp.sum(xp.exp(z - z_max), axis=0)", "return xp.sum(xp.exp(z), axis=0)"),
+    (
+        "model",
+        "return -xp.sum(targets * ((z - z_max) - xp.log(sum_e)))",
+        "return xp.sum(targets * ((z - z_max) - xp.log(sum_e)))",
+    ),
+    (
+        "model",
+        "return -xp.sum(targets * ((z - z_max) - xp.log(sum_e)))",
+        "return -xp.sum(targets * ((z - z_max) + xp.log(sum_e)))",
+    ),
+    (
+        "model",
+        "return -xp.sum(targets * ((z - z_max) - xp.log(sum_e)))",
+        "return -xp.sum(targets * (z - xp.log(sum_e)))",
+    ),
+    (
+        "model",
+        "return xp.exp((z - z_max) - xp.log(sum_e)) - targets",
+        "return xp.exp((z - z_max) - xp.log(sum_e)) + targets",
+    ),
+    ("model", "return xp.exp((z - z_max) - xp.log(sum_e)) - targets", "return xp.exp(z - xp.log(sum_e)) - targets"),
+    ("model", "return xp.exp((z - z_max) - xp.log(sum_e)) - targets", "return xp.exp((z - z_max) / sum_e) - targets"),
+    ("optimizers", "    p -= lr * g\n", "    p += lr * g\n"),
+    ("optimizers", "    p -= lr * g\n", "    p -= g\n"),
+    ("optimizers", "    v *= beta\n", "    v *= 1 - beta\n"),
+    ("optimizers", "    v += g\n    p -= lr * v", "    v += g\n    p -= lr * g"),
+    ("optimizers", "    m *= beta1\n", "    m *= beta2\n"),
+    ("optimizers", "    v *= beta2\n", "    v *= beta1\n"),
+    ("optimizers", "(g * g)", "g"),
+    ("optimizers", "xp.sqrt(v) * v_scale + eps", "xp.sqrt(v) * v_scale"),
+    ("optimizers", "xp.sqrt(v) * v_scale + eps", "xp.sqrt(v + eps) * v_scale"),
+    ("optimizers", "xp.sqrt(v) * v_scale + eps", "v * v_scale + eps"),
+    ("files", "            f.flush()\n", ""),
+    ("files", "            os.fsync(f.fileno())\n", ""),
+    ("files", "0o666 & ~UMASK", "0o666"),
+    ("files", "0o666 & ~UMASK", "0o600"),
+    ("files", "        Path(tmp).unlink(missing_ok=True)\n", "        pass\n"),
+    ("train", "        if requested:\n            raise KeyboardInterrupt\n", ""),
+    ("train", "            signal.signal(s, handler)", "            pass"),
+    ("train", "(signal.SIGINT, signal.SIGTERM)", "(signal.SIGINT,)"),
+]
+
+
+def run_one(module: str, before: str, after: str) -> str:
+    with tempfile.TemporaryDirectory(prefix="gpunet-by-hand-") as work:
+        archive = subprocess.run(["git", "-C", str(REPO), "archive", "HEAD"], check=True, capture_output=True).stdout
+        subprocess.run(["tar", "-x", "-C", work], input=archive, check=True)
+        source = Path(work, "gpunet", f"{module}.py")
+        text = source.read_text()
+        if text.count(before) != 1:
+            return "no longer applies"
+        source.write_text(text.replace(before, after))
+        tests = ["-m", "not slow and not gpu", "-x", "-q", "-p", "no:cacheprovider", *TESTS[module]]
+        done = subprocess.run(
+            ["nice", "-n", "15", sys.executable, "-m", "pytest", *tests], cwd=work, capture_output=True
+        )
+        return "survived" if done.returncode == 0 else "killed"
+
+
+def main() -> None:
+    commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True).stdout
+    print(f"commit {commit.strip()}: {len(MUTANTS)} mutants by hand", flush=True)
+    fates = []
+    for module, before, after in MUTANTS:
+        fate = run_one(module, before, after)
+        fates.append(fate)
+        print(f"{fate:>17}  {module}.py: {before.strip()!r} -> {after.strip()!r}", flush=True)
+    print(f"{fates.count('killed')} of {len(MUTANTS)} killed")
+    sys.exit(0 if fates.count("killed") == len(MUTANTS) else 1)
+
+
+if __name__ == "__main__":
+    main()
