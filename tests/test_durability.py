@@ -57,7 +57,28 @@ def test_an_unexpected_error_keeps_its_traceback(tmp_path: Path) -> None:
         "cli.main()\n"
     )
     env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path), "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, env=env, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-c", program], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120
+    )
     assert done.returncode == 1
     assert "Traceback (most recent call last)" in done.stderr
     assert "in a_bug" in done.stderr and "ZeroDivisionError: a bug deep in the loop" in done.stderr
+
+
+def test_the_umask_is_read_without_being_changed() -> None:
+    previous = os.umask(0o027)
+    try:
+        assert files._read_umask() == 0o027
+        assert os.umask(0o027) == 0o027  # and left as it was
+    finally:
+        os.umask(previous)
+
+
+def test_a_written_file_has_the_usual_permissions_not_the_temporary_files(tmp_path: Path, monkeypatch) -> None:
+    """mkstemp makes a private file; what lands under the real name gets 0o666 less the umask, like open()."""
+    for umask in (0o022, 0o077):
+        monkeypatch.setattr(files, "UMASK", umask)
+        target = tmp_path / f"out-{umask:o}.bin"
+        with files.atomic_file(target) as f:
+            f.write(b"data")
+        assert target.stat().st_mode & 0o777 == 0o666 & ~umask
