@@ -59,3 +59,14 @@ def test_updates_keep_dtype_and_identity(name: str) -> None:
     assert (params < 1).all()
     # Updated in place, so the layers' views see the update with no copy back.
     assert np.array_equal(np.concatenate([v.ravel() for v in views]), params)
+
+
+@pytest.mark.parametrize("name", list(OPTIMIZERS))
+def test_every_optimizer_counts_its_updates(name: str) -> None:
+    """The count a checkpoint saves and a resumed run continues from (Adam's bias correction reads it)."""
+    params = np.zeros(4)
+    opt = make_optimizer(name, params, 0.1)
+    assert opt.steps == 0
+    for k in range(1, 4):
+        opt.step(params, np.ones(4))
+        assert opt.steps == k
