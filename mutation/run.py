@@ -31,11 +31,11 @@ TESTS = {
     "flat": ["tests/test_flat.py", "tests/test_optimizers.py"],
     "files": ["tests/test_durability.py", "tests/test_checkpoint.py"],
     "optimizers": ["tests/test_optimizers.py", "tests/test_checkpoint.py"],
-    "idx": ["tests/test_idx.py", "tests/test_data.py"],
+    "idx": ["tests/test_idx.py"],  # test_data.py reads the real Fashion-MNIST: minutes per mutant
     "model": ["tests/test_model.py", "tests/test_engine.py", "tests/test_train.py"],
     "checkpoint": ["tests/test_checkpoint.py", "tests/test_evaluate_predict.py"],
     "engine": ["tests/test_engine.py", "tests/test_train.py"],
-    "data": ["tests/test_data.py", "tests/test_idx.py", "tests/test_download.py"],
+    "data": ["tests/test_data.py", "tests/test_download.py"],
     "train": ["tests/test_train.py", "tests/test_checkpoint.py"],
     "bench": ["tests/test_bench.py"],
 }

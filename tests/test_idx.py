@@ -12,6 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from idxfiles import gzipped, idx_bytes, write_idx
 
+from gpunet import idx
 from gpunet.errors import DatasetError
 from gpunet.idx import IDX_TYPES, check_split, parse_idx, read_idx
 
@@ -277,3 +278,15 @@ def test_read_idx_on_damaged_gzip_raises_only_dataset_error(tmp_path: Path, data
         assert str(path) in str(e)
         return
     assert isinstance(result, np.ndarray)
+
+
+def test_an_empty_split_names_its_labels_file() -> None:
+    with pytest.raises(DatasetError) as caught:
+        idx.check_split(np.zeros((0, 28, 28), np.uint8), np.zeros(0, np.uint8), 10, "images.gz", "labels.gz")
+    assert str(caught.value) == "labels.gz: holds no samples" and caught.value.path == "labels.gz"
+
+
+def test_an_unreadable_file_says_why_in_words(tmp_path: Path) -> None:
+    with pytest.raises(DatasetError) as caught:
+        idx.read_bytes(tmp_path)  # a directory: the system's reason, not a Python repr
+    assert str(caught.value) == f"{tmp_path}: cannot read: Is a directory"
