@@ -22,8 +22,8 @@ import numpy as np
 
 from gpunet import __version__, inputs
 from gpunet.data import Dataset
-from gpunet.errors import GpunetError, shown
-from gpunet.files import atomic_file
+from gpunet.errors import GpunetError, WriteFailed, shown
+from gpunet.files import atomic_file, failure_reason
 from gpunet.flat import flatten
 from gpunet.train import Record, TrainConfig, Trainer, layer_sizes
 
@@ -77,7 +77,7 @@ def claim_run_path(name: str, runs: Path = RUNS) -> Path:
 
 
 def save(path: Path, trainer: Trainer) -> None:
-    """Write `trainer`'s state to `path` atomically."""
+    """Write `trainer`'s state to `path` atomically; raise WriteFailed (the file there is then intact)."""
     path = Path(path)
     slots = trainer.host_slots()
     meta = {
@@ -100,7 +100,7 @@ def save(path: Path, trainer: Trainer) -> None:
         with atomic_file(path) as f:
             np.savez(f, meta=np.array(json.dumps(meta)), **arrays)
     except OSError as e:
-        raise CheckpointError(f"{path}: cannot write the checkpoint ({e.strerror or e})") from None
+        raise WriteFailed(path, failure_reason(e)) from None
 
 
 def load(path: Path) -> Checkpoint:

@@ -2,8 +2,10 @@
 
 Every failure a user can cause (bad options, bad data, a missing GPU, a
 diverging run, Ctrl-C) ends as one line on stderr and a non-zero exit code:
-2 for bad options, 1 for data, devices and clusters, 3 for a run that diverged or did not learn, 130
-for Ctrl-C and 143 for SIGTERM.
+2 for bad options, 1 for data, devices, clusters and outputs that could not be
+written, 3 for a run that diverged or did not learn, 128 + the signal for Ctrl-C (130), SIGTERM (143)
+and SIGHUP (129). Every command claims its output files before it starts
+(gpunet.files.claim_outputs) and writes them atomically.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import typer
 from rich.table import Table
 from typer.core import TyperGroup
 
-from gpunet import __version__, checkpoint, data, model
+from gpunet import __version__, checkpoint, data, model, signals
 from gpunet.backend import Device, describe, resolve_device, to_numpy
 from gpunet.doctor import doctor_command
 from gpunet.engine import LocalEngine
@@ -33,9 +35,11 @@ from gpunet.errors import (
     GpunetError,
     Interrupted,
     NotLearning,
+    OutputRefused,
     StepFailed,
+    WriteFailed,
 )
-from gpunet.files import atomic_file
+from gpunet.files import Claim, atomic_file, claim_outputs, failure_reason, write_each
 from gpunet.images import read_images
 from gpunet.options import (
     BatchOpt,
@@ -76,9 +80,14 @@ class _OneLineErrors(TyperGroup):
     ) -> Any:
         safe_output()
         try:
-            code = super().main(
-                args=args, prog_name=prog_name or "gpunet", complete_var=complete_var, standalone_mode=False, **extra
-            )
+            with signals.handling():  # Ctrl-C, SIGTERM and SIGHUP unwind cleanly, never mid-file
+                code = super().main(
+                    args=args,
+                    prog_name=prog_name or "gpunet",
+                    complete_var=complete_var,
+                    standalone_mode=False,
+                    **extra,
+                )
         except GpunetError as e:
             stderr_line(f"error: {e}")
             code = e.exit_code
@@ -87,6 +96,9 @@ class _OneLineErrors(TyperGroup):
             hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
             stderr_line(f"error: {e.format_message()}{hint}")
             code = e.exit_code
+        except signals.Terminated as e:
+            stderr_line(f"error: interrupted by {signals.name(e.signum)}")
+            code = 128 + e.signum
         except (KeyboardInterrupt, EOFError):
             stderr_line("error: interrupted")
             code = 130
@@ -127,10 +139,19 @@ def _options(
 
 
 def write_json(path: Path, payload: dict[str, Any]) -> None:
-    """Valid JSON whatever the numbers: NaN and infinities (a diverged loss) are written as null."""
-    with atomic_file(path, "w") as f:
-        json.dump(finite_or_null(payload), f, indent=2, allow_nan=False)
-        f.write("\n")
+    """Write `payload` atomically as valid JSON whatever the numbers (NaN and infinities, a diverged
+    loss, are written as null); raise WriteFailed (whatever was at `path` is then intact)."""
+    try:
+        with atomic_file(path, "w") as f:
+            json.dump(finite_or_null(payload), f, indent=2, allow_nan=False)
+            f.write("\n")
+    except OSError as e:
+        raise WriteFailed(path, failure_reason(e)) from None
+
+
+def claim(ctx: typer.Context, outputs: dict[str, Path | None], **kwargs: Any) -> Claim:
+    """Check and lock the command's outputs now; they are released when the command ends."""
+    return ctx.with_resource(claim_outputs(outputs, **kwargs))
 
 
 def finite_or_null(value: Any) -> Any:
@@ -214,12 +235,26 @@ def train_command(
     scheduler: SchedulerOpt = None,
 ) -> None:
     """Train the network and report loss and accuracy, read from the output layer."""
-    options = {"hidden": hidden, "optimizer": optimizer, "lr": lr, "iterations": iterations}
-    options |= {"batch_size": batch_size, "dtype": dtype, "seed": seed, "eval_every": eval_every, "dataset": dataset}
     if no_save and (checkpoint_path or checkpoint_every):
         raise ConfigError(
             "--no-save keeps no model file: it cannot be combined with --checkpoint or --checkpoint-every"
         )
+    # The checkpoint is written back to --resume unless --checkpoint says otherwise (or --no-save).
+    ckpt_option = "--checkpoint" if checkpoint_path or not resume else "--resume"
+    checkpoint_path = None if no_save else checkpoint_path or resume
+    try:
+        outputs = claim(
+            ctx,
+            {ckpt_option: checkpoint_path, "--json": json_path, "--history": history_path, "--plot": plot},
+            inputs={"--resume": resume, "--data-dir": data_dir},
+            updates={ckpt_option: "--resume"},
+        )
+    except OutputRefused as e:
+        if ckpt_option == "--resume" and str(e).startswith("--resume"):
+            e.hint = "give --checkpoint PATH to save the continued run elsewhere"
+        raise
+    options = {"hidden": hidden, "optimizer": optimizer, "lr": lr, "iterations": iterations}
+    options |= {"batch_size": batch_size, "dtype": dtype, "seed": seed, "eval_every": eval_every, "dataset": dataset}
     if more is not None and (more < 1 or _given(ctx, "iterations")):
         raise ConfigError(
             f"--more must be at least 1, got {more}"
@@ -240,7 +275,7 @@ def train_command(
     if plot:
         from gpunet import plots
 
-        plots.require()
+        plots.require(plot)
     if checkpoint_every is not None and checkpoint_every < 1:
         raise ConfigError(f"--checkpoint-every must be at least 1, got {checkpoint_every}")
     if dataset not in data.DATASET_NAMES:
@@ -254,6 +289,7 @@ def train_command(
     check_fits(config, [data.IMAGE_PIXELS, *config.hidden, data.NUM_CLASSES], dev)
     out = Reporter(quiet)
     ds = load_dataset(dataset, data_dir, offline, out)
+    outputs.check_inputs({"dataset file": ds.files})
     if dev.note:
         out.say(dev.note)
     if saved is not None:  # refused before anything is built on the device or a cluster
@@ -268,13 +304,16 @@ def train_command(
     if saved is not None:
         checkpoint.restore(trainer, saved)
         out.say(f"resuming from {resume} at step {saved.step}")
-    checkpoint_path = None if no_save else checkpoint_path or resume
     claimed = None  # the default model file, created empty to hold its name until it is written
     if checkpoint_path is None and not no_save:
         try:
             claimed = checkpoint_path = checkpoint.claim_run_path(ds.name)
+            ckpt_option = "the model file"
+            outputs.add({ckpt_option: claimed}, new=True)
         except BaseException:
             trainer.close()
+            if claimed is not None:
+                claimed.unlink(missing_ok=True)
             raise
     batch = "full batch" if config.batch_size is None else f"batches of {config.batch_size}"
     out.say(
@@ -283,20 +322,41 @@ def train_command(
         f"({trainer.source.describe()})"
     )
 
+    def still_there() -> str:
+        """What the checkpoint path holds after a failed save."""
+        if trainer.last_saved_step is not None:
+            return f"{checkpoint_path} still holds the checkpoint of step {trainer.last_saved_step}"
+        if outputs.existed.get(ckpt_option):
+            step = f" (step {saved.step})" if saved is not None and ckpt_option == "--resume" else ""
+            return f"the file already at {checkpoint_path}{step} is intact"
+        return "no checkpoint was saved"
+
     def save(t: Trainer) -> None:
-        checkpoint.save(checkpoint_path, t)
+        try:
+            checkpoint.save(checkpoint_path, t)
+        except WriteFailed as e:
+            if t.steps_done < config.iterations:  # a periodic save: say so now, training goes on
+                stderr_line(f"warning: checkpoint of step {t.steps_done} not written ({e.reason}); {still_there()}")
+            raise
 
-    def keep_outputs(result: TrainResult, status: str) -> None:
-        """Whatever happened, the history and the summary are written."""
-        if json_path and result.history:
+    def keep_outputs(result: TrainResult, status: str) -> list[str]:
+        """Whatever happened, the history and the summary are written, each on its own; returns the failed."""
+        jobs = []
+        if result.history:
             summary = {**result.summary(), "status": status, "dataset_source": ds.source, "version": __version__}
-            write_json(json_path, summary)
-        if history_path and result.history:
-            write_history_csv(history_path, result.history)
-        if plot and result.history:
-            from gpunet import plots
+            title = f"{ds.name}, {'-'.join(map(str, trainer.sizes))}"
+            jobs = [
+                ("summary", json_path, lambda: write_json(json_path, summary)),
+                ("history", history_path, lambda: write_history_csv(history_path, result.history)),
+                ("curves", plot, lambda: plot_history(result.history, plot, title)),
+            ]
+        # A signal now only waits: each file is finished first (the exit code then says it came).
+        with signals.stop_requests() as stop:
+            failed = write_each([job for job in jobs if job[1]], stderr_line)
+        late_signals.extend(stop)
+        return failed
 
-            plots.plot_history(result.history, plot, title=f"{ds.name}, {'-'.join(map(str, trainer.sizes))}")
+    late_signals: list[int] = []
 
     try:
         with out.training(config.iterations):
@@ -305,11 +365,14 @@ def train_command(
         if isinstance(e.result, TrainResult):
             keep_outputs(e.result, type(e).__name__)
         if isinstance(e, (Interrupted, StepFailed)):
-            e.hint = (
-                f"checkpoint written to {checkpoint_path}; resume with: gpunet train --resume {checkpoint_path}"
-                if checkpoint_path and trainer.last_saved_step == trainer.steps_done
-                else "nothing saved" + (" (--no-save)" if no_save else "")
-            )
+            if checkpoint_path and trainer.last_saved_step == trainer.steps_done:
+                e.hint = (
+                    f"checkpoint written to {checkpoint_path}; resume with: gpunet train --resume {checkpoint_path}"
+                )
+            elif checkpoint_path and trainer.save_error is not None:
+                e.hint = f"the checkpoint could not be written ({trainer.save_error.reason}); {still_there()}"
+            else:
+                e.hint = "nothing saved" + (" (--no-save)" if no_save else "")
         elif checkpoint_path and trainer.last_saved_step is not None:
             e.hint = f"the last good checkpoint (step {trainer.last_saved_step}) is {checkpoint_path}"
         raise
@@ -317,23 +380,40 @@ def train_command(
         trainer.close()
         if claimed is not None and trainer.last_saved_step is None:
             claimed.unlink(missing_ok=True)  # nothing was saved: give the name back
-    keep_outputs(result, "completed")
+    failed = keep_outputs(result, "completed")
     final = result.final
     out.result(
         f"test accuracy {final.test_accuracy:.4f} (train accuracy {final.train_accuracy:.4f}, "
         f"training loss {final.loss:.4f}) "
         f"after {final.iteration} steps, {result.train_seconds:.1f} s on {result.device}"
     )
+    if checkpoint_path and trainer.save_error is not None:
+        stderr_line(
+            f"error: cannot write the checkpoint {checkpoint_path}: {trainer.save_error.reason}; {still_there()}"
+        )
+        failed.append("checkpoint")
     for path, what in ((json_path, "summary"), (history_path, "history"), (plot, "curves")):
-        if path:
+        if path and what not in failed:
             out.say(f"{what} written to {path}")
-    if checkpoint_path:
+    if no_save:
+        out.say("model not saved (--no-save)")
+    elif "checkpoint" not in failed:
         out.say(
             f"model saved to {checkpoint_path}; use it with: gpunet evaluate {checkpoint_path}, "
             f"gpunet predict {checkpoint_path} image.png, gpunet train --resume {checkpoint_path} --more 100"
         )
-    else:
-        out.say("model not saved (--no-save)")
+    if late_signals:
+        error = Interrupted(trainer.steps_done, late_signals[0])
+        error.hint = "the run had completed; its outputs are written"
+        raise error
+    if failed:
+        raise typer.Exit(1)
+
+
+def plot_history(history: list[Record], path: Path, title: str) -> None:
+    from gpunet import plots
+
+    plots.plot_history(history, path, title=title)
 
 
 def resumed_total(saved: checkpoint.Checkpoint, path: Path, iterations: int, given: bool, more: int | None) -> int:
@@ -378,12 +458,14 @@ def make_source(
 
 
 def write_history_csv(path: Path, history: list[Record]) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["iteration", "loss", "train_accuracy", "test_accuracy"])
-        writer.writerows(astuple(r) for r in history)
+    """The metrics of every evaluation as CSV, written atomically (raises WriteFailed)."""
+    try:
+        with atomic_file(path, "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["iteration", "loss", "train_accuracy", "test_accuracy"])
+            writer.writerows(astuple(r) for r in history)
+    except OSError as e:
+        raise WriteFailed(path, failure_reason(e)) from None
 
 
 @app.command("bench")
@@ -429,13 +511,21 @@ def bench_command(
     if plot:
         from gpunet import plots
 
-        plots.require()
+        plots.require(plot)
     check_engine_options(ctx, engine, workers, scheduler)
     for name, wanted in (("backends", "local"), ("sweep", "local"), ("dask_samples", "dask")):
         if engine != wanted and _given(ctx, name):
             raise ConfigError(f"--{name.replace('_', '-')} is for --engine {wanted}")
+    sweep_plot = plot.with_name(f"{plot.stem}-sweep{plot.suffix}") if plot and sweep else None
+    outputs = claim(
+        ctx,
+        {"--json": json_path, "--plot": plot, "--plot (its -sweep figure)": sweep_plot},
+        inputs={"--data-dir": data_dir},
+    )
     if engine == "dask":
-        return bench_dask_command(settings, dataset, data_dir, offline, workers, scheduler, dask_samples, json_path)
+        return bench_dask_command(
+            settings, dataset, data_dir, offline, workers, scheduler, dask_samples, json_path, outputs
+        )
     chosen = [b.strip() for b in backends.split(",") if b.strip()] if backends else list(bench.BACKENDS)
     if backends:  # asked for by name: a backend that cannot run is an error, not a footnote
         for b in chosen:
@@ -444,6 +534,7 @@ def bench_command(
                 raise (ConfigError if b not in bench.BACKENDS else DeviceError)(f"backend {b}: {reason}")
     out = Reporter()
     ds = load_dataset(dataset, data_dir, offline, out)
+    outputs.check_inputs({"dataset file": ds.files})
     report = bench.run_bench(settings, ds, chosen, out.say, progress=out)
     out.console.print(bench_table(report))
     for name, detail in report["agreement"].items():
@@ -455,16 +546,19 @@ def bench_command(
         floors = {kind: bench.Floor(**f) for kind, f in report["floors"].items()}  # one floor per run
         report["sweep"] = bench.sweep(settings, ds, chosen, say=out.say, floors=floors)["sweep"]
         out.console.print(sweep_table(report["sweep"]))
-    if json_path:
-        write_json(json_path, report)
-        out.say(f"results written to {json_path}")
-    if plot:
-        from gpunet import plots
+    from gpunet import plots
 
-        plots.plot_bench(report, plot)
-        if sweep:
-            plots.plot_sweep(report, plot.with_name(f"{plot.stem}-sweep{plot.suffix}"))
-        out.say(f"figures written to {plot}")
+    jobs = [
+        ("results", json_path, lambda: write_json(json_path, report)),
+        ("figure", plot, lambda: plots.plot_bench(report, plot)),
+        ("sweep figure", sweep_plot, lambda: plots.plot_sweep(report, sweep_plot)),
+    ]
+    failed = write_each([job for job in jobs if job[1]], stderr_line)
+    for what, path, _ in jobs:
+        if path and what not in failed:
+            out.say(f"{what} written to {path}")
+    if failed:
+        raise typer.Exit(1)
 
 
 def bench_dask_command(
@@ -476,6 +570,7 @@ def bench_dask_command(
     scheduler: str | None,
     dask_samples: str,
     json_path: Path | None,
+    outputs: Claim,
 ) -> None:
     from gpunet import bench
     from gpunet.distributed import bench_dask
@@ -486,6 +581,7 @@ def bench_dask_command(
         raise ConfigError(f"--dask-samples takes comma-separated sizes, got '{dask_samples}'") from None
     out = Reporter()
     ds = load_dataset(dataset, data_dir, offline, out)
+    outputs.check_inputs({"dataset file": ds.files})
     rows = bench_dask(settings.config, ds, Path(ds.source), workers, scheduler, sizes, timed_steps=10, say=out.say)
     table = Table(title=f"dask engine, {settings.config.dtype}, full batch")
     for column in ("engine", "workers", "samples", "ms/step", "slowest shard ms", "communication ms", "samples/s"):
@@ -574,6 +670,7 @@ def load_model(path: Path, device: str) -> tuple[checkpoint.Checkpoint, Device, 
 
 @app.command("evaluate")
 def evaluate_command(
+    ctx: typer.Context,
     checkpoint_file: CheckpointArg,
     split: Annotated[str, typer.Option(help="test or train.")] = "test",
     data_dir: DataDirOpt = None,
@@ -584,9 +681,11 @@ def evaluate_command(
     """Loss, accuracy, per-class accuracy and the confusion matrix of a saved model."""
     if split not in ("test", "train"):
         raise ConfigError(f"--split must be test or train, got '{split}'")
+    outputs = claim(ctx, {"--json": json_path}, inputs={"the checkpoint": checkpoint_file, "--data-dir": data_dir})
     saved, dev, params = load_model(checkpoint_file, device)
     out = Reporter()
     ds = load_dataset(saved.dataset, data_dir, offline, out)
+    outputs.check_inputs({"dataset file": ds.files})
     if ds.checksum != saved.dataset_checksum:
         raise checkpoint.CheckpointError(f"{checkpoint_file} was trained on other {ds.name} files than {ds.source}")
     images, labels = (ds.test_images, ds.test_labels) if split == "test" else (ds.train_images, ds.train_labels)
@@ -625,6 +724,7 @@ def evaluate_command(
 
 @app.command("predict")
 def predict_command(
+    ctx: typer.Context,
     checkpoint_file: CheckpointArg,
     files: Annotated[list[Path], typer.Argument(help="PNG (or other pictures), .npy arrays or IDX image files.")],
     device: DeviceOpt = "auto",
@@ -634,6 +734,7 @@ def predict_command(
     """The class and probabilities a saved model gives each image."""
     if top < 1:
         raise ConfigError(f"--top must be at least 1, got {top}")
+    claim(ctx, {"--json": json_path}, inputs={"the checkpoint": checkpoint_file, "image file": files})
     saved, dev, params = load_model(checkpoint_file, device)
     names = data.class_names(saved.dataset)
     predictions = []

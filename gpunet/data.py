@@ -134,6 +134,7 @@ class Dataset:
     checksum: str  # SHA-256 over the decompressed contents of all four files
     verified: bool = True  # False when no published checksum could vouch for a file
     num_classes: int = NUM_CLASSES
+    files: tuple[Path, ...] = ()  # the files it was read from (no output may replace them)
 
     def first(self, n: int) -> Dataset:
         """The first `n` samples of each split (views, no copy)."""
@@ -251,6 +252,7 @@ def load_dir(spec: DatasetSpec, directory: Path) -> Dataset:
         test_labels=test_y,
         checksum=hashlib.sha256("".join(shas).encode()).hexdigest(),
         verified=verified,
+        files=tuple(paths),
     )
 
 

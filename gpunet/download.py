@@ -51,7 +51,8 @@ def download(
 def _fetch(url: str, dest: Path, sha256: str, progress: Progress | None, timeout: float) -> None:
     received = 0
     try:
-        with atomic_file(dest) as out, urllib.request.urlopen(url, timeout=timeout) as response:
+        # finish_on_signal=False: Ctrl-C stops a download at once (its temporary file is removed).
+        with atomic_file(dest, finish_on_signal=False) as out, urllib.request.urlopen(url, timeout=timeout) as response:
             total = int(response.headers.get("Content-Length") or 0)
             digest = hashlib.sha256()
             while chunk := response.read(CHUNK):

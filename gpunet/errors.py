@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from gpunet import signals
+
 
 class GpunetError(Exception):
     """Something the user can fix: bad data, a missing device, a diverging run."""
@@ -50,6 +52,22 @@ class ConfigError(GpunetError):
     exit_code = 2
 
 
+class OutputRefused(ConfigError):
+    """An output path that cannot be used: it would destroy an input, another output or a non-file."""
+
+
+class OutputInUse(GpunetError):
+    """Another running gpunet process is writing the same output."""
+
+
+class WriteFailed(GpunetError):
+    """An output could not be written; whatever was at its path before is intact."""
+
+    def __init__(self, path: object, reason: str) -> None:
+        self.path, self.reason = path, reason
+        super().__init__(f"cannot write {shown(path)}: {reason}")
+
+
 class DivergedError(GpunetError):
     """The loss became NaN or infinite."""
 
@@ -74,10 +92,9 @@ class StepFailed(GpunetError):
 
 
 class Interrupted(GpunetError):
-    """Ctrl-C (SIGINT) or SIGTERM stopped training between two steps."""
+    """Ctrl-C (SIGINT), SIGTERM or SIGHUP stopped training between two steps."""
 
     def __init__(self, step: int, signum: int = 2) -> None:
         self.step = step
-        self.exit_code = 128 + signum  # the shell's convention: 130 for Ctrl-C, 143 for SIGTERM
-        name = "Ctrl-C" if signum == 2 else f"signal {signum}"
-        super().__init__(f"interrupted by {name} after step {step}")
+        self.exit_code = 128 + signum  # the shell's convention: 130 for Ctrl-C, 143 for SIGTERM, 129 for SIGHUP
+        super().__init__(f"interrupted by {signals.name(signum)} after step {step}")

@@ -1,4 +1,4 @@
-"""Figures for `gpunet bench` (matplotlib is optional: pip install matplotlib)."""
+"""Figures for `gpunet bench` and `gpunet train --plot` (matplotlib is optional: pip install matplotlib)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from gpunet.errors import ConfigError
+from gpunet.files import atomic_file
 
 
 def _pyplot() -> Any:
@@ -19,9 +20,30 @@ def _pyplot() -> Any:
     return plt
 
 
-def require() -> None:
+def _format(path: Path) -> str:
+    return Path(path).suffix[1:].lower() or "png"
+
+
+def require(path: Path | None = None) -> None:
     """Fail before a run, not after it, when figures were asked for and cannot be drawn."""
     _pyplot()
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    supported = FigureCanvasBase.get_supported_filetypes()
+    if path is not None and _format(path) not in supported:
+        raise ConfigError(
+            f"--plot {path}: matplotlib cannot write .{_format(path)} files; use one of: {', '.join(supported)}"
+        )
+
+
+def _save(fig: Any, path: Path) -> None:
+    """Write the figure atomically (never half a PNG under the real name), then let it go."""
+    try:
+        with atomic_file(path) as f:
+            fig.savefig(f, dpi=120, format=_format(path))
+    finally:
+        fig.clf()
+        _pyplot().close(fig)
 
 
 def plot_bench(report: dict[str, Any], path: Path) -> None:
@@ -53,8 +75,7 @@ def plot_bench(report: dict[str, Any], path: Path) -> None:
         f"lr {config['lr']:g}, {config['dtype']} — {report['machine']['cpu']}, {report['date'][:10]}"
     )
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def plot_sweep(report: dict[str, Any], path: Path) -> None:
@@ -75,8 +96,7 @@ def plot_sweep(report: dict[str, Any], path: Path) -> None:
         ax.set(xlabel=xlabel, ylabel="ms per step (median; dotted: floor)", xscale="log", yscale="log")
         ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def plot_history(history: list[Any], path: Path, title: str = "") -> None:
@@ -92,5 +112,4 @@ def plot_history(history: list[Any], path: Path, title: str = "") -> None:
     right.legend()
     fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save(fig, path)

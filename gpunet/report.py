@@ -136,5 +136,6 @@ def safe_output() -> None:
 
 
 def stderr_line(text: str) -> None:
-    """One line on stderr, whatever the text held."""
-    print(" ".join(text.split()), file=sys.stderr, flush=True)
+    """One line on stderr, whatever the text held (and nothing, not a traceback, if the terminal is gone)."""
+    with contextlib.suppress(OSError):  # EIO once SIGHUP closed the terminal, EPIPE: the exit code still tells
+        print(" ".join(text.split()), file=sys.stderr, flush=True)

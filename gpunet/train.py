@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import math
-import signal
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -18,9 +15,10 @@ from gpunet import initializers, model
 from gpunet.backend import Device, to_numpy
 from gpunet.data import Dataset
 from gpunet.engine import LocalEngine
-from gpunet.errors import ConfigError, DivergedError, GpunetError, Interrupted, NotLearning, StepFailed
+from gpunet.errors import ConfigError, DivergedError, GpunetError, Interrupted, NotLearning, StepFailed, WriteFailed
 from gpunet.flat import Layout, flatten
 from gpunet.optimizers import OPTIMIZERS, make_optimizer
+from gpunet.signals import deferred, stop_requests
 
 Array = Any
 DTYPES = ("float32", "float64")
@@ -332,6 +330,7 @@ class Trainer:
         self.history: list[Record] = []
         self.last_saved_step: int | None = None
         self.took_off_at: int | None = None  # the first step whose loss blew up (see learning_failure)
+        self.save_error: WriteFailed | None = None  # why the latest save failed, None once one succeeds
 
     def set_params(self, host_params: list[np.ndarray]) -> None:
         """Put [w1, b1, ...] on the device as one flat vector; `params` are views into it."""
@@ -420,11 +419,13 @@ class Trainer:
         """Step to `config.iterations`, evaluating every `eval_every` steps.
 
         `save(trainer)` is called every `save_every` steps, at the end, and on
-        Ctrl-C/SIGTERM, always between steps and only once the losses since the
-        last check, and the loss of the parameters it saves, are known to be
-        finite: a diverged state is never saved, so the last good checkpoint
-        survives a divergence and resumes. Raises DivergedError or Interrupted
-        with `.result` holding what was done.
+        Ctrl-C/SIGTERM/SIGHUP, always between steps and only once the losses
+        since the last check, and the loss of the parameters it saves, are known
+        to be finite: a diverged state is never saved, so the last good
+        checkpoint survives a divergence and resumes. Signals arriving during a
+        save wait for it to finish. A save that raises WriteFailed does not stop
+        the run: it is kept in `save_error` (and `last_saved_step` stays where it
+        was). Raises DivergedError or Interrupted with `.result` holding what was done.
         """
         config = self.config
         result = TrainResult(config, self.device.name, self.dataset_name, [])
@@ -441,7 +442,13 @@ class Trainer:
             if save is not None and self.last_saved_step != self.steps_done:
                 self.check_losses()
                 self.check_own_loss()
-                save(self)
+                try:
+                    with deferred():  # signals wait: a save is finished, never cut in half
+                        save(self)
+                except WriteFailed as e:  # the previous checkpoint is intact; training goes on
+                    self.save_error = e
+                    return
+                self.save_error = None
                 self.last_saved_step = self.steps_done
 
         self.device.synchronize()
@@ -473,7 +480,7 @@ class Trainer:
         except (Interrupted, StepFailed) as e:
             error = e
             try:
-                with np.errstate(over="ignore", invalid="ignore"):
+                with np.errstate(over="ignore", invalid="ignore"), stop_requests():  # more signals: we are stopping
                     checkpoint()  # between two steps: a consistent state to resume from
             except DivergedError as diverged:
                 error = diverged
@@ -498,28 +505,3 @@ def train(
 ) -> TrainResult:
     """Train from the seeded initial weights; raise DivergedError if the loss stops being finite."""
     return Trainer(config, dataset, device).run(on_record, on_step)
-
-
-@contextlib.contextmanager
-def stop_requests() -> Iterator[list[int]]:
-    """Ctrl-C and SIGTERM only ask to stop, so a step is never cut in half.
-
-    The loop checks the yielded list between steps. A second signal while a
-    stop is pending interrupts at once, for a run that is stuck.
-    """
-    requested: list[int] = []
-    if threading.current_thread() is not threading.main_thread():
-        yield requested  # signal handlers can only be set from the main thread
-        return
-
-    def ask_to_stop(signum: int, frame: object) -> None:
-        if requested:
-            raise KeyboardInterrupt
-        requested.append(signum)
-
-    previous = {s: signal.signal(s, ask_to_stop) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield requested
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)

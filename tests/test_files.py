@@ -1,0 +1,291 @@
+"""Issue 12, class 1: no output destroys an input, another output or a system file, and none fails silently.
+
+Every command's outputs are claimed before any work (gpunet.files.claim_outputs):
+these tests give the CLI clashing, non-file, unwritable and busy outputs, on
+real character devices, FIFOs, sockets, immutable directories, read-only and
+full file systems, and check that nothing that existed before was changed.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from filesystems import ROOT, fill, run_privileged, tmpfs
+from idxfiles import write_dataset
+from typer.testing import CliRunner
+
+from gpunet import checkpoint
+from gpunet.cli import app
+from gpunet.errors import OutputInUse, OutputRefused, WriteFailed
+from gpunet.files import atomic_file, claim_outputs
+from gpunet.train import TrainConfig, Trainer
+from tests.conftest import numpy_device
+
+runner = CliRunner()
+QUICK = ["train", "--dataset", "synthetic", "--iterations", "20", "--eval-every", "10", "--device", "cpu"]
+
+
+@pytest.fixture(autouse=True)
+def isolated_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.delenv("GPUNET_DATA", raising=False)
+    monkeypatch.setenv("GPUNET_MIRRORS", "http://127.0.0.1:9/")
+
+
+def refused(args: list[str], code: int = 2, text: str = "") -> str:
+    """Run the CLI and check it refused with one line, before doing any work."""
+    result = runner.invoke(app, args)
+    assert result.exit_code == code, result.output
+    assert "Traceback" not in result.output
+    assert "dataset:" not in result.stdout and "test accuracy" not in result.stdout, "it worked before refusing"
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert text in lines[0], lines[0]
+    return lines[0]
+
+
+def snapshot(directory: Path) -> dict[str, tuple[int, int, bytes | None]]:
+    """Every entry under `directory`: its type and device number, and a regular file's bytes."""
+    seen = {}
+    for root, dirs, files in os.walk(directory):
+        for name in dirs + files:
+            p = Path(root, name)
+            st = os.lstat(p)
+            data = p.read_bytes() if stat.S_ISREG(st.st_mode) else None
+            seen[str(p.relative_to(directory))] = (stat.S_IFMT(st.st_mode), st.st_rdev, data)
+    return seen
+
+
+def test_two_outputs_that_are_one_file_are_refused(tmp_path: Path) -> None:
+    c = tmp_path / "c.npz"
+    refused([*QUICK, "--checkpoint", str(c), "--json", str(c)], text="--json and --checkpoint are the same file")
+    refused([*QUICK, "--json", str(tmp_path / "r"), "--history", str(tmp_path / "r")], text="same file")
+    refused([*QUICK, "--json", str(tmp_path / "x" / ".." / "r"), "--plot", str(tmp_path / "r")], text="same file")
+    c.write_bytes(b"a file")
+    (tmp_path / "link.json").symlink_to(c)
+    os.link(c, tmp_path / "hard.csv")
+    refused([*QUICK, "--checkpoint", str(c), "--json", str(tmp_path / "link.json")], text="same file")
+    refused([*QUICK, "--checkpoint", str(c), "--history", str(tmp_path / "hard.csv")], text="same file")
+    assert c.read_bytes() == b"a file"
+    assert not list(tmp_path.glob(".*")), "no lock or temporary file is left behind"
+
+
+def test_an_output_that_is_an_input_is_refused(tmp_path: Path) -> None:
+    c = tmp_path / "c.npz"
+    assert runner.invoke(app, [*QUICK, "--checkpoint", str(c)]).exit_code == 0
+    before = snapshot(tmp_path)
+    refused([*QUICK, "--resume", str(c), "--history", str(c)], text="--history and --resume are the same file")
+    os.link(c, tmp_path / "c-again.npz")
+    before = snapshot(tmp_path)
+    refused(
+        [*QUICK, "--resume", str(c), "--checkpoint", str(tmp_path / "d.npz"), "--json", str(tmp_path / "c-again.npz")],
+        text="is the input --resume",
+    )
+    refused(["evaluate", str(c), "--json", str(c)], text="is the input the checkpoint")
+    image = tmp_path / "image.npy"
+    np.save(image, np.zeros((28, 28), dtype=np.uint8))
+    before = snapshot(tmp_path)
+    refused(["predict", str(c), str(image), "--json", str(image)], text="is the input image file")
+    assert snapshot(tmp_path) == before
+
+
+def test_an_output_over_a_dataset_file_is_refused_before_training(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    write_dataset(data)
+    before = snapshot(data)
+    result = runner.invoke(
+        app,
+        ["train", "--dataset", "mnist", "--data-dir", str(data), "--json", str(data / "train-images-idx3-ubyte.gz")],
+    )
+    assert result.exit_code == 2, result.output
+    assert "training" not in result.stdout
+    assert "--json" in result.stderr and "is the input dataset file" in result.stderr
+    assert snapshot(data) == before
+
+
+def test_resume_writes_back_to_its_own_checkpoint(tmp_path: Path) -> None:
+    c = tmp_path / "c.npz"
+    assert runner.invoke(app, [*QUICK, "--checkpoint", str(c)]).exit_code == 0
+    result = runner.invoke(app, ["train", "--resume", str(c), "--iterations", "30", "--json", str(tmp_path / "r.json")])
+    assert result.exit_code == 0, result.output
+    assert checkpoint.load(c).step == 30
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.npz", "r.json"]
+
+
+def make_special(kind: str, path: Path) -> None:
+    if kind == "character device":
+        if ROOT:
+            os.mknod(path, 0o666 | stat.S_IFCHR, os.makedev(1, 3))  # a real /dev/null
+        else:
+            path.symlink_to("/dev/null")  # as a user, the real one
+    elif kind == "directory":
+        path.mkdir()
+    elif kind == "FIFO":
+        os.mkfifo(path)
+    elif kind == "socket":
+        s = socket.socket(socket.AF_UNIX)
+        s.bind(str(path))
+        s.close()
+    elif kind == "symlink to a FIFO":
+        os.mkfifo(path.with_name("fifo"))
+        path.symlink_to(path.with_name("fifo"))
+
+
+@pytest.mark.parametrize(
+    ("kind", "option"),
+    [
+        ("character device", "--checkpoint"),
+        ("directory", "--json"),
+        ("FIFO", "--history"),
+        ("socket", "--plot"),
+        ("symlink to a FIFO", "--checkpoint"),
+        ("character device", "--json"),
+    ],
+)
+def test_a_target_that_is_not_a_regular_file_is_refused_and_left_alone(tmp_path: Path, kind: str, option: str) -> None:
+    target = tmp_path / "out.png"
+    make_special(kind, target)
+    before = snapshot(tmp_path)
+    line = refused([*QUICK, option, str(target)])
+    assert f"{option} " in line and ("is a " in line or "is the " in line or "refusing" in line)
+    assert snapshot(tmp_path) == before
+
+
+def test_dev_full_and_dev_null_are_never_replaced() -> None:
+    for device in ("/dev/full", "/dev/null"):
+        before = os.stat(device)
+        refused([*QUICK, "--json", device], text="is a character device")
+        after = os.stat(device)
+        assert stat.S_ISCHR(after.st_mode) and (after.st_ino, after.st_rdev) == (before.st_ino, before.st_rdev)
+
+
+def test_the_atomic_writer_refuses_to_replace_a_non_file_that_appears_while_it_writes(tmp_path: Path) -> None:
+    """The check at rename time: it cannot be raced by something created after the up-front checks."""
+    target = tmp_path / "r.json"
+    with pytest.raises(OSError, match="refusing to replace a FIFO"), atomic_file(target, "w") as f:
+        f.write("{}")
+        os.mkfifo(target)
+    assert stat.S_ISFIFO(os.lstat(target).st_mode)
+    assert os.listdir(tmp_path) == ["r.json"], "the temporary file is removed"
+
+
+def test_a_symlink_to_a_regular_file_is_written_through(tmp_path: Path) -> None:
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "latest.json").symlink_to(tmp_path / "runs" / "r.json")
+    assert runner.invoke(app, [*QUICK, "--json", str(tmp_path / "latest.json")]).exit_code == 0
+    assert (tmp_path / "latest.json").is_symlink() and (tmp_path / "runs" / "r.json").stat().st_size > 0
+
+
+def test_an_immutable_directory_is_refused_before_any_work(tmp_path: Path) -> None:
+    """chattr +i: a directory even root cannot write in (root ignores permission bits)."""
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    (locked / "old.json").write_text("{}")
+    if ROOT:
+        run_privileged("chattr", "+i", str(locked))
+    else:
+        locked.chmod(0o555)
+    try:
+        line = refused([*QUICK, "--json", str(locked / "r.json")], text="--json")
+        assert "cannot write in" in line and ("not permitted" in line or "denied" in line)
+        refused([*QUICK, "--json", str(locked / "sub" / "r.json")], text="cannot write in")
+        refused([*QUICK, "--json", str(locked / "old.json")])
+        assert os.listdir(locked) == ["old.json"] and (locked / "old.json").read_text() == "{}"
+    finally:
+        if ROOT:
+            run_privileged("chattr", "-i", str(locked))
+        else:
+            locked.chmod(0o755)
+
+
+def test_a_read_only_file_system_is_refused_before_any_work(tmp_path: Path) -> None:
+    with tmpfs(tmp_path / "ro", "1m", "ro") as ro:
+        refused([*QUICK, "--checkpoint", str(ro / "c.npz")], text="read-only file system")
+
+
+def test_missing_directories_are_created_and_removed_again_if_the_command_fails(tmp_path: Path) -> None:
+    assert runner.invoke(app, [*QUICK, "--json", str(tmp_path / "a" / "b" / "r.json")]).exit_code == 0
+    assert (tmp_path / "a" / "b" / "r.json").is_file()
+    missing = str(tmp_path / "no-such.npz")
+    result = runner.invoke(app, ["train", "--resume", missing, "--json", str(tmp_path / "x" / "y" / "r.json")])
+    assert result.exit_code == 1 and "no such checkpoint" in result.stderr
+    assert not (tmp_path / "x").exists()
+
+
+def test_a_checkpoint_held_by_a_running_trainer_is_refused_naming_it(tmp_path: Path) -> None:
+    c = tmp_path / "c.npz"
+    args = ["train", "--dataset", "synthetic", "--device", "cpu", "--iterations", "100000000", "--checkpoint", str(c)]
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    trainer = subprocess.Popen([sys.executable, "-m", "gpunet", *args], stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        for line in trainer.stdout:
+            if line.startswith("step"):
+                break  # training, so its outputs are claimed
+        line = refused([*QUICK, "--checkpoint", str(c)], code=1, text="is being written by another gpunet process")
+        assert f"(pid {trainer.pid})" in line
+        refused([*QUICK, "--json", str(tmp_path / "." / "c.npz")], code=1, text=f"(pid {trainer.pid})")
+        with pytest.raises(OutputInUse):
+            claim_outputs({"--json": c})
+    finally:
+        trainer.kill()  # kill -9: its lock file stays behind, and must not block anyone
+        trainer.communicate()
+    assert (tmp_path / ".c.npz.lock").exists()
+    result = runner.invoke(app, [*QUICK, "--checkpoint", str(c)])
+    assert result.exit_code == 0, result.output
+    assert [name for name in os.listdir(tmp_path) if name.startswith(".")] == []
+    assert checkpoint.load(c).step == 20
+
+
+def test_a_full_disk_is_reported_and_the_previous_checkpoint_survives(tmp_path: Path) -> None:
+    """A real ENOSPC, from a small tmpfs filled up: never a silent success."""
+    small = Trainer(TrainConfig(iterations=2, eval_every=2), numpy_synthetic(), numpy_device())
+    small.run()
+    with tmpfs(tmp_path / "full", "256k") as full:
+        path = full / "c.npz"
+        checkpoint.save(path, small)
+        before = path.read_bytes()
+        fill(full)
+        with pytest.raises(WriteFailed, match="no space left on device"):
+            checkpoint.save(path, small)
+        assert path.read_bytes() == before
+        assert sorted(os.listdir(full)) == ["c.npz", "filler"]
+
+
+def numpy_synthetic():
+    from gpunet import data
+
+    return data.synthetic(n_train=300, n_test=100)
+
+
+def test_claim_outputs_api(tmp_path: Path) -> None:
+    """The mechanism other commands use, directly: resolved paths, updates, inputs known later."""
+    a = tmp_path / "a.npz"
+    a.write_bytes(b"x")
+    with claim_outputs(
+        {"--checkpoint": a, "--json": None}, inputs={"--resume": a}, updates={"--checkpoint": "--resume"}
+    ) as c:
+        assert c.path("--checkpoint") == a.resolve() and c.existed["--checkpoint"]
+        assert (tmp_path / ".a.npz.lock").read_text().strip() == str(os.getpid())
+        with pytest.raises(OutputRefused, match="is the input the data"):
+            c.check_inputs({"the data": [tmp_path / "b", a]})
+    assert not (tmp_path / ".a.npz.lock").exists()
+    with pytest.raises(OutputRefused, match="same file"):
+        claim_outputs({"--json": a, "--history": a})
+    assert sorted(os.listdir(tmp_path)) == ["a.npz"]
+
+
+def test_signals_module_restores_handlers() -> None:
+    from gpunet import signals
+
+    before = {s: signal.getsignal(s) for s in signals.STOP_SIGNALS}
+    with signals.handling(), signals.deferred():
+        pass
+    assert {s: signal.getsignal(s) for s in signals.STOP_SIGNALS} == before
