@@ -289,3 +289,16 @@ def test_signals_module_restores_handlers() -> None:
     with signals.handling(), signals.deferred():
         pass
     assert {s: signal.getsignal(s) for s in signals.STOP_SIGNALS} == before
+
+
+def test_the_default_model_file_is_claimed_like_any_output(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """runs/<dataset>-<N>.npz is known only once the data is: it is checked and locked then."""
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(app, [*QUICK, "--json", "runs/synthetic-1.npz"])
+    assert result.exit_code == 2, result.output
+    assert "the model file and --json are the same file" in result.stderr
+    assert "test accuracy" not in result.stdout
+    assert not (tmp_path / "runs").exists(), "the placeholder, its lock and the directory made for it are removed"
+    result = runner.invoke(app, QUICK)
+    assert result.exit_code == 0, result.output
+    assert os.listdir(tmp_path / "runs") == ["synthetic-1.npz"]
