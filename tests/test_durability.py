@@ -15,7 +15,7 @@ from gpunet import files
 def test_the_temporary_file_is_flushed_and_synced_before_it_is_renamed(tmp_path: Path, monkeypatch) -> None:
     """A rename that reaches the disk before the data leaves an empty or short file after a power cut."""
     events = []
-    real_fsync, real_replace = os.fsync, os.replace
+    real_fsync, real_replace, real_link = os.fsync, os.replace, os.link
     payload = b"x" * 100_000  # more than a buffer: nothing may still sit in Python's
 
     def recording_fsync(fd: int) -> None:
@@ -23,16 +23,21 @@ def test_the_temporary_file_is_flushed_and_synced_before_it_is_renamed(tmp_path:
         real_fsync(fd)
 
     def recording_replace(src, dst) -> None:
-        events.append(("replace", Path(dst).name))
+        events.append(("rename", Path(dst).name))
         real_replace(src, dst)
+
+    def recording_link(src, dst) -> None:  # how a new name is claimed without replacing anything
+        events.append(("rename", Path(dst).name))
+        real_link(src, dst)
 
     monkeypatch.setattr(files.os, "fsync", recording_fsync)
     monkeypatch.setattr(files.os, "replace", recording_replace)
+    monkeypatch.setattr(files.os, "link", recording_link)
     target = tmp_path / "out.bin"
     with files.atomic_file(target) as f:
         f.write(payload)
         f.write(b"tail")  # still in the buffer until flushed
-    assert events[:2] == [("fsync", len(payload) + 4), ("replace", "out.bin")]
+    assert events[:2] == [("fsync", len(payload) + 4), ("rename", "out.bin")]
     assert target.read_bytes() == payload + b"tail"
 
 
