@@ -246,3 +246,110 @@ def test_records_and_checkpoints_land_on_exactly_their_steps(
     again.steps_done = iterations
     assert again.evaluate() == final
     assert result.summary()["iterations"] == iterations and result.summary()["final_loss"] == final.loss
+
+
+# --- exact words and numbers: what a user reads, pinned (mutation testing found them loose) -------
+
+
+@pytest.mark.parametrize(
+    ("bad", "message"),
+    [
+        ({"hidden": (16, 0)}, "hidden layer sizes must be positive, got 16,0"),
+        ({"optimizer": "sgd"}, "unknown optimizer 'sgd': choose one of gd, momentum, adam"),
+        ({"lr": float("inf")}, "the learning rate must be a positive number, got inf"),
+        ({"lr": 0.0}, "the learning rate must be a positive number, got 0.0"),
+        ({"iterations": -1}, "iterations must be 0 or more, got -1"),
+        ({"batch_size": 0}, "the batch size must be at least 1, got 0"),
+        ({"dtype": "float16"}, "unknown dtype 'float16': choose float32 or float64"),
+        ({"eval_every": 0}, "--eval-every must be at least 1, got 0"),
+        ({"seed": -1}, "the seed must be 0 or more, got -1"),
+    ],
+    ids=str,
+)
+def test_each_refusal_says_what_and_why(bad: dict, message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        TrainConfig(**bad).validate()
+    assert str(caught.value) == message
+
+
+@pytest.mark.parametrize(
+    "edge", [{"hidden": (1,)}, {"lr": 1e-300}, {"iterations": 0}, {"batch_size": 1}, {"eval_every": 1}, {"seed": 0}]
+)
+def test_the_smallest_sensible_settings_are_accepted(edge: dict) -> None:
+    TrainConfig(**edge).validate()
+
+
+@pytest.mark.parametrize(
+    ("text", "sizes"), [("16,16", (16, 16)), (" 32 , 8 ,", (32, 8)), ("1", (1,)), ("", ()), (",", ())]
+)
+def test_parse_hidden(text: str, sizes: tuple) -> None:
+    assert train_module.parse_hidden(text) == sizes
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("16,x", "--hidden takes comma-separated layer sizes such as 16,16, got '16,x'"),
+        ("16,0", "hidden layer sizes must be positive, got '16,0'"),
+        ("-3", "hidden layer sizes must be positive, got '-3'"),
+    ],
+)
+def test_parse_hidden_refusals(text: str, message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        train_module.parse_hidden(text)
+    assert str(caught.value) == message
+
+
+@pytest.mark.parametrize(
+    ("n", "text"),
+    [
+        (0, "0 B"),
+        (999, "999 B"),
+        (1000, "1 kB"),
+        (1_234_567, "1.23 MB"),
+        (1_001_000, "1 MB"),
+        (2.5e9, "2.5 GB"),
+        (3e12, "3 TB"),
+        (1.234e18, "1,234 PB"),
+    ],
+)
+def test_byte_size(n: float, text: str) -> None:
+    assert train_module.byte_size(n) == text
+
+
+def test_the_summary_holds_the_final_record_and_the_settings(small: data.Dataset) -> None:
+    config = TrainConfig(hidden=(8,), optimizer="momentum", lr=0.02, iterations=3, batch_size=100, seed=4, eval_every=2)
+    result = train(config, small, numpy_device())
+    final = result.history[-1]
+    assert result.summary() == {
+        "test_accuracy": final.test_accuracy,
+        "train_accuracy": final.train_accuracy,
+        "final_loss": final.loss,
+        "iterations": 3,
+        "train_seconds": result.train_seconds,
+        "device": "cpu",
+        "dataset": "synthetic",
+        "hidden": [8],
+        "optimizer": "momentum",
+        "lr": 0.02,
+        "dtype": "float32",
+        "seed": 4,
+        "batch_size": 100,
+        "eval_every": 2,
+        "history": [
+            {
+                "iteration": r.iteration,
+                "loss": r.loss,
+                "train_accuracy": r.train_accuracy,
+                "test_accuracy": r.test_accuracy,
+            }
+            for r in result.history
+        ],
+    }
+    assert [r.iteration for r in result.history] == [0, 2, 3] and result.train_seconds > 0
+
+
+@pytest.mark.parametrize(("batch_size", "rows"), [(None, 600), (250, 250), (1000, 600)])
+def test_the_source_describes_its_schedule_for_the_rows_of_a_step(small: data.Dataset, batch_size, rows) -> None:
+    trainer = Trainer(TrainConfig(iterations=1, batch_size=batch_size), small, numpy_device())
+    assert trainer.source.describe() == trainer.engine.describe(rows)
