@@ -174,3 +174,28 @@ def test_math_modules_import_neither_numpy_nor_cupy(module: str) -> None:
         node.module.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module
     }
     assert not imported & {"numpy", "cupy"}
+
+
+def test_float32_in_float32_out() -> None:
+    """Every gradient keeps the parameters' dtype: a float64 bias gradient would upcast the whole flat vector."""
+    rng = np.random.default_rng(3)
+    params = he_normal([12, 6, 5, 4], seed=1, dtype="float32")
+    x = rng.random((9, 12), dtype=np.float32)
+    targets = np.eye(4, dtype=np.float32)[rng.integers(0, 4, 9)]
+    loss, grads = model.gradient_sums(params, x, targets)
+    assert loss.dtype == np.float32 and [g.dtype for g in grads] == [np.float32] * 6
+    assert model.column_sums(x).dtype == np.float32
+
+
+def test_each_sample_is_shifted_by_its_own_maximum() -> None:
+    """One sample's logits near 1000 must not underflow another's softmax: the shift is per sample, not global."""
+    w = np.zeros((2, 3))
+    w[0] = [1000.0, 0.0, 0.0]  # the first input drives class 0's logit to 1000
+    params = [w, np.array([0.0, 1.0, 2.0])]
+    x = np.array([[1.0, 0.0], [0.0, 1.0]])
+    targets = np.eye(3)[[0, 2]]
+    loss, grads = model.gradient_sums(params, x, targets)
+    one_by_one = [model.gradient_sums(params, x[i : i + 1], targets[i : i + 1]) for i in range(2)]
+    assert np.isfinite(loss) and loss == pytest.approx(sum(part[0] for part in one_by_one))
+    for k, g in enumerate(grads):
+        np.testing.assert_allclose(g, one_by_one[0][1][k] + one_by_one[1][1][k])
