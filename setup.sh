@@ -7,7 +7,8 @@
 #   ./setup.sh --dev    the package with the test tools (pytest, array-api-strict, ruff, ...)
 #   ./setup.sh --bench  the package with PyTorch's CPU build and matplotlib, for `gpunet bench`
 #                       (from $GPUNET_TORCH_INDEX, by default https://download.pytorch.org/whl/cpu)
-#   ./setup.sh --cuda   the package with cupy for NVIDIA GPUs
+#   ./setup.sh --cuda   the package with cupy for NVIDIA GPUs (CUDA 12 driver)
+#   ./setup.sh --cuda13 the same for a CUDA 13 driver
 set -eu
 cd "$(dirname "$0")"
 
@@ -18,9 +19,17 @@ for arg in "$@"; do
     --dev) extras="${extras:+$extras,}dev" ;;
     --cuda) extras="${extras:+$extras,}cuda" ;;
     --bench) extras="${extras:+$extras,}bench"; bench=1 ;;
-    *) echo "setup.sh: unknown option $arg (use --dev, --bench and/or --cuda)" >&2; exit 2 ;;
+    --cuda13) extras="${extras:+$extras,}cuda13" ;;
+    *) echo "setup.sh: unknown option $arg (use --dev, --bench, --cuda or --cuda13)" >&2; exit 2 ;;
   esac
 done
+case ",$extras," in
+  *,dev,*) case ",$extras," in *,cuda,*)
+    # --dev brings cupy-cuda13x for the kernel checks, and two cupy builds cannot share an environment.
+    echo "setup.sh: --dev installs cupy-cuda13x, which cannot sit beside --cuda's cupy-cuda12x; use --dev --cuda13" >&2
+    exit 2 ;;
+  esac ;;
+esac
 
 [ -x .venv/bin/python ] || python3 -m venv .venv
 # -qq: errors only (pip's warnings about unusable index locations are noise here).

@@ -104,6 +104,14 @@ class fusable:  # lower case: it is used as a decorator
     of twelve. On numpy and array-api-strict the function runs operation by
     operation, so its CPU results are exactly those of the unfused code, and
     `tests/test_gpu.py` checks the fused kernels against it.
+
+    The rule for its body: no arithmetic between two scalars (Python numbers
+    or scalar arguments), such as `(1 - beta) * g`. cupy's fusion tracer types
+    such an operation itself and picks float16, silently, in float32 and
+    float64 runs alike; compute the coefficient on the host and pass it in.
+    An operation between an array and a scalar is fine: the scalar is cast to
+    the array's dtype. `tests/test_kernels.py` traces every fusable function
+    with cupy's tracer, without a GPU, and enforces this.
     """
 
     enabled = os.environ.get("GPUNET_FUSE", "1") != "0"  # benchmarks compare fused and unfused steps

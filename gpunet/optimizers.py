@@ -33,16 +33,19 @@ def adam_update(
     m: Array,
     v: Array,
     beta1: float,
+    one_minus_beta1: float,
     beta2: float,
+    one_minus_beta2: float,
     step_size: float,
     v_scale: float,
     eps: float,
     xp: Any,
 ) -> None:
+    # 1 - beta is computed on the host and passed in: see the rule in gpunet.backend.fusable.
     m *= beta1
-    m += (1 - beta1) * g
+    m += one_minus_beta1 * g
     v *= beta2
-    v += (1 - beta2) * (g * g)
+    v += one_minus_beta2 * (g * g)
     p -= step_size * m / (xp.sqrt(v) * v_scale + eps)
 
 
@@ -92,7 +95,8 @@ class Adam(GD):
         step_size = self.lr / (1 - self.beta1**self.steps)
         v_scale = 1 / (1 - self.beta2**self.steps) ** 0.5
         m, v = self.slots["m"], self.slots["v"]
-        adam_update(params, grads, m, v, self.beta1, self.beta2, step_size, v_scale, self.eps)
+        b1, b2 = self.beta1, self.beta2
+        adam_update(params, grads, m, v, b1, 1 - b1, b2, 1 - b2, step_size, v_scale, self.eps)
 
 
 OPTIMIZERS = {"gd": GD, "momentum": Momentum, "adam": Adam}

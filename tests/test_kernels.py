@@ -1,0 +1,190 @@
+"""Every cupy kernel gpunet fuses, checked without a GPU, with the cupy the GPU machine runs.
+
+For each `fusable` function in the package (found by walking it, so a new one
+cannot be left out), in float32 and float64, with the very arguments a real
+training step gives it (the full 60000-row batch and a 1000-row mini-batch,
+the transposed views included), recorded on numpy and re-created as cupy
+arrays over memory that is never touched:
+- cupy's fusion tracer turns it into one kernel, elementwise or a reduction
+  as its result says (a result smaller than its inputs is a reduction);
+- every operation's loop is in the run's float dtype: no float16 (what cupy
+  picks for arithmetic between two scalars), no float64 in a float32 run;
+- no operation has only scalar inputs (the rule in gpunet.backend.fusable);
+- NVRTC compiles the generated CUDA source for compute_90;
+- the traced operations, run by numpy in the dtypes cupy chose, give what
+  the unfused function gives on numpy.
+The CuPy internals this needs live in tests/cupy_fusion.py.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import pkgutil
+from typing import Any
+
+import array_api_compat.numpy as compat_numpy
+import numpy as np
+import pytest
+
+import gpunet
+from gpunet import data
+from gpunet.backend import fusable, resolve_device
+from gpunet.engine import LocalEngine
+from gpunet.optimizers import OPTIMIZERS, make_optimizer
+from gpunet.train import DTYPES, TrainConfig, Trainer
+from tests import cupy_fusion
+from tests.conftest import FASHION_DIR
+
+MINI_BATCH = 1000
+
+
+def package_fusables() -> dict[str, fusable]:
+    """Every fusable function defined anywhere in gpunet, by name."""
+    found: dict[str, fusable] = {}
+    for module in pkgutil.iter_modules(gpunet.__path__):
+        if module.name == "__main__":  # running it is the CLI
+            continue
+        for value in vars(importlib.import_module(f"gpunet.{module.name}")).values():
+            if isinstance(value, fusable):
+                found[value.__name__] = value
+    return found
+
+
+FUSABLES = package_fusables()
+
+
+def kept(a: Any) -> Any:
+    """A copy with the same memory layout (a transposed view stays transposed)."""
+    if not isinstance(a, np.ndarray):
+        return a
+    copy = np.array(a, order="K", copy=True)
+    assert copy.strides == a.strides, f"recording changed an argument's layout: {a.strides} -> {copy.strides}"
+    return copy
+
+
+@functools.cache
+def step_calls(dtype: str) -> dict[str, dict[tuple, tuple[Any, ...]]]:
+    """name -> {argument layout: arguments} of every fusable call in real steps on numpy.
+
+    The trainer runs the GPU's schedule (the whole batch as one chunk), each
+    update rule's second step (Adam's state no longer zero), then mini-batches.
+    """
+    calls: dict[str, dict[tuple, tuple[Any, ...]]] = {}
+    real_call = fusable.__call__
+
+    def recording(self: fusable, *args: Any) -> Any:
+        layout = tuple((a.shape, a.strides) if isinstance(a, np.ndarray) else type(a) for a in args)
+        calls.setdefault(self.__name__, {}).setdefault(layout, tuple(kept(a) for a in args))
+        return real_call(self, *args)
+
+    fashion = data.load("fashion-mnist", data_dir=FASHION_DIR, offline=True)
+    trainer = Trainer(TrainConfig(dtype=dtype, eval_every=1000), fashion, resolve_device("cpu"))
+    trainer.source.engine = LocalEngine(None, 1)
+    try:
+        for batch_size in (None, MINI_BATCH):
+            trainer.source.order.batch_size = batch_size
+            for name in OPTIMIZERS:
+                trainer.optimizer = make_optimizer(name, trainer.flat_params, 0.001)
+                trainer.step()
+                fusable.__call__ = recording
+                try:
+                    trainer.step()
+                finally:
+                    fusable.__call__ = real_call
+    finally:
+        trainer.close()
+    return calls
+
+
+def cases(dtype: str, name: str) -> list[tuple[Any, ...]]:
+    recorded = step_calls(dtype).get(name)
+    assert recorded, f"{name} is not called by a training step; record the calls that use it in step_calls()"
+    return list(recorded.values())
+
+
+@functools.cache
+def traced(dtype: str, name: str, index: int) -> cupy_fusion.Traced:
+    cupy = cupy_fusion.import_cupy()
+    fn = FUSABLES[name].fn
+    args = cases(dtype, name)[index]
+    return cupy_fusion.trace(lambda *a: fn(*a, xp=cupy), cupy_fusion.stand_ins(args), f"gpunet_{name}")
+
+
+def each_case(dtype: str, name: str) -> list[tuple[tuple[Any, ...], cupy_fusion.Traced]]:
+    return [(args, traced(dtype, name, i)) for i, args in enumerate(cases(dtype, name))]
+
+
+def shapes(args: tuple[Any, ...]) -> str:
+    return ", ".join(str(a.shape) if isinstance(a, np.ndarray) else type(a).__name__ for a in args)
+
+
+all_kernels = pytest.mark.parametrize(
+    ("dtype", "name"), [(d, n) for d in DTYPES for n in sorted(FUSABLES)], ids=lambda v: v
+)
+
+
+def test_the_package_has_the_fusable_functions_we_expect() -> None:
+    # Found by walking the package; each one below is then checked in each dtype.
+    assert len(FUSABLES) >= 8, sorted(FUSABLES)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_every_fusable_function_runs_in_a_training_step_at_both_batch_sizes(dtype: str) -> None:
+    calls = step_calls(dtype)
+    assert sorted(calls) == sorted(FUSABLES)
+    sizes = {n for per_layout in calls.values() for args in per_layout.values() for a in args for n in np.shape(a)}
+    assert {60000, MINI_BATCH} <= sizes  # the full batch and a mini-batch
+
+
+@all_kernels
+def test_becomes_one_kernel_of_the_intended_kind(dtype: str, name: str) -> None:
+    for args, t in each_case(dtype, name):
+        unfused = FUSABLES[name].fn(*(kept(a) for a in args), xp=compat_numpy)
+        broadcast = np.broadcast_shapes(*(a.shape for a in args if isinstance(a, np.ndarray)))
+        intended = "reduction" if unfused is not None and np.shape(unfused) != broadcast else "elementwise"
+        assert t.kind == intended, f"{name}({shapes(args)}): traced as {t.kind}, meant as {intended}"
+        assert type(t.kernel).__name__ == {"elementwise": "ElementwiseKernel", "reduction": "ReductionKernel"}[t.kind]
+
+
+@all_kernels
+def test_every_operation_runs_in_the_input_dtype(dtype: str, name: str) -> None:
+    for args, t in each_case(dtype, name):
+        wrong = [str(op) for op in t.ops if any(d != np.dtype(dtype) for d in op.dtypes)]
+        assert not wrong, f"{name}({shapes(args)}) in {dtype}: {wrong}"
+
+
+@all_kernels
+def test_no_arithmetic_between_scalars(dtype: str, name: str) -> None:
+    # The rule of gpunet.backend.fusable: such operations are typed by cupy's tracer, as float16.
+    for _args, t in each_case(dtype, name):
+        found = [str(op) for op in t.scalar_only_ops()]
+        assert not found, f"{name}: compute these on the host and pass them in: {found}"
+
+
+@all_kernels
+def test_generated_source_compiles_for_compute_90(dtype: str, name: str) -> None:
+    for _args, t in each_case(dtype, name):
+        code = cupy_fusion.source(t)
+        assert f"gpunet_{name}" in code
+        ptx = cupy_fusion.compile_ptx(code)  # raises with NVRTC's log
+        assert f".entry gpunet_{name}" in ptx and ".target sm_90" in ptx
+
+
+@all_kernels
+def test_traced_operations_compute_what_the_unfused_function_does(dtype: str, name: str) -> None:
+    # The same operations in the same dtypes: equal to a few units in the last place (they agree
+    # exactly with numpy 2.4); Adam's coefficients in float16 were off by 1e-5.
+    tolerance = {"float32": 5e-7, "float64": 1e-14}[dtype]
+    for args, t in each_case(dtype, name):
+        fused_args, plain_args = [kept(a) for a in args], [kept(a) for a in args]
+        fused = cupy_fusion.evaluate(t, tuple(fused_args))
+        plain = FUSABLES[name].fn(*plain_args, xp=compat_numpy)
+        pairs = [(fused, plain), *zip(fused_args, plain_args)]  # the result and the arguments updated in place
+        for got, want in pairs:
+            if want is None or not hasattr(want, "dtype"):
+                continue
+            assert np.asarray(got).dtype == np.asarray(want).dtype
+            scale = max(float(np.max(np.abs(want))), np.finfo(want.dtype).tiny)
+            error = float(np.max(np.abs(np.asarray(got) - want))) / scale
+            assert error <= tolerance, f"{name}({shapes(args)}) in {dtype}: off by {error:.2e} of its largest value"
