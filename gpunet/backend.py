@@ -103,7 +103,9 @@ class fusable:  # lower case: it is used as a decorator
     arithmetic: the dozen operations of an Adam update are one launch instead
     of twelve. On numpy and array-api-strict the function runs operation by
     operation, so its CPU results are exactly those of the unfused code, and
-    `tests/test_gpu.py` checks the fused kernels against it.
+    `tests/test_gpu.py` checks the fused kernels against it. On cupy, `xp` is
+    the raw cupy module, fused or not: the body may only use what both raw
+    cupy and the array API have.
 
     The rule for its body: no arithmetic between two scalars (Python numbers
     or scalar arguments), such as `(1 - beta) * g`. cupy's fusion tracer types
@@ -126,7 +128,11 @@ class fusable:  # lower case: it is used as a decorator
 
     def __call__(self, *args: Any) -> Any:
         xp = array_namespace(next(a for a in args if hasattr(a, "shape")))
-        if fusable.enabled and is_cupy_namespace(xp) and self._kernel() is not False:
+        if not is_cupy_namespace(xp):
+            return self.fn(*args, xp=xp)
+        import cupy
+
+        if fusable.enabled and self._kernel() is not False:
             if self._proven:
                 return self._fused(*args)
             try:  # the first call traces and compiles; nothing has run on the device if that fails
@@ -136,7 +142,10 @@ class fusable:  # lower case: it is used as a decorator
             else:
                 self._proven = True
                 return result
-        return self.fn(*args, xp=xp)
+        # Unfused, still with the raw module, as the tracer has it: array-api-compat's
+        # cupy sign() assigns through a boolean mask, which reads the mask's count back
+        # to the host, a device sync in every ReLU backward.
+        return self.fn(*args, xp=cupy)
 
     def _kernel(self) -> Any:
         if self._fused is None:

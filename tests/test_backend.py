@@ -213,3 +213,37 @@ def test_a_function_cupy_cannot_fuse_runs_unfused_with_one_warning(monkeypatch: 
     np.testing.assert_array_equal(halve(np.arange(2.0)), [0.0, 0.5])  # no second attempt, no second warning
     assert calls == ["gpunet_halve"]
     assert fusable.fallbacks == {"halve": "NotImplementedError: no such ufunc in fusion"}
+
+
+def test_unfused_on_cupy_the_function_still_gets_the_raw_module(monkeypatch: pytest.MonkeyPatch) -> None:
+    # array-api-compat's cupy sign() assigns through a boolean mask, which reads the mask's count back
+    # to the host: a device sync per ReLU backward. So the unfused path (GPUNET_FUSE=0, or a function
+    # cupy could not fuse) runs with the raw cupy module too, like the fused tracer.
+    def fuse(kernel_name: str):
+        def compile_(fn):
+            def refuse(*args):
+                raise NotImplementedError("cannot fuse")
+
+            return refuse
+
+        return compile_
+
+    stand_in = types.ModuleType("cupy")
+    stand_in.fuse = fuse
+    monkeypatch.setitem(sys.modules, "cupy", stand_in)
+    monkeypatch.setattr(backend, "is_cupy_namespace", lambda xp: True)
+    monkeypatch.setattr(fusable, "fallbacks", {})
+    seen = []
+
+    @fusable
+    def double(a, xp):
+        seen.append(xp)
+        return a * 2
+
+    monkeypatch.setattr(fusable, "enabled", False)
+    double(np.ones(2))
+    monkeypatch.setattr(fusable, "enabled", True)
+    with pytest.warns(UserWarning, match="could not fuse double"):
+        double(np.ones(2))  # refused: from now on unfused
+    np.testing.assert_array_equal(double(np.ones(2)), [2.0, 2.0])
+    assert seen == [stand_in] * 3
