@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,18 @@ import pytest
 from gpunet.backend import Device, resolve_device
 from gpunet.errors import DeviceError
 
-FASHION_DIR = "/usr/share/datasets/fashion-mnist"
+
+def fashion_dir() -> str:
+    """Fashion-MNIST for the tests: $GPUNET_DATA where set (a lent GPU machine has no Debian copy),
+    directly or in its fashion-mnist/ folder, as gpunet looks there; else Debian's."""
+    root = os.environ.get("GPUNET_DATA")
+    if not root:
+        return "/usr/share/datasets/fashion-mnist"
+    folder = os.path.join(root, "fashion-mnist")
+    return folder if os.path.isdir(folder) else root
+
+
+FASHION_DIR = fashion_dir()
 
 
 @functools.cache
