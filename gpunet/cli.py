@@ -59,7 +59,7 @@ from gpunet.options import (
     SeedOpt,
     WorkersOpt,
 )
-from gpunet.report import Reporter, safe_output, stderr_line
+from gpunet.report import Reporter, forgiving_output, safe_output, stderr_line
 from gpunet.train import DeviceData, Record, TrainConfig, Trainer, TrainResult, check_fits, parse_hidden
 
 # Typer bundles its own click in recent releases and uses the public one in
@@ -80,7 +80,8 @@ class _OneLineErrors(TyperGroup):
     ) -> Any:
         safe_output()
         try:
-            with signals.handling():  # Ctrl-C, SIGTERM and SIGHUP unwind cleanly, never mid-file
+            # Ctrl-C, SIGTERM and SIGHUP unwind cleanly, never mid-file; a closed terminal loses no run.
+            with signals.handling(), forgiving_output():
                 code = super().main(
                     args=args,
                     prog_name=prog_name or "gpunet",
@@ -106,6 +107,8 @@ class _OneLineErrors(TyperGroup):
             stderr_line("error: aborted")
             code = 1
         code = code if isinstance(code, int) else 0
+        with forgiving_output():  # what is still buffered, written now or dropped if the terminal is gone
+            sys.stdout.flush()
         if standalone_mode:
             sys.exit(code)
         return code

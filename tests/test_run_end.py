@@ -9,11 +9,14 @@ Temporary files of a killed process are removed by the next write to the same fi
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import select
 import signal
 import subprocess
 import sys
+import termios
 import time
 from pathlib import Path
 
@@ -235,3 +238,32 @@ def test_which_temporary_files_are_stale(tmp_path: Path) -> None:
     os.utime(tmp_path / f".c.npz.{me}-{host}.old999.tmp", (two_days_ago, two_days_ago))
     files.remove_stale_temporaries(tmp_path / "c.npz")
     assert {name: (tmp_path / name).exists() for name in names} == names
+
+
+def test_a_closed_terminal_saves_the_run_and_exits_129(tmp_path: Path) -> None:
+    """A real terminal (a pty the run controls) closed under it: SIGHUP, then every write to it fails."""
+    c, log = tmp_path / "c.npz", tmp_path / "stderr"
+    master, slave = os.openpty()
+    args = ["--dataset", "synthetic", "--device", "cpu", "--iterations", "100000000", "--eval-every", "5"]
+    with open(log, "w") as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "gpunet", "train", *args, "--checkpoint", str(c)],
+            stdin=slave,
+            stdout=slave,
+            stderr=err,
+            env={**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache"), "TERM": "xterm"},
+            start_new_session=True,
+            preexec_fn=lambda: fcntl.ioctl(0, termios.TIOCSCTTY, 0),  # the pty becomes its terminal
+        )
+    os.close(slave)
+    seen, deadline = b"", time.monotonic() + 120
+    while b"training loss" not in seen and time.monotonic() < deadline:
+        if select.select([master], [], [], 1)[0]:
+            seen += os.read(master, 4096)
+    assert b"training loss" in seen, seen  # the progress bar shows an evaluation: the loop runs
+    os.close(master)  # the terminal is gone
+    assert proc.wait(timeout=120) == 129
+    lines = error_lines(log.read_text())
+    assert len(lines) == 1 and lines[0].startswith("error: interrupted by SIGHUP"), lines
+    assert f"checkpoint written to {c}" in lines[0], lines
+    assert checkpoint.load(c).step >= 0 and leftovers(tmp_path) == []
