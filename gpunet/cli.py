@@ -791,7 +791,7 @@ def download_command(
     found, _ = data.locate(spec, data_dir)
     if found is None:  # into --data-dir where given, else the cache
         with out.downloads():
-            found = data.fetch(spec, out.download_progress, data_dir / spec.name if data_dir else None)
+            found = data.fetch(spec, out.download_progress, data_dir / spec.name if data_dir else None, out.say)
     ds = data.load_dir(spec, found)
     state = (
         "verified against published checksums" if ds.verified else "format-checked (no published checksum covers it)"
