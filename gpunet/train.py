@@ -76,10 +76,11 @@ def check_fits(config: TrainConfig, sizes: list[int], device: Device) -> None:
 
 def byte_size(n: float) -> str:
     """1234567 -> '1.23 MB'."""
-    for unit in ("B", "kB", "MB", "GB", "TB"):
+    for unit in ("B", "kB", "MB", "GB", "TB", "PB"):
         if n < 1000:
             return f"{n:.3g} {unit}"
-        n /= 1000
+        if unit != "PB":
+            n /= 1000
     return f"{n:,.0f} PB"
 
 
