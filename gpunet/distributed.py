@@ -314,6 +314,7 @@ class DaskSource:
         self.client, self.cluster = connect(scheduler, workers)
         self.samples = samples or len(dataset.train_images)
         self.failed: str | None = None  # why the cluster can no longer finish a step, once it cannot
+        self.stopped: int | None = None  # the signal for which a wait on the cluster was given up
         addresses = sorted(self._workers())
         if not addresses:
             self.close()
@@ -352,6 +353,8 @@ class DaskSource:
 
         if self.failed:
             raise EngineError(self.failed)
+        if self.stopped is not None:  # a stop already gave up on this cluster: no more waiting on it
+            raise StepAbandoned(self.stopped)
         workerless_since = None
         try:
             while True:
@@ -360,8 +363,9 @@ class DaskSource:
                     break
                 except TimeoutError:
                     pass
-                if stop_requested():
-                    raise StepAbandoned()
+                self.stopped = stop_requested()
+                if self.stopped is not None:
+                    raise StepAbandoned(self.stopped)
                 if self._workers():
                     workerless_since = None
                 elif workerless_since is None:
