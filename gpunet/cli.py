@@ -60,7 +60,7 @@ from gpunet.options import (
     WorkersOpt,
 )
 from gpunet.report import Reporter, forgiving_output, safe_output, stderr_line
-from gpunet.train import DeviceData, Record, TrainConfig, Trainer, TrainResult, check_fits, parse_hidden
+from gpunet.train import DeviceData, Record, TrainConfig, Trainer, TrainResult, byte_size, check_fits, parse_hidden
 
 # Typer bundles its own click in recent releases and uses the public one in
 # older ones; the base class of its exceptions is found either way.
@@ -511,6 +511,7 @@ def bench_command(
     config = TrainConfig(parse_hidden(hidden), optimizer, lr, iterations, batch_size, dtype, seed, eval_every)
     settings = bench.BenchSettings(config, target_accuracy, warmup, timed_steps, repeats)
     settings.validate()
+    check_fits(config, [data.IMAGE_PIXELS, *config.hidden, data.NUM_CLASSES], resolve_device("cpu"))  # host memory
     if plot:
         from gpunet import plots
 
@@ -582,6 +583,16 @@ def bench_dask_command(
         sizes = tuple(int(n) for n in dask_samples.split(","))
     except ValueError:
         raise ConfigError(f"--dask-samples takes comma-separated sizes, got '{dask_samples}'") from None
+    if not sizes or min(sizes) < 1:
+        raise ConfigError(f"--dask-samples sizes must be at least 1, got '{dask_samples}'")
+    if scheduler is None:  # a local cluster holds every shard in this machine's memory
+        host = resolve_device("cpu")
+        needed = max(sizes) * data.IMAGE_PIXELS * (1 + np.dtype(settings.config.dtype).itemsize)
+        if needed > host.memory_bytes():
+            raise ConfigError(
+                f"--dask-samples {max(sizes):,}: the shards would need {byte_size(needed)} on a local cluster, "
+                f"more than the {byte_size(host.memory_bytes())} of memory here"
+            )
     out = Reporter()
     ds = load_dataset(dataset, data_dir, offline, out)
     outputs.check_inputs({"dataset file": ds.files})
@@ -794,7 +805,7 @@ def download_command(
     found, _ = data.locate(spec, data_dir)
     if found is None:  # into --data-dir where given, else the cache
         with out.downloads():
-            found = data.fetch(spec, out.download_progress, data_dir / spec.name if data_dir else None)
+            found = data.fetch(spec, out.download_progress, data_dir / spec.name if data_dir else None, out.say)
     ds = data.load_dir(spec, found)
     state = (
         "verified against published checksums" if ds.verified else "format-checked (no published checksum covers it)"

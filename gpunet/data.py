@@ -257,14 +257,17 @@ def load_dir(spec: DatasetSpec, directory: Path) -> Dataset:
 
 
 def fetch(
-    spec: DatasetSpec, progress: Callable[[str], Progress | None] | None = None, target: Path | None = None
+    spec: DatasetSpec,
+    progress: Callable[[str], Progress | None] | None = None,
+    target: Path | None = None,
+    say: Callable[[str], None] = lambda _: None,
 ) -> Path:
     """Download whatever of `spec` `target` (by default the cache) lacks; returns that directory."""
     target = target or cache_dir() / spec.name
     for f in spec.files:
         if _file_in(target, f) is None:
             urls = [base + f.name + ".gz" for base in mirrors(spec)]
-            download(urls, target / f"{f.name}.gz", f.gz_sha256, progress(f.name) if progress else None)
+            download(urls, target / f"{f.name}.gz", f.gz_sha256, progress(f.name) if progress else None, say=say)
     return target
 
 
@@ -304,7 +307,7 @@ def load(
         if offline:
             raise _not_found(spec, searched, "--offline forbids downloading")
         try:
-            found = fetch(spec, progress)
+            found = fetch(spec, progress, say=say)
         except DatasetError as e:
             raise _not_found(spec, searched, str(e)) from e
     return load_dir(spec, found)

@@ -19,9 +19,11 @@ Dask (`pip install 'gpunet[dist]'`) is imported only here.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -36,9 +38,14 @@ from gpunet.backend import Device, resolve_device, to_numpy
 from gpunet.engine import CPU_CHUNK_ROWS, LocalEngine
 from gpunet.errors import ConfigError, GpunetError, StepFailed
 from gpunet.flat import flatten
+from gpunet.signals import stop_requested
+from gpunet.train import StepAbandoned
 
 Array = Any
-CONNECT_TIMEOUT_S = 5
+# Every wait on the cluster has a deadline (seconds; module constants so tests can shorten them).
+CONNECT_TIMEOUT_S = 5  # to reach the scheduler and hear its handshake, or any answer from it later
+WORKERLESS_TIMEOUT_S = 30  # a cluster without a single worker for this long cannot finish the step
+POLL_S = 0.25  # how often a wait for a step looks at the cluster and at Ctrl-C
 
 
 class EngineError(StepFailed):
@@ -225,10 +232,12 @@ def connect(scheduler: str | None, workers: int) -> tuple[Any, Any]:
         raise EngineError("--engine dask needs Dask: pip install 'gpunet[dist]'") from None
     if scheduler:
         try:
+            _handshake(scheduler)
             return Client(scheduler, timeout=f"{CONNECT_TIMEOUT_S}s"), None
         except (OSError, TimeoutError, ValueError) as e:  # ValueError: a malformed address
+            why = str(e) or "it accepted the connection but did not answer as a Dask scheduler"
             raise EngineError(
-                f"cannot reach the Dask scheduler at {scheduler} within {CONNECT_TIMEOUT_S} s ({e})"
+                f"cannot reach the Dask scheduler at {scheduler} within {CONNECT_TIMEOUT_S} s ({why})"
             ) from None
     check_workers(workers)
     import dask
@@ -243,6 +252,37 @@ def connect(scheduler: str | None, workers: int) -> tuple[Any, Any]:
             silence_logs=logging.ERROR,
         )
     return Client(cluster), cluster
+
+
+def _handshake(address: str) -> None:
+    """Connect to the scheduler and hear its handshake within CONNECT_TIMEOUT_S, or raise.
+
+    Dask's own connect waits for the handshake without a deadline, so an address that
+    accepts connections and never answers would hold `Client()` forever. This asks
+    first, on its own event loop in a thread that ends with the deadline.
+    """
+    from distributed.comm import connect as dask_connect
+
+    async def handshake() -> None:
+        comm = await dask_connect(address, timeout=CONNECT_TIMEOUT_S)
+        comm.abort()
+
+    outcome: list[BaseException | None] = []
+
+    def run() -> None:
+        try:
+            asyncio.run(asyncio.wait_for(handshake(), CONNECT_TIMEOUT_S))
+            outcome.append(None)
+        except BaseException as e:  # handed to the caller's thread
+            outcome.append(e)
+
+    thread = threading.Thread(target=run, name="gpunet-dask-handshake", daemon=True)
+    thread.start()
+    thread.join(CONNECT_TIMEOUT_S + 1)
+    if not outcome:
+        raise TimeoutError()
+    if outcome[0] is not None:
+        raise outcome[0]
 
 
 def shard_bounds(n: int, workers: int, device: Device) -> list[tuple[int, int]]:
@@ -273,7 +313,9 @@ class DaskSource:
         self.device, self.say = device, say
         self.client, self.cluster = connect(scheduler, workers)
         self.samples = samples or len(dataset.train_images)
-        addresses = sorted(self.client.nthreads())
+        self.failed: str | None = None  # why the cluster can no longer finish a step, once it cannot
+        self.stopped: int | None = None  # the signal for which a wait on the cluster was given up
+        addresses = sorted(self._workers())
         if not addresses:
             self.close()
             raise EngineError(f"the Dask scheduler {scheduler} has no workers")
@@ -295,13 +337,48 @@ class DaskSource:
             raise
         say(f"dask: {len(specs)} shards of ~{self.samples // len(specs):,} samples on {len(addresses)} workers")
 
+    def _workers(self) -> set[str]:
+        """The scheduler's workers now, asked with a deadline."""
+        try:
+            return set(self.client.sync(self.client.scheduler.ncores, callback_timeout=CONNECT_TIMEOUT_S))
+        except (OSError, TimeoutError) as e:
+            raise EngineError(
+                f"the Dask scheduler did not answer within {CONNECT_TIMEOUT_S} s ({type(e).__name__})"
+            ) from None
+
     def _gather(self, futures: list[Any]) -> Any:
+        """The futures' results; or EngineError once the cluster has had no worker for
+        WORKERLESS_TIMEOUT_S; or StepAbandoned as soon as Ctrl-C or SIGTERM asks to stop."""
         from distributed import wait
 
+        if self.failed:
+            raise EngineError(self.failed)
+        if self.stopped is not None:  # a stop already gave up on this cluster: no more waiting on it
+            raise StepAbandoned(self.stopped)
+        workerless_since = None
         try:
-            wait(futures)
+            while True:
+                try:
+                    wait(futures, timeout=POLL_S)
+                    break
+                except TimeoutError:
+                    pass
+                self.stopped = stop_requested()
+                if self.stopped is not None:
+                    raise StepAbandoned(self.stopped)
+                if self._workers():
+                    workerless_since = None
+                elif workerless_since is None:
+                    workerless_since = time.monotonic()
+                elif time.monotonic() - workerless_since > WORKERLESS_TIMEOUT_S:
+                    lost = ", ".join(sorted(self.workers)) or "all of them"
+                    self.failed = (
+                        f"every Dask worker is gone ({lost}) and none joined within {WORKERLESS_TIMEOUT_S} s; "
+                        "the step was not applied"
+                    )
+                    raise EngineError(self.failed)
             return [f.result() for f in futures]
-        except GpunetError:
+        except (GpunetError, StepAbandoned):
             raise
         except Exception as e:  # KilledWorker, a cancelled future, a dataset error on a worker, ...
             raise EngineError(f"the Dask cluster could not finish: {type(e).__name__}: {e}") from None
@@ -317,7 +394,7 @@ class DaskSource:
         return total
 
     def _notice_lost_workers(self) -> None:
-        now = set(self.client.nthreads())
+        now = self._workers()
         for gone in sorted(self.workers - now):
             self.say(f"dask: worker {gone} was lost; its shards are rebuilt on the others from the same rows")
         self.workers = now
@@ -346,9 +423,10 @@ class DaskSource:
         return f"dask, {len(self.shards)} shards on {len(self.workers)} workers"
 
     def close(self) -> None:
-        self.client.close()
+        # Bounded too: a cluster that lost its workers (or its scheduler) must not hold the exit.
+        self.client.close(timeout=CONNECT_TIMEOUT_S)
         if self.cluster is not None:
-            self.cluster.close()
+            self.cluster.close(timeout=CONNECT_TIMEOUT_S)
 
 
 def bench_dask(

@@ -236,6 +236,7 @@ def doctor_command(
     if dataset not in data.DATASET_NAMES:
         raise ConfigError(f"unknown dataset '{dataset}': choose one of {', '.join(data.DATASET_NAMES)}")
     dev = backend.resolve_device(device)
+    train.check_fits(config, [data.IMAGE_PIXELS, *config.hidden, data.NUM_CLASSES], dev)
     ds = data.load(dataset, data_dir, offline, say=print)
     if dev.note:
         print(dev.note)

@@ -121,6 +121,12 @@ def deferred() -> Iterator[None]:
             _state.requests.append(pending[0])
 
 
+def stop_requested() -> int | None:
+    """The signal that asked the training loop to stop, if one did: a source that waits on a
+    cluster polls this and gives the step up, so a stop never waits for a step that may never come."""
+    return _state.requests[0] if _state.requests else None
+
+
 @contextlib.contextmanager
 def stop_requests() -> Iterator[list[int]]:
     """During the block, a signal is appended to the yielded list instead of raising.

@@ -76,10 +76,11 @@ def check_fits(config: TrainConfig, sizes: list[int], device: Device) -> None:
 
 def byte_size(n: float) -> str:
     """1234567 -> '1.23 MB'."""
-    for unit in ("B", "kB", "MB", "GB", "TB"):
+    for unit in ("B", "kB", "MB", "GB", "TB", "PB"):
         if n < 1000:
             return f"{n:.3g} {unit}"
-        n /= 1000
+        if unit != "PB":
+            n /= 1000
     return f"{n:,.0f} PB"
 
 
@@ -375,7 +376,12 @@ class Trainer:
         """
         if self.history and self.history[-1].iteration == self.steps_done:
             return  # record() has raised already if that loss was not finite
-        loss, _ = self.source.evaluate(self.params)
+        try:
+            loss, _ = self.source.evaluate(self.params)
+        except (StepFailed, StepAbandoned):
+            # The training set's source is gone (a cluster without workers) or a stop will not wait
+            # for it: the test split, on this device, tells whether these parameters give a finite loss.
+            loss, _ = self.engine.evaluate(self.params, self.test.x, self.test.targets, self.test.labels)
         value = float(to_numpy(self.device.xp.asarray(loss)))
         if not math.isfinite(value):
             raise DivergedError(self.steps_done, value, self.config.lr)
@@ -477,8 +483,9 @@ class Trainer:
                 if failure:
                     raise NotLearning(failure)  # like a divergence: its final state is not saved
                 checkpoint()
-        except (Interrupted, StepFailed) as e:
-            error = e
+        except (Interrupted, StepFailed, StepAbandoned) as e:
+            # A step or evaluation the source gave up for a stop: the parameters are those of the last step.
+            error = Interrupted(self.steps_done, e.signum) if isinstance(e, StepAbandoned) else e
             try:
                 with np.errstate(over="ignore", invalid="ignore"), stop_requests():  # more signals: we are stopping
                     checkpoint()  # between two steps: a consistent state to resume from
@@ -505,3 +512,11 @@ def train(
 ) -> TrainResult:
     """Train from the seeded initial weights; raise DivergedError if the loss stops being finite."""
     return Trainer(config, dataset, device).run(on_record, on_step)
+
+
+class StepAbandoned(Exception):
+    """A source gave up waiting for a step's gradient because a stop was requested; nothing was applied."""
+
+    def __init__(self, signum: int) -> None:
+        self.signum = signum
+        super().__init__(f"abandoned for signal {signum}")

@@ -7,6 +7,7 @@ import gzip as gzip_module
 import http.server
 import struct
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -75,6 +76,16 @@ class Announced:
 
 
 @dataclass
+class Trickled:
+    """A response sent one byte every `every_s` seconds: the headers too when `headers` is True,
+    else the headers at once and then the body byte by byte."""
+
+    body: bytes
+    every_s: float
+    headers: bool = False
+
+
+@dataclass
 class LocalServer:
     base: str  # "http://127.0.0.1:PORT/"
     netloc: str
@@ -96,12 +107,28 @@ def serve(routes: dict[str, bytes | int | Announced]) -> Iterator[LocalServer]:
             if isinstance(route, int):
                 self.send_error(route)
                 return
+            if isinstance(route, Trickled):
+                self.trickle(route)
+                return
             body, length = (route.body, route.content_length) if isinstance(route, Announced) else (route, len(route))
             self.send_response(200)
             self.send_header("Content-Type", "application/octet-stream")
             self.send_header("Content-Length", str(length))
             self.end_headers()
             self.wfile.write(body)  # HTTP/1.0: the connection closes after this, short or not
+
+        def trickle(self, route: Trickled) -> None:
+            head = f"HTTP/1.0 200 OK\r\nContent-Length: {len(route.body)}\r\n\r\n".encode()
+            if not route.headers:
+                self.wfile.write(head)
+                head = b""
+            try:
+                for byte in head + route.body:
+                    self.wfile.write(bytes([byte]))
+                    self.wfile.flush()
+                    time.sleep(route.every_s)
+            except OSError:  # the client gave up, as it should
+                pass
 
         def log_message(self, format: str, *args: object) -> None:  # keep the test output clean
             pass

@@ -393,3 +393,18 @@ def test_help_states_each_optimizer_rule_and_the_one_default_lr() -> None:
     for rule in ("p-=lr*g", "v=0.9*v+g", "0.999*v", "+1e-8", "afterthebiascorrection", "onedefaultforallthree"):
         assert rule in text, rule
     assert "0.005" in text
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["doctor", "--hidden", "100000000000"],
+        ["bench", "--hidden", "100000000000"],
+        ["bench", "--engine", "dask", "--dask-samples", "1000000000000"],
+    ],
+    ids=" ".join,
+)
+def test_sizes_that_would_need_terabytes_are_refused_before_any_data_is_read(args: list[str]) -> None:
+    result = invoke(*args, "--dataset", "mnist", "--offline")
+    line = assert_one_line_error(result, code=2, text=" PB")
+    assert "more than the" in line and "of memory" in line

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -18,6 +21,8 @@ from gpunet.train import TrainConfig, Trainer
 from tests.conftest import FASHION_DIR, numpy_device
 
 distributed = pytest.importorskip("distributed", reason="the dist extra; CI installs it with the dev extra")
+import gpunet.distributed  # noqa: E402
+from gpunet import checkpoint  # noqa: E402
 from gpunet.distributed import (  # noqa: E402
     DaskSource,
     EngineError,
@@ -168,10 +173,110 @@ def test_checkpoints_move_between_the_dask_and_the_local_engine(tmp_path: Path, 
         assert result.exit_code == 0, result.output
     straight = runner.invoke(app, [*args, "--iterations", "6", "--checkpoint", str(tmp_path / "b.npz")])
     assert straight.exit_code == 0, straight.output
-    from gpunet import checkpoint
-
     moved, local = checkpoint.load(tmp_path / "a.npz"), checkpoint.load(tmp_path / "b.npz")
     assert moved.step == local.step == 6
     for a, b in zip(moved.params, local.params):
         assert np.array_equal(a, b)
     assert moved.history == local.history
+
+
+def test_a_scheduler_that_accepts_but_never_answers_fails_within_the_deadline(fashion, monkeypatch) -> None:
+    """A real socket on 127.0.0.1 that accepts connections and never says a word."""
+    monkeypatch.setattr(gpunet.distributed, "CONNECT_TIMEOUT_S", 1)
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)  # the kernel completes the TCP handshake; nothing ever reads or writes
+        address = f"tcp://127.0.0.1:{silent.getsockname()[1]}"
+        start = time.monotonic()
+        with pytest.raises(EngineError, match=f"cannot reach the Dask scheduler at {address} within 1 s .it accepted"):
+            DaskSource(fashion, None, "float32", numpy_device(), scheduler=address)
+        assert time.monotonic() - start < 10  # the deadline and one second of grace, on a busy machine
+
+
+REPOSITORY = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def doomed_cluster():
+    """A scheduler in this process and two worker processes without nannies: killed, they stay dead."""
+    with (
+        distributed.LocalCluster(n_workers=0, host="127.0.0.1", dashboard_address=None, silence_logs=50) as cluster,
+        distributed.Client(cluster) as client,
+    ):
+        env = {**os.environ, "PYTHONPATH": f"{REPOSITORY}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+        command = [sys.executable, "-m", "distributed.cli.dask_worker", cluster.scheduler_address]
+        command += ["--no-nanny", "--nthreads", "1", "--no-dashboard"]
+        workers = [subprocess.Popen(command, env=env, stderr=subprocess.DEVNULL) for _ in range(2)]
+        try:
+            client.wait_for_workers(2, timeout=120)
+            yield cluster.scheduler_address, workers
+        finally:
+            for w in workers:
+                w.kill()
+                w.wait()
+
+
+def kill_when_saved(path: Path, workers: list[subprocess.Popen]) -> threading.Thread:
+    """SIGKILL every worker once the run has saved a checkpoint (so it is mid-run)."""
+
+    def kill() -> None:
+        deadline = time.monotonic() + 300
+        while not path.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        for w in workers:
+            w.kill()
+
+    thread = threading.Thread(target=kill, daemon=True)
+    thread.start()
+    return thread
+
+
+DASK_RUN = ["train", "--dataset", "fashion-mnist", "--data-dir", FASHION_DIR, "--offline", "--device", "cpu"]
+DASK_RUN += ["--engine", "dask", "--iterations", "100000", "--eval-every", "50", "--checkpoint-every", "2", "--quiet"]
+
+
+def test_every_worker_killed_ends_the_run_with_the_checkpoint_and_one_line(
+    doomed_cluster, tmp_path: Path, monkeypatch
+) -> None:
+    monkeypatch.setattr(gpunet.distributed, "WORKERLESS_TIMEOUT_S", 1)
+    address, workers = doomed_cluster
+    saved = tmp_path / "run.npz"
+    killer = kill_when_saved(saved, workers)
+    result = CliRunner().invoke(app, [*DASK_RUN, "--scheduler", address, "--checkpoint", str(saved)])
+    killer.join()
+    assert result.exit_code == 1, result.output
+    (line,) = result.stderr.splitlines()
+    assert line.startswith("error: every Dask worker is gone (") and "none joined within 1 s" in line
+    assert f"checkpoint written to {saved}; resume with: gpunet train --resume {saved}" in line
+    step = checkpoint.load(saved).step
+    assert step >= 2 and f"after step {step}" not in line  # the step that could not finish was not applied
+
+
+def test_ctrl_c_while_the_cluster_has_no_workers_stops_at_once_with_the_checkpoint(
+    doomed_cluster, tmp_path: Path
+) -> None:
+    """A real SIGINT to a real `gpunet train` whose every worker was killed: the first Ctrl-C is heard."""
+    address, workers = doomed_cluster
+    saved = tmp_path / "run.npz"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gpunet", *DASK_RUN, "--scheduler", address, "--checkpoint", str(saved)],
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPOSITORY)},
+    )
+    try:
+        kill_when_saved(saved, workers).join()
+        for w in workers:
+            w.wait()
+        time.sleep(1)  # the run is now waiting on a cluster without workers (30 s before it gives up)
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=20)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, stderr
+    (line,) = stderr.splitlines()
+    step = checkpoint.load(saved).step
+    assert line == (
+        f"error: interrupted by Ctrl-C after step {step}; checkpoint written to {saved}; "
+        f"resume with: gpunet train --resume {saved}"
+    )

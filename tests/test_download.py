@@ -9,9 +9,9 @@ import time
 from pathlib import Path
 
 import pytest
-from idxfiles import Announced, serve
+from idxfiles import Announced, Trickled, serve
 
-from gpunet.download import CHUNK, download
+from gpunet.download import CHUNK, Deadlines, download
 from gpunet.errors import DatasetError
 
 PAYLOAD = bytes(range(256)) * 1024  # 256 KiB: several chunks, so several progress calls
@@ -36,10 +36,10 @@ def closed_port() -> int:
         return s.getsockname()[1]
 
 
-def failure(urls: list[str], dest: Path, sha256: str = SHA, timeout: float = 10.0) -> str:
+def failure(urls: list[str], dest: Path, sha256: str = SHA, deadlines: Deadlines | None = None) -> str:
     """The message of the DatasetError that downloading raises; nothing may be left in dest's folder."""
     with pytest.raises(DatasetError) as info:
-        download(urls, dest, sha256, timeout=timeout)
+        download(urls, dest, sha256, deadlines=deadlines or Deadlines())
     assert not dest.exists()
     assert not dest.parent.exists() or os.listdir(dest.parent) == []  # no temporary .part file either
     return str(info.value)
@@ -119,9 +119,35 @@ def test_silent_server_times_out(dest: Path) -> None:
     with socket.create_server(("127.0.0.1", 0)) as silent:
         port = silent.getsockname()[1]
         start = time.monotonic()
-        message = failure([f"http://127.0.0.1:{port}/f.gz"], dest, timeout=0.5)
+        message = failure([f"http://127.0.0.1:{port}/f.gz"], dest, deadlines=Deadlines(connect_s=0.5))
     assert time.monotonic() - start < 5
     assert "timed out" in message
+
+
+# Short deadlines, so that the real mechanism (a socket shut down, a rate measured) acts within a second or two.
+QUICK = Deadlines(connect_s=5, first_byte_s=1, min_rate=2_000, window_s=1)
+
+
+def test_headers_trickled_a_byte_at_a_time_hit_the_first_byte_deadline_and_the_next_mirror_is_tried(
+    dest: Path,
+) -> None:
+    """Each byte comes well within the read deadline, so only the deadline on the whole response catches it."""
+    said: list[str] = []
+    with serve({"/slow/f.gz": Trickled(PAYLOAD, every_s=0.2, headers=True), "/good/f.gz": PAYLOAD}) as server:
+        start = time.monotonic()
+        download([server.base + "slow/f.gz", server.base + "good/f.gz"], dest, SHA, deadlines=QUICK, say=said.append)
+    assert time.monotonic() - start < 10
+    assert dest.read_bytes() == PAYLOAD
+    assert said == [f"mirror {server.netloc}: no response within 1 s of the request; trying {server.netloc}"]
+
+
+def test_a_body_trickled_a_byte_at_a_time_fails_the_minimum_rate(dest: Path) -> None:
+    with serve({"/f.gz": Trickled(PAYLOAD, every_s=0.2)}) as server:
+        start = time.monotonic()
+        message = failure([server.base + "f.gz"], dest, deadlines=QUICK)
+    assert time.monotonic() - start < 10
+    assert message.startswith(f"could not download {dest.name}: {server.netloc}: too slow: ")
+    assert "below the minimum of 2,000 bytes/s" in message and f"of {len(PAYLOAD)} bytes received" in message
 
 
 def test_all_mirrors_failing_lists_every_reason(dest: Path) -> None:
