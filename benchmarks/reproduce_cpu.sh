@@ -2,8 +2,9 @@
 # Reproduces the recorded CPU results: seed-bug figures, the training runs the
 # README quotes, and the side-by-side benchmark with its sweep and figures.
 #   benchmarks/reproduce_cpu.sh [OUT_DIR]      (default: benchmarks/results)
-# Run from the repository root with gpunet installed (./setup.sh --dev, plus
-# pip install 'gpunet[bench]' for the PyTorch reference). Takes ~15 minutes on 2 cores.
+# Run from the repository root with gpunet installed and on PATH (./setup.sh --dev --bench, which
+# adds PyTorch's CPU build for the reference; then . .venv/bin/activate). Takes ~15 minutes on 2 cores.
+# The two training runs also keep their models, in runs/.
 set -euo pipefail
 out=${1:-benchmarks/results}
 day=$(date -u +%F)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import shutil
 import sys
 from dataclasses import asdict, astuple
 from pathlib import Path
@@ -401,9 +402,10 @@ def train_command(
     if no_save:
         out.say("model not saved (--no-save)")
     elif "checkpoint" not in failed:
+        me = command_name()
         out.say(
-            f"model saved to {checkpoint_path}; use it with: gpunet evaluate {checkpoint_path}, "
-            f"gpunet predict {checkpoint_path} image.png, gpunet train --resume {checkpoint_path} --more 100"
+            f"model saved to {checkpoint_path}; use it with: {me} evaluate {checkpoint_path}, "
+            f"{me} predict {checkpoint_path} image.png, {me} train --resume {checkpoint_path} --more 100"
         )
     if late_signals:
         error = Interrupted(trainer.steps_done, late_signals[0])
@@ -417,6 +419,15 @@ def plot_history(history: list[Record], path: Path, title: str) -> None:
     from gpunet import plots
 
     plots.plot_history(history, path, title=title)
+
+
+def command_name() -> str:
+    """How to type gpunet again: `gpunet` where that is on PATH, else as it was typed (.venv/bin/gpunet)."""
+    typed = Path(sys.argv[0]) if sys.argv else Path("gpunet")
+    on_path = shutil.which("gpunet")
+    if typed.name != "gpunet" or (on_path and typed.resolve() == Path(on_path).resolve()):
+        return "gpunet"
+    return str(typed)
 
 
 def resumed_total(saved: checkpoint.Checkpoint, path: Path, iterations: int, given: bool, more: int | None) -> int:

@@ -139,7 +139,7 @@ def test_readme_commands_run_as_written(commands: list[list[str]]) -> None:
     Image.fromarray(picture).save("image.png")
     for args in commands:
         result = run(small(args))
-        if args[0] == "bench" and "torch-cpu" in args and bench.unavailable("torch-cpu"):
+        if args[0] == "bench" and "torch-cpu" in " ".join(args) and bench.unavailable("torch-cpu"):
             # Without the documented set-up (./setup.sh --bench) the example says how to get it.
             assert result.exit_code == 1 and "--index-url https://download.pytorch.org/whl/cpu" in result.stderr
             continue

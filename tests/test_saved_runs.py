@@ -123,3 +123,25 @@ def test_an_interrupted_run_resumes_to_the_total_it_was_started_with(tmp_path: P
     result = runner.invoke(app, ["train", "--resume", "run.npz"])
     assert result.exit_code == 0, result.output
     assert "after 10 steps" in result.output and checkpoint.load(Path("run.npz")).step == 10
+
+
+@pytest.mark.parametrize(
+    ("typed", "on_path", "shown"),
+    [
+        (".venv/bin/gpunet", None, ".venv/bin/gpunet"),  # the README's one line: not on PATH, so as typed
+        ("/opt/env/bin/gpunet", "/opt/env/bin/gpunet", "gpunet"),  # an activated environment
+        (".venv/bin/gpunet", "/usr/local/bin/gpunet", ".venv/bin/gpunet"),  # another gpunet is on PATH
+        ("/x/gpunet/__main__.py", None, "gpunet"),  # python -m gpunet
+    ],
+)
+def test_the_hint_names_gpunet_as_it_can_be_typed_again(
+    typed: str, on_path: str | None, shown: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil
+    import sys
+
+    from gpunet.cli import command_name
+
+    monkeypatch.setattr(sys, "argv", [typed])
+    monkeypatch.setattr(shutil, "which", lambda name: on_path)
+    assert command_name() == shown
