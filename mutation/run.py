@@ -36,7 +36,7 @@ TESTS = {
     "checkpoint": ["tests/test_checkpoint.py", "tests/test_evaluate_predict.py"],
     "engine": ["tests/test_engine.py", "tests/test_train.py"],
     "data": ["tests/test_data.py", "tests/test_download.py"],
-    "train": ["tests/test_train.py", "tests/test_checkpoint.py"],
+    "train": ["tests/test_train.py", "tests/test_checkpoint.py", "tests/test_not_learning.py"],
     "bench": ["tests/test_bench.py"],
 }
 

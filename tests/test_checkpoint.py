@@ -378,3 +378,79 @@ def test_cli_checkpoints_and_records_at_cadences_that_do_not_divide_the_run(tmp_
     assert [r["iteration"] for r in report["history"]] == [0, 3, 6, 7]
     assert report["iterations"] == 7 and report["final_loss"] == report["history"][-1]["loss"]
     assert checkpoint.load(path).step == 7 and "after 7 steps" in result.output
+
+
+# --- exact contents and words (mutation testing found them loose) ---------------------------------
+
+
+def test_the_file_names_its_format_and_the_version_that_wrote_it(tmp_path: Path, small: data.Dataset) -> None:
+    import gpunet
+
+    Trainer(TrainConfig(iterations=1, eval_every=1), small, numpy_device()).run(
+        save=lambda t: checkpoint.save(tmp_path / "c.npz", t)
+    )
+    with np.load(tmp_path / "c.npz", allow_pickle=False) as f:
+        meta = json.loads(str(f["meta"]))
+    assert meta["format"] == checkpoint.FORMAT == 1 and meta["gpunet"] == gpunet.__version__
+
+
+def test_optimizer_state_that_does_not_fit_is_refused(tmp_path: Path, small: data.Dataset) -> None:
+    path = tmp_path / "c.npz"
+    Trainer(TrainConfig(iterations=1, eval_every=1), small, numpy_device()).run(save=lambda t: checkpoint.save(path, t))
+    with np.load(path) as f:
+        arrays = {name: f[name] for name in f.files}
+    arrays["slot_m_0"] = arrays["slot_m_0"][:10]
+    np.savez(path, **arrays)
+    with pytest.raises(checkpoint.CheckpointError) as caught:
+        checkpoint.load(path)
+    assert str(caught.value) == (
+        f"{path}: a damaged or foreign checkpoint (ValueError: optimizer state does not fit the parameters)"
+    )
+
+
+def test_every_mismatch_is_named_in_one_line(tmp_path: Path, small: data.Dataset) -> None:
+    path = tmp_path / "c.npz"
+    config = TrainConfig(iterations=1, eval_every=1)
+    Trainer(config, small, numpy_device()).run(save=lambda t: checkpoint.save(path, t))
+    other = data.synthetic(n_train=900, n_test=200, seed=99)
+    with pytest.raises(checkpoint.CheckpointError) as caught:
+        checkpoint.check_matches(checkpoint.load(path), replace(config, dtype="float64", optimizer="gd"), other, path)
+    assert str(caught.value) == (
+        f"{path} was written for dtype float32, not float64; optimizer adam, not gd; "
+        f"dataset synthetic (sha256 {small.checksum[:12]}…), not synthetic (sha256 {other.checksum[:12]}…): "
+        "refusing to mix them"
+    )
+
+
+def test_default_model_files_are_numbered_on_from_the_highest(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    first = checkpoint.claim_run_path("mnist", runs)
+    assert first == runs / "mnist-1.npz" and first.read_bytes() == b""  # claimed, empty until the first save
+    assert checkpoint.claim_run_path("mnist", runs) == runs / "mnist-2.npz"
+    (runs / "mnist-9.npz").write_bytes(b"an older run")
+    for stray in ("fashion-mnist-30.npz", "mnist-x.npz", "mnist-40.npz.tmp", "mnist-50"):
+        (runs / stray).write_bytes(b"")
+    assert checkpoint.claim_run_path("mnist", runs) == runs / "mnist-10.npz"
+    assert checkpoint.claim_run_path("fashion-mnist", runs) == runs / "fashion-mnist-31.npz"
+    assert (runs / "mnist-9.npz").read_bytes() == b"an older run"
+
+
+def test_a_taken_name_is_skipped_not_replaced(tmp_path: Path, monkeypatch) -> None:
+    """Another run claimed the next number between the listing and the creation: take the one after."""
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    real_iterdir = Path.iterdir
+    (runs / "mnist-1.npz").write_bytes(b"theirs")
+    monkeypatch.setattr(Path, "iterdir", lambda self: iter([]) if self == runs else real_iterdir(self))
+    assert checkpoint.claim_run_path("mnist", runs) == runs / "mnist-2.npz"
+    assert (runs / "mnist-1.npz").read_bytes() == b"theirs"
+
+
+def test_a_runs_folder_that_cannot_be_used_says_what_to_do(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    runs.write_text("a file where the folder should be")
+    with pytest.raises(checkpoint.CheckpointError) as caught:
+        checkpoint.claim_run_path("mnist", runs)
+    assert str(caught.value) == (
+        f"{runs}: cannot keep the model there (File exists); use --checkpoint PATH or --no-save"
+    )

@@ -353,3 +353,23 @@ def test_the_summary_holds_the_final_record_and_the_settings(small: data.Dataset
 def test_the_source_describes_its_schedule_for_the_rows_of_a_step(small: data.Dataset, batch_size, rows) -> None:
     trainer = Trainer(TrainConfig(iterations=1, batch_size=batch_size), small, numpy_device())
     assert trainer.source.describe() == trainer.engine.describe(rows)
+
+
+def test_train_reports_each_record_and_step(small: data.Dataset) -> None:
+    records, steps = [], []
+    result = train(TrainConfig(iterations=4, eval_every=2), small, numpy_device(), records.append, steps.append)
+    assert records == result.history and [r.iteration for r in records] == [0, 2, 4]
+    assert steps == [1, 2, 3, 4]
+
+
+def test_a_restored_batch_order_saves_the_same_state_before_any_step(small: data.Dataset) -> None:
+    """A checkpoint written right after a resume (Ctrl-C at once) must resume the same way again."""
+    split = DeviceData.from_host(small.train_images, small.train_labels, numpy_device(), "float64", 10)
+    order = train_module.BatchOrder(split, 250, np.random.default_rng(0), numpy_device())
+    for _ in range(4):
+        next(order)
+    saved = order.state()
+    restored = train_module.BatchOrder(split, 250, np.random.default_rng(99), numpy_device())
+    restored.restore(saved)
+    assert restored.state() == saved
+    np.testing.assert_array_equal(next(restored)[0], next(order)[0])
