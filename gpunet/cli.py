@@ -828,13 +828,17 @@ def devices_command() -> None:
 
 @datasets_app.callback(invoke_without_command=True)
 def datasets_command(ctx: typer.Context, data_dir: DataDirOpt = None) -> None:
-    """List the datasets and where each was found."""
+    """List the datasets and where each was found (read and checked: what train would accept)."""
     if ctx.invoked_subcommand is not None:
         return
     for spec in data.SPECS.values():
         try:
             found, searched = data.locate(spec, data_dir)
-            where = f"found in {found}" if found else "not found; looked in " + ", ".join(map(str, searched))
+            if found is None:
+                where = "not found; looked in " + ", ".join(map(str, searched))
+            else:  # files present are not enough: train would refuse a corrupt or foreign one
+                checked = "verified" if data.load_dir(spec, found).verified else "format-checked only"
+                where = f"found in {found} ({checked})"
         except DatasetError as e:
             where = f"problem: {e}"
         print(f"{spec.name:<14} {where}")
