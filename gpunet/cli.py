@@ -498,7 +498,9 @@ def bench_command(
     ctx: typer.Context,
     backends: Annotated[
         str | None,
-        typer.Option(help="Comma-separated, from numpy, cupy, torch-cpu, torch-cuda; default: all that run here."),
+        typer.Option(
+            help="Comma-separated, from numpy, cupy, torch-cpu, torch-cuda, sklearn; default: all that run here."
+        ),
     ] = None,
     dataset: DatasetOpt = "fashion-mnist",
     user_data: DataOpt = None,
@@ -558,7 +560,7 @@ def bench_command(
     chosen = [b.strip() for b in backends.split(",") if b.strip()] if backends else list(bench.BACKENDS)
     if backends:  # asked for by name: a backend that cannot run is an error, not a footnote
         for b in chosen:
-            reason = bench.unavailable(b)
+            reason = bench.unavailable(b, config)
             if reason:
                 raise (ConfigError if b not in bench.BACKENDS else DeviceError)(f"backend {b}: {reason}")
     out = Reporter()

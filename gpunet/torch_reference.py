@@ -37,6 +37,8 @@ def torch_unavailable(device: str) -> str | None:
 class TorchTrainer:
     """The interface of gpunet.train.Trainer that the benchmark uses: step, evaluate, synchronize."""
 
+    schedule = "PyTorch eager, whole batch"
+
     def __init__(self, config: TrainConfig, dataset: Dataset, device: str) -> None:
         import torch
 
