@@ -803,9 +803,8 @@ def predict_command(
     names = model_class_names(saved)
     predictions = []
     for path in files:
-        pixels, labels = read_images(path)
-        if pixels.shape[1] != saved.sizes[0]:
-            raise ConfigError(f"{path}: images have {pixels.shape[1]} pixels, the model takes {saved.sizes[0]}")
+        # A model of a built-in dataset takes pictures; one of your own data, your kind of rows.
+        pixels, labels = read_images(path, saved.sizes[0], pixels=saved.dataset in data.DATASET_NAMES)
         x = dev.asarray(pixels.astype(saved.config.dtype))
         probabilities = np.exp(to_numpy(model.log_softmax(model.logits_t(params, x), axis=0))).T
         for label, p in zip(labels, probabilities):

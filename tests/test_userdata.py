@@ -193,6 +193,33 @@ def test_cli_model_predicts_in_python_with_equal_results(npz_file: Path, tmp_pat
     assert_same_predictions(json.loads(report.read_text()), loaded.predict(x_test), y_test)
 
 
+def test_predict_takes_the_rows_a_model_of_your_data_takes(idx_folder: Path, tmp_path: Path) -> None:
+    model = tmp_path / "bands.npz"
+    assert invoke("train", "--data", idx_folder, *QUICK, "--checkpoint", model).exit_code == 0
+    images, labels = three_class_images(5, seed=3)  # 6x8 images, as the model was trained on
+    np.save(tmp_path / "five.npy", images)
+    out = tmp_path / "p.json"
+    result = invoke("predict", model, tmp_path / "five.npy", "--device", "cpu", "--json", out)
+    assert result.exit_code == 0, result.output
+    found = json.loads(out.read_text())["predictions"]
+    assert [p["class"] for p in found] == list(gpunet.load(model).predict(images.reshape(5, -1)))
+    assert [p["name"] for p in found] == [f"class {p['class']}" for p in found]
+    assert [p["class"] for p in found] == list(labels)  # and the bands are easy
+    np.save(tmp_path / "wrong.npy", np.zeros((2, 28, 28), np.uint8))
+    one_line_error(invoke("predict", model, tmp_path / "wrong.npy"), 1, "(n, 48) for this model")
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(400, 7))
+    np.savez(tmp_path / "xy.npz", x=x, y=(x[:, 0] > 0).astype(int))
+    floats = tmp_path / "floats.npz"
+    assert invoke("train", "--data", tmp_path / "xy.npz", *QUICK, "--checkpoint", floats).exit_code == 0
+    np.save(tmp_path / "rows.npy", 3 * x[:4])  # floats outside [0, 1]: used as given for such a model
+    result = invoke("predict", floats, tmp_path / "rows.npy", "--device", "cpu", "--json", out)
+    assert result.exit_code == 0, result.output
+    expected = gpunet.load(floats).predict((3 * x[:4]).astype(np.float32))
+    assert [p["class"] for p in json.loads(out.read_text())["predictions"]] == list(expected)
+
+
 def test_python_labels_name_the_classes_in_the_cli(tmp_path: Path) -> None:
     ds = data.synthetic(n_train=300, n_test=50)
     names = np.array(["ant", "bee", "cat", "doe", "eel", "fox", "gnu", "hen", "ibis", "jay"])
