@@ -752,8 +752,7 @@ def evaluate_command(
         out.say(f"note: the model was trained on other data ({saved.dataset}) than {ds.name}")
     check_model_fits_data(saved, ds, checkpoint_file)
     images, labels = (ds.test_images, ds.test_labels) if split == "test" else (ds.train_images, ds.train_labels)
-    outputs = saved.sizes[-1]
-    rows = DeviceData.from_host(images, labels, dev, saved.config.dtype, outputs)
+    rows = DeviceData.from_host(images, labels, dev, saved.config.dtype, saved.sizes[-1])  # one-hot over its outputs
     loss, accuracy = LocalEngine.for_device(dev).evaluate(params, rows.x, rows.targets, rows.labels)
     confusion = to_numpy(model.confusion_matrix(params, rows.x, rows.targets)).astype(np.int64)
     per_class = np.diag(confusion) / np.maximum(confusion.sum(axis=1), 1)
