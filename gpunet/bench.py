@@ -39,7 +39,9 @@ from gpunet.train import Record, TrainConfig, Trainer, layer_sizes
 if TYPE_CHECKING:
     from gpunet.report import Reporter
 
-BACKENDS = ("numpy", "cupy", "torch-cpu", "torch-cuda")
+BACKENDS = ("numpy", "cupy", "torch-cpu", "torch-cuda", "sklearn")
+# Backends that start from gpunet's initial weights and batch order, so their final weights are comparable.
+SAME_START = ("numpy", "cupy", "torch-cpu", "torch-cuda")
 
 
 @dataclass(frozen=True)
@@ -65,8 +67,8 @@ def device_kind(backend: str) -> str:
     return "cuda" if backend in ("cupy", "torch-cuda") else "cpu"
 
 
-def unavailable(backend: str) -> str | None:
-    """Why `backend` cannot run here, or None."""
+def unavailable(backend: str, config: TrainConfig | None = None) -> str | None:
+    """Why `backend` cannot run here (or with `config`), or None."""
     if backend not in BACKENDS:
         return f"unknown backend (choose from {', '.join(BACKENDS)})"
     if backend == "numpy":
@@ -77,6 +79,10 @@ def unavailable(backend: str) -> str | None:
         except DeviceError as e:
             return str(e)
         return None
+    if backend == "sklearn":
+        from gpunet.sklearn_reference import sklearn_unavailable
+
+        return sklearn_unavailable(config)
     from gpunet.torch_reference import torch_unavailable
 
     return torch_unavailable(device_kind(backend))
@@ -88,6 +94,10 @@ def make_trainer(backend: str, config: TrainConfig, dataset: Dataset) -> Any:
         return Trainer(config, dataset, resolve_device("cpu"))
     if backend == "cupy":
         return Trainer(config, dataset, resolve_device("cuda"))
+    if backend == "sklearn":
+        from gpunet.sklearn_reference import SklearnTrainer
+
+        return SklearnTrainer(config, dataset)
     from gpunet.torch_reference import TorchTrainer
 
     return TorchTrainer(config, dataset, device_kind(backend))
@@ -337,7 +347,7 @@ def train_to_target(
         "final_loss": final.loss,
         "curve": [{"seconds": s, **asdict(r)} for s, r in curve],
         "final_params": final_params,
-        "schedule": trainer.source.describe() if hasattr(trainer, "source") else "PyTorch eager, whole batch",
+        "schedule": trainer.source.describe() if hasattr(trainer, "source") else trainer.schedule,
     }
 
 
@@ -422,7 +432,7 @@ def run_bench(
     config = settings.config
     runnable, skipped = [], {}
     for backend in backends:
-        reason = unavailable(backend)
+        reason = unavailable(backend, config)
         if reason:
             skipped[backend] = reason
             say(f"{backend}: skipped ({reason})")
@@ -473,7 +483,11 @@ def run_bench(
 
 
 def _agreement(results: list[dict[str, Any]]) -> dict[str, Any]:
-    """How far each backend's final weights and accuracy are from the first backend's."""
+    """How far each backend's final weights and accuracy are from the first backend's.
+
+    Only backends that start from gpunet's initial weights are compared (not scikit-learn's).
+    """
+    results = [r for r in results if r["backend"] in SAME_START]
     if not results:
         return {}
     reference = results[0]

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import re
 import zipfile
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
@@ -46,6 +46,28 @@ class Checkpoint:
     optimizer_slots: dict[str, list[np.ndarray]]
     batch_state: dict[str, Any]
     history: list[Record]
+    # The labels the output units stand for, when they are not 0..k-1 (the Python API's
+    # classes_: strings, or numbers of any value); None: unit i is class i.
+    classes: list[Any] | None = None
+    loss_curve: list[float] = field(default_factory=list)  # each step's batch loss (the estimator's loss_curve_)
+
+
+def capture(trainer: Trainer, classes: list[Any] | None = None) -> Checkpoint:
+    """`trainer`'s state, on the host."""
+    return Checkpoint(
+        config=trainer.config,
+        sizes=list(trainer.sizes),
+        dataset=trainer.dataset_name,
+        dataset_checksum=trainer.dataset_checksum,
+        step=trainer.steps_done,
+        params=trainer.host_params(),
+        optimizer_steps=trainer.optimizer.steps,
+        optimizer_slots=trainer.host_slots(),
+        batch_state=trainer.source.state(),
+        history=list(trainer.history),
+        classes=classes,
+        loss_curve=list(trainer.step_loss_curve),
+    )
 
 
 RUNS = Path("runs")
@@ -78,27 +100,38 @@ def claim_run_path(name: str, runs: Path = RUNS) -> Path:
 
 def save(path: Path, trainer: Trainer) -> None:
     """Write `trainer`'s state to `path` atomically; raise WriteFailed (the file there is then intact)."""
+    write(path, capture(trainer))
+
+
+def write(path: Path, ckpt: Checkpoint) -> None:
+    """Write a checkpoint to `path` atomically; raise WriteFailed (the file there is then intact)."""
     path = Path(path)
-    slots = trainer.host_slots()
     meta = {
         "format": FORMAT,
         "gpunet": __version__,
-        "config": asdict(trainer.config),
-        "sizes": trainer.sizes,
-        "dataset": trainer.dataset_name,
-        "dataset_checksum": trainer.dataset_checksum,
-        "step": trainer.steps_done,
-        "optimizer_steps": trainer.optimizer.steps,
-        "optimizer_slots": {name: len(arrays) for name, arrays in slots.items()},
-        "batch_state": trainer.source.state(),
-        "history": [asdict(r) for r in trainer.history],
+        "config": asdict(ckpt.config),
+        "sizes": ckpt.sizes,
+        "dataset": ckpt.dataset,
+        "dataset_checksum": ckpt.dataset_checksum,
+        "step": ckpt.step,
+        "optimizer_steps": ckpt.optimizer_steps,
+        "optimizer_slots": {name: len(arrays) for name, arrays in ckpt.optimizer_slots.items()},
+        "batch_state": ckpt.batch_state,
+        "history": [asdict(r) for r in ckpt.history],
+        "loss_curve": ckpt.loss_curve,
     }
-    arrays = {f"param_{i}": p for i, p in enumerate(trainer.host_params())}
-    for name, slot in slots.items():
+    if ckpt.classes is not None:  # optional, so checkpoints without it stay format 1
+        meta["classes"] = ckpt.classes
+    arrays = {f"param_{i}": p for i, p in enumerate(ckpt.params)}
+    for name, slot in ckpt.optimizer_slots.items():
         arrays |= {f"slot_{name}_{i}": a for i, a in enumerate(slot)}
     try:
+        text = json.dumps(meta)
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"{path}: cannot record these class labels in a checkpoint ({e})") from None
+    try:
         with atomic_file(path) as f:
-            np.savez(f, meta=np.array(json.dumps(meta)), **arrays)
+            np.savez(f, meta=np.array(text), **arrays)
     except OSError as e:
         raise WriteFailed(path, failure_reason(e)) from None
 
@@ -158,7 +191,17 @@ def _decode(meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> Checkpoint:
         optimizer_slots=slots,
         batch_state=meta["batch_state"],
         history=[Record(**r) for r in meta["history"]],
+        classes=_classes(meta.get("classes"), sizes[-1]),
+        loss_curve=[float(v) for v in meta.get("loss_curve", [])],
     )
+
+
+def _classes(classes: Any, outputs: int) -> list[Any] | None:
+    if classes is None:
+        return None
+    if not isinstance(classes, list) or len(classes) != outputs:
+        raise ValueError(f"{outputs} output units but class labels {classes!r}")
+    return classes
 
 
 def check_matches(ckpt: Checkpoint, config: TrainConfig, dataset: Dataset, path: Path) -> None:
@@ -167,9 +210,9 @@ def check_matches(ckpt: Checkpoint, config: TrainConfig, dataset: Dataset, path:
     mismatches = []
     if sizes != ckpt.sizes:
         mismatches.append(f"layers {'-'.join(map(str, ckpt.sizes))}, not {'-'.join(map(str, sizes))}")
-    for field in ("dtype", "optimizer"):
-        if getattr(ckpt.config, field) != getattr(config, field):
-            mismatches.append(f"{field} {getattr(ckpt.config, field)}, not {getattr(config, field)}")
+    for name in ("dtype", "optimizer"):
+        if getattr(ckpt.config, name) != getattr(config, name):
+            mismatches.append(f"{name} {getattr(ckpt.config, name)}, not {getattr(config, name)}")
     if (ckpt.dataset, ckpt.dataset_checksum) != (dataset.name, dataset.checksum):
         mismatches.append(
             f"dataset {ckpt.dataset} (sha256 {ckpt.dataset_checksum[:12]}…), "
@@ -189,4 +232,5 @@ def restore(trainer: Trainer, ckpt: Checkpoint) -> None:
     trainer.source.restore(ckpt.batch_state)
     trainer.steps_done = ckpt.step
     trainer.history = list(ckpt.history)
+    trainer.step_loss_curve = list(ckpt.loss_curve)
     trainer.mark_checked()

@@ -24,7 +24,7 @@ import typer
 from rich.table import Table
 from typer.core import TyperGroup
 
-from gpunet import __version__, checkpoint, data, model, signals
+from gpunet import __version__, checkpoint, data, model, signals, userdata
 from gpunet.backend import Device, describe, resolve_device, to_numpy
 from gpunet.doctor import doctor_command
 from gpunet.engine import LocalEngine
@@ -45,6 +45,7 @@ from gpunet.images import read_images
 from gpunet.options import (
     BatchOpt,
     DataDirOpt,
+    DataOpt,
     DatasetOpt,
     DeviceOpt,
     DtypeOpt,
@@ -171,7 +172,14 @@ def finite_or_null(value: Any) -> Any:
 DEFAULT = TrainConfig()
 
 
-def load_dataset(name: str, data_dir: Path | None, offline: bool, out: Reporter) -> data.Dataset:
+def load_dataset(
+    name: str, data_dir: Path | None, offline: bool, out: Reporter, user_data: Path | None = None
+) -> data.Dataset:
+    """A built-in dataset by name, or the user's --data (format-checked, no published checksum)."""
+    if user_data is not None:
+        ds = userdata.load_path(user_data, out.say)
+        out.say(userdata.describe(ds))
+        return ds
     if name not in data.DATASET_NAMES:
         raise ConfigError(f"unknown dataset '{name}': choose one of {', '.join(data.DATASET_NAMES)}")
     with out.downloads():
@@ -194,6 +202,7 @@ def _given(ctx: typer.Context, name: str) -> bool:
 def train_command(
     ctx: typer.Context,
     dataset: DatasetOpt = "auto",
+    user_data: DataOpt = None,
     data_dir: DataDirOpt = None,
     offline: OfflineOpt = False,
     device: DeviceOpt = "auto",
@@ -250,7 +259,7 @@ def train_command(
         outputs = claim(
             ctx,
             {ckpt_option: checkpoint_path, "--json": json_path, "--history": history_path, "--plot": plot},
-            inputs={"--resume": resume, "--data-dir": data_dir},
+            inputs={"--resume": resume, "--data-dir": data_dir, "--data": user_data},
             updates={ckpt_option: "--resume"},
         )
     except OutputRefused as e:
@@ -276,13 +285,18 @@ def train_command(
     config = TrainConfig(**(options | {"hidden": parse_hidden(options["hidden"])}))
     # Every option is checked before any data is read or any process started: bad ones fail at once.
     config.validate()
+    check_data_options(ctx, user_data, data_dir)
+    if user_data is None and dataset not in data.DATASET_NAMES and saved is not None:
+        raise ConfigError(f"{resume} was trained on your data '{dataset}': give it again with --data PATH")
+    if user_data is not None and engine == "dask":
+        raise ConfigError("--engine dask reads the built-in datasets only; train --data with --engine local")
     if plot:
         from gpunet import plots
 
         plots.require(plot)
     if checkpoint_every is not None and checkpoint_every < 1:
         raise ConfigError(f"--checkpoint-every must be at least 1, got {checkpoint_every}")
-    if dataset not in data.DATASET_NAMES:
+    if user_data is None and dataset not in data.DATASET_NAMES:
         raise ConfigError(f"unknown dataset '{dataset}': choose one of {', '.join(data.DATASET_NAMES)}")
     check_engine_options(ctx, engine, workers, scheduler)
     if engine == "dask" and config.batch_size is not None:
@@ -290,9 +304,10 @@ def train_command(
     if engine == "dask" and dataset == "synthetic":
         raise ConfigError("--engine dask reads its shards from files on the workers: use mnist or fashion-mnist")
     dev = resolve_device(device)
-    check_fits(config, [data.IMAGE_PIXELS, *config.hidden, data.NUM_CLASSES], dev)
+    if user_data is None:  # the built-in datasets' sizes are known before reading them; --data's are checked after
+        check_fits(config, [data.IMAGE_PIXELS, *config.hidden, data.NUM_CLASSES], dev)
     out = Reporter(quiet)
-    ds = load_dataset(dataset, data_dir, offline, out)
+    ds = load_dataset(dataset, data_dir, offline, out, user_data)
     outputs.check_inputs({"dataset file": ds.files})
     if dev.note:
         out.say(dev.note)
@@ -460,6 +475,16 @@ def check_engine_options(ctx: typer.Context, engine: str, workers: int, schedule
     check_workers(workers)
 
 
+def check_data_options(ctx: typer.Context, user_data: Path | None, data_dir: Path | None) -> None:
+    """--data names the data itself: --dataset and --data-dir, which look data up, cannot go with it."""
+    if user_data is None:
+        return
+    if _given(ctx, "dataset"):
+        raise ConfigError("--data and --dataset are alternatives: give one")
+    if data_dir is not None:
+        raise ConfigError("--data names the data itself; --data-dir is where built-in datasets are looked for")
+
+
 def make_source(
     engine: str, config: TrainConfig, ds: data.Dataset, dev: Device, workers: int, scheduler: str | None, say: Any
 ) -> Any:
@@ -487,9 +512,12 @@ def bench_command(
     ctx: typer.Context,
     backends: Annotated[
         str | None,
-        typer.Option(help="Comma-separated, from numpy, cupy, torch-cpu, torch-cuda; default: all that run here."),
+        typer.Option(
+            help="Comma-separated, from numpy, cupy, torch-cpu, torch-cuda, sklearn; default: all that run here."
+        ),
     ] = None,
     dataset: DatasetOpt = "fashion-mnist",
+    user_data: DataOpt = None,
     data_dir: DataDirOpt = None,
     offline: OfflineOpt = False,
     hidden: HiddenOpt = "16,16",
@@ -522,6 +550,7 @@ def bench_command(
     config = TrainConfig(parse_hidden(hidden), optimizer, lr, iterations, batch_size, dtype, seed, eval_every)
     settings = bench.BenchSettings(config, target_accuracy, warmup, timed_steps, repeats)
     settings.validate()
+    check_data_options(ctx, user_data, data_dir)
     check_fits(config, [data.IMAGE_PIXELS, *config.hidden, data.NUM_CLASSES], resolve_device("cpu"))  # host memory
     if plot:
         from gpunet import plots
@@ -531,11 +560,13 @@ def bench_command(
     for name, wanted in (("backends", "local"), ("sweep", "local"), ("dask_samples", "dask")):
         if engine != wanted and _given(ctx, name):
             raise ConfigError(f"--{name.replace('_', '-')} is for --engine {wanted}")
+    if engine == "dask" and user_data is not None:
+        raise ConfigError("--engine dask reads the built-in datasets only; bench --data with --engine local")
     sweep_plot = plot.with_name(f"{plot.stem}-sweep{plot.suffix}") if plot and sweep else None
     outputs = claim(
         ctx,
         {"--json": json_path, "--plot": plot, "--plot (its -sweep figure)": sweep_plot},
-        inputs={"--data-dir": data_dir},
+        inputs={"--data-dir": data_dir, "--data": user_data},
     )
     if engine == "dask":
         return bench_dask_command(
@@ -544,11 +575,11 @@ def bench_command(
     chosen = [b.strip() for b in backends.split(",") if b.strip()] if backends else list(bench.BACKENDS)
     if backends:  # asked for by name: a backend that cannot run is an error, not a footnote
         for b in chosen:
-            reason = bench.unavailable(b)
+            reason = bench.unavailable(b, config)
             if reason:
                 raise (ConfigError if b not in bench.BACKENDS else DeviceError)(f"backend {b}: {reason}")
     out = Reporter()
-    ds = load_dataset(dataset, data_dir, offline, out)
+    ds = load_dataset(dataset, data_dir, offline, out, user_data)
     outputs.check_inputs({"dataset file": ds.files})
     report = bench.run_bench(settings, ds, chosen, out.say, progress=out)
     out.console.print(bench_table(report))
@@ -683,7 +714,25 @@ def sweep_table(rows: list[dict[str, Any]]) -> Table:
     return table
 
 
-CheckpointArg = Annotated[Path, typer.Argument(help="A checkpoint written by gpunet train --checkpoint.")]
+CheckpointArg = Annotated[
+    Path, typer.Argument(help="A checkpoint written by gpunet train --checkpoint or MLPClassifier.save.")
+]
+
+
+def model_class_names(saved: checkpoint.Checkpoint) -> list[str]:
+    """What each output unit stands for: the labels a Python fit recorded, else the dataset's names."""
+    if saved.classes is not None:
+        return [str(c) for c in saved.classes]
+    return data.class_names(saved.dataset, saved.sizes[-1])
+
+
+def check_model_fits_data(saved: checkpoint.Checkpoint, ds: data.Dataset, path: Path) -> None:
+    """The data's rows and labels must fit the model's input and output layers."""
+    features = ds.train_images.shape[1]
+    if features != saved.sizes[0]:
+        raise ConfigError(f"{path} takes {saved.sizes[0]} features per sample; {ds.name} has {features}")
+    if ds.num_classes > saved.sizes[-1]:
+        raise ConfigError(f"{path} tells {saved.sizes[-1]} classes apart; {ds.name} has {ds.num_classes}")
 
 
 def load_model(path: Path, device: str) -> tuple[checkpoint.Checkpoint, Device, list[Any]]:
@@ -698,6 +747,10 @@ def evaluate_command(
     ctx: typer.Context,
     checkpoint_file: CheckpointArg,
     split: Annotated[str, typer.Option(help="test or train.")] = "test",
+    dataset: Annotated[
+        str | None, typer.Option("--dataset", help="Evaluate on this built-in dataset; default: the model's own.")
+    ] = None,
+    user_data: DataOpt = None,
     data_dir: DataDirOpt = None,
     offline: OfflineOpt = False,
     device: DeviceOpt = "auto",
@@ -706,19 +759,29 @@ def evaluate_command(
     """Loss, accuracy, per-class accuracy and the confusion matrix of a saved model."""
     if split not in ("test", "train"):
         raise ConfigError(f"--split must be test or train, got '{split}'")
-    outputs = claim(ctx, {"--json": json_path}, inputs={"the checkpoint": checkpoint_file, "--data-dir": data_dir})
+    check_data_options(ctx, user_data, data_dir)
+    inputs = {"the checkpoint": checkpoint_file, "--data-dir": data_dir, "--data": user_data}
+    outputs = claim(ctx, {"--json": json_path}, inputs=inputs)
     saved, dev, params = load_model(checkpoint_file, device)
+    name = dataset or saved.dataset
+    if user_data is None and name not in data.DATASET_NAMES:
+        where = "in Python (gpunet.MLPClassifier)" if saved.dataset == "arrays" else f"on your data '{name}'"
+        raise ConfigError(f"{checkpoint_file} was trained {where}: say what to evaluate it on with --data PATH")
     out = Reporter()
-    ds = load_dataset(saved.dataset, data_dir, offline, out)
+    ds = load_dataset(name, data_dir, offline, out, user_data)
     outputs.check_inputs({"dataset file": ds.files})
+    chosen = user_data is not None or dataset is not None
     if ds.checksum != saved.dataset_checksum:
-        raise checkpoint.CheckpointError(f"{checkpoint_file} was trained on other {ds.name} files than {ds.source}")
+        if not chosen:
+            raise checkpoint.CheckpointError(f"{checkpoint_file} was trained on other {ds.name} files than {ds.source}")
+        out.say(f"note: the model was trained on other data ({saved.dataset}) than {ds.name}")
+    check_model_fits_data(saved, ds, checkpoint_file)
     images, labels = (ds.test_images, ds.test_labels) if split == "test" else (ds.train_images, ds.train_labels)
-    rows = DeviceData.from_host(images, labels, dev, saved.config.dtype, ds.num_classes)
+    rows = DeviceData.from_host(images, labels, dev, saved.config.dtype, saved.sizes[-1])  # one-hot over its outputs
     loss, accuracy = LocalEngine.for_device(dev).evaluate(params, rows.x, rows.targets, rows.labels)
     confusion = to_numpy(model.confusion_matrix(params, rows.x, rows.targets)).astype(np.int64)
     per_class = np.diag(confusion) / np.maximum(confusion.sum(axis=1), 1)
-    names = data.class_names(ds.name)
+    names = model_class_names(saved)
     report = {
         "checkpoint": str(checkpoint_file),
         "step": saved.step,
@@ -761,12 +824,11 @@ def predict_command(
         raise ConfigError(f"--top must be at least 1, got {top}")
     claim(ctx, {"--json": json_path}, inputs={"the checkpoint": checkpoint_file, "image file": files})
     saved, dev, params = load_model(checkpoint_file, device)
-    names = data.class_names(saved.dataset)
+    names = model_class_names(saved)
     predictions = []
     for path in files:
-        pixels, labels = read_images(path)
-        if pixels.shape[1] != saved.sizes[0]:
-            raise ConfigError(f"{path}: images have {pixels.shape[1]} pixels, the model takes {saved.sizes[0]}")
+        # A model of a built-in dataset takes pictures; one of your own data, your kind of rows.
+        pixels, labels = read_images(path, saved.sizes[0], pixels=saved.dataset in data.DATASET_NAMES)
         x = dev.asarray(pixels.astype(saved.config.dtype))
         probabilities = np.exp(to_numpy(model.log_softmax(model.logits_t(params, x), axis=0))).T
         for label, p in zip(labels, probabilities):
@@ -791,13 +853,17 @@ def devices_command() -> None:
 
 @datasets_app.callback(invoke_without_command=True)
 def datasets_command(ctx: typer.Context, data_dir: DataDirOpt = None) -> None:
-    """List the datasets and where each was found."""
+    """List the datasets and where each was found (read and checked: what train would accept)."""
     if ctx.invoked_subcommand is not None:
         return
     for spec in data.SPECS.values():
         try:
             found, searched = data.locate(spec, data_dir)
-            where = f"found in {found}" if found else "not found; looked in " + ", ".join(map(str, searched))
+            if found is None:
+                where = "not found; looked in " + ", ".join(map(str, searched))
+            else:  # files present are not enough: train would refuse a corrupt or foreign one
+                checked = "verified" if data.load_dir(spec, found).verified else "format-checked only"
+                where = f"found in {found} ({checked})"
         except DatasetError as e:
             where = f"problem: {e}"
         print(f"{spec.name:<14} {where}")

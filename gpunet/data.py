@@ -15,6 +15,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -105,13 +106,13 @@ FASHION_CLASSES = (
 )
 
 
-def class_names(dataset: str) -> list[str]:
-    """What each class index means, for people."""
-    if dataset == "fashion-mnist":
+def class_names(dataset: str, num_classes: int = NUM_CLASSES) -> list[str]:
+    """What each class index means, for people: a user's data has numbered classes."""
+    if dataset == "fashion-mnist" and num_classes == NUM_CLASSES:
         return list(FASHION_CLASSES)
-    if dataset == "mnist":
+    if dataset == "mnist" and num_classes == NUM_CLASSES:
         return [f"digit {i}" for i in range(NUM_CLASSES)]
-    return [f"class {i}" for i in range(NUM_CLASSES)]
+    return [f"class {i}" for i in range(num_classes)]
 
 
 DATASET_NAMES = ("auto", "mnist", "fashion-mnist", "synthetic")
@@ -123,14 +124,20 @@ _KNOWN = {sha: (spec, f) for spec in SPECS.values() for f in spec.files for sha 
 
 @dataclass
 class Dataset:
-    """Images as (n, 784) uint8 rows and labels as (n,) uint8, on the host."""
+    """Samples as (n, features) rows and labels as (n,) class indices 0..num_classes-1.
+
+    Rows are uint8 pixels (scaled to [0, 1] on the device, as the built-in
+    datasets are) or numbers used as given. The arrays are numpy on the host,
+    except for a Dataset built by the Python API around a user's device arrays.
+    The test split may be absent (None): a fit on arrays has no held-out set.
+    """
 
     name: str
     source: str  # where it came from, for the user and for the record
-    train_images: np.ndarray
-    train_labels: np.ndarray
-    test_images: np.ndarray
-    test_labels: np.ndarray
+    train_images: Any
+    train_labels: Any
+    test_images: Any
+    test_labels: Any
     checksum: str  # SHA-256 over the decompressed contents of all four files
     verified: bool = True  # False when no published checksum could vouch for a file
     num_classes: int = NUM_CLASSES
@@ -139,7 +146,9 @@ class Dataset:
     def first(self, n: int) -> Dataset:
         """The first `n` samples of each split (views, no copy)."""
         splits = ("train_images", "train_labels", "test_images", "test_labels")
-        return dataclasses.replace(self, **{f: getattr(self, f)[:n] for f in splits})
+        return dataclasses.replace(
+            self, **{f: getattr(self, f)[:n, ...] for f in splits if getattr(self, f) is not None}
+        )
 
 
 def cache_dir() -> Path:

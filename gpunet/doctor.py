@@ -17,11 +17,11 @@ from typing import Any
 import numpy as np
 import typer
 
-from gpunet import backend, data, initializers, model, train
-from gpunet.backend import Device, to_numpy
+from gpunet import backend, data, initializers, model, train, userdata
+from gpunet.backend import Device, array_namespace, to_numpy
 from gpunet.data import Dataset
 from gpunet.errors import ConfigError
-from gpunet.options import DataDirOpt, DatasetOpt, DeviceOpt, DtypeOpt, HiddenOpt, OfflineOpt, SeedOpt
+from gpunet.options import DataDirOpt, DataOpt, DatasetOpt, DeviceOpt, DtypeOpt, HiddenOpt, OfflineOpt, SeedOpt
 from gpunet.train import TrainConfig, layer_sizes, parse_hidden
 
 BATCH = 1000  # samples for the accuracy and bias-gradient checks
@@ -62,11 +62,31 @@ def _scalar(a: Any) -> float:
     return float(to_numpy(a))
 
 
+UNSCALED = "pixels must be divided by 255: raw 0..255 inputs make the logits huge and the softmax overflow"
+UNIT_RANGE = 10.0  # features beyond ±this are far outside a unit range: standardised data stays well within
+
+
+def input_range(x: Any) -> tuple[float, float]:
+    """The smallest and largest input value (two numbers read back from the device)."""
+    xp = array_namespace(x)
+    return _scalar(xp.min(x)), _scalar(xp.max(x))
+
+
+def far_outside_unit_range(lo: float, hi: float) -> str | None:
+    """What is wrong with inputs spanning [lo, hi] if they are far outside a unit range, else None."""
+    if max(abs(lo), abs(hi)) <= UNIT_RANGE:
+        return None
+    return f"inputs range from {lo:g} to {hi:g}, far outside a unit range, as the seed's did ({UNSCALED})"
+
+
 def _inputs_scaled(s: _Setup) -> Outcome:
-    xp = s.device.xp
-    lo, hi = _scalar(xp.min(s.split.x)), _scalar(xp.max(s.split.x))
-    why = "pixels must be divided by 255: raw 0..255 inputs make the logits huge and the softmax overflow"
-    return lo >= 0 and hi <= 1, f"min {lo:g}, max {hi:g}", why
+    lo, hi = input_range(s.split.x)
+    value = f"min {lo:g}, max {hi:g}"
+    if s.dataset.train_images.dtype == np.uint8:  # pixels: scaled to [0, 1] exactly, or a bug
+        return lo >= 0 and hi <= 1, value, UNSCALED
+    # A user's numbers are used as given: within a unit range is enough (standardised data is fine).
+    problem = far_outside_unit_range(lo, hi)
+    return problem is None, value, problem or ""
 
 
 def _initial_loss(s: _Setup) -> Outcome:
@@ -80,7 +100,9 @@ def _gradient_check(s: _Setup) -> Outcome:
     # Finite differences need float64, so this runs on the host whatever the device. The pixels
     # are scaled here, not by from_host, so that an input bug cannot pass for a gradient bug.
     ds = s.dataset
-    x = ds.train_images[:GRAD_SAMPLES].astype(np.float64) / 255.0
+    x = ds.train_images[:GRAD_SAMPLES].astype(np.float64)
+    if ds.train_images.dtype == np.uint8:  # pixels, as from_host would scale them
+        x /= 255.0
     targets = model.one_hot(ds.train_labels[:GRAD_SAMPLES].astype(np.int64), ds.num_classes, np.float64)
     sizes = layer_sizes(s.config, ds)
     params = [np.asarray(p, np.float64) for p in initializers.he_normal(sizes, s.config.seed, "float64")]
@@ -222,7 +244,9 @@ def run_checks(dataset: Dataset, device: Device, config: TrainConfig) -> list[Ch
 
 
 def doctor_command(
+    ctx: typer.Context,
     dataset: DatasetOpt = "auto",
+    user_data: DataOpt = None,
     data_dir: DataDirOpt = None,
     offline: OfflineOpt = False,
     device: DeviceOpt = "auto",
@@ -233,11 +257,17 @@ def doctor_command(
     """Check the inputs, initial loss, gradients, accuracy read-out and first steps; exit 1 if any fails."""
     config = TrainConfig(hidden=parse_hidden(hidden), dtype=dtype, seed=seed)
     config.validate()  # bad options fail before any data is read
-    if dataset not in data.DATASET_NAMES:
+    if user_data is not None and (data_dir is not None or ctx.get_parameter_source("dataset").name == "COMMANDLINE"):
+        raise ConfigError("--data names the data itself: give it without --dataset or --data-dir")
+    if user_data is None and dataset not in data.DATASET_NAMES:
         raise ConfigError(f"unknown dataset '{dataset}': choose one of {', '.join(data.DATASET_NAMES)}")
     dev = backend.resolve_device(device)
     train.check_fits(config, [data.IMAGE_PIXELS, *config.hidden, data.NUM_CLASSES], dev)
-    ds = data.load(dataset, data_dir, offline, say=print)
+    if user_data is not None:
+        ds = userdata.load_path(user_data, say=print)
+        print(userdata.describe(ds))
+    else:
+        ds = data.load(dataset, data_dir, offline, say=print)
     if dev.note:
         print(dev.note)
     network = "-".join(map(str, layer_sizes(config, ds)))

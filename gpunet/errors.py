@@ -46,8 +46,11 @@ class DeviceError(GpunetError):
     """The requested device cannot run: no cupy, no GPU, an old driver, a bad index."""
 
 
-class ConfigError(GpunetError):
-    """An option value that makes no sense (hidden size 0, a NaN learning rate, ...)."""
+class ConfigError(GpunetError, ValueError):
+    """An option value that makes no sense (hidden size 0, a NaN learning rate, ...).
+
+    A ValueError too, as Python callers of the estimator expect of a bad argument.
+    """
 
     exit_code = 2
 

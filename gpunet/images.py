@@ -1,4 +1,4 @@
-"""Images for `gpunet predict`: PNG (or any format Pillow reads), .npy, or IDX, as 784-pixel rows in [0, 1]."""
+"""Images for `gpunet predict`: PNG (or any format Pillow reads), .npy, or IDX, as rows the model takes."""
 
 from __future__ import annotations
 
@@ -13,10 +13,14 @@ from gpunet.idx import read_idx
 SIDE = 28
 
 
-def read_images(path: Path) -> tuple[np.ndarray, list[str]]:
-    """(n, 784) float32 pixels in [0, 1] and a name for each image, or DatasetError saying why not.
+def read_images(path: Path, features: int = SIDE * SIDE, pixels: bool = True) -> tuple[np.ndarray, list[str]]:
+    """(n, features) float32 rows and a name for each, or DatasetError saying why not.
 
-    The reader is chosen by what the file holds, not by its name.
+    `features` is what the model takes (784: 28x28 pictures). With `pixels`
+    (a model of a built-in dataset), float values must be pixels in [0, 1];
+    otherwise (a model of your own data) they are used as given. uint8 values
+    are pixels either way, scaled to [0, 1]. The reader is chosen by what the
+    file holds, not by its name.
     """
     path = Path(path)
     reason = inputs.problem(path)
@@ -24,17 +28,17 @@ def read_images(path: Path) -> tuple[np.ndarray, list[str]]:
         raise DatasetError(reason, path)
     what = inputs.kind(path)
     if what == "npy":
-        pixels = _from_array(_load_npy(path), path)
+        rows = _from_array(_load_npy(path), path, features, pixels)
     elif what in ("idx", "gzip"):
-        pixels = _from_array(read_idx(path), path)
+        rows = _from_array(read_idx(path), path, features, pixels)
     elif what in inputs.PICTURES or what == "unknown":  # Pillow knows more formats than gpunet sniffs
-        return _from_picture(path)
+        return _from_picture(path, features)
     else:
         raise DatasetError(
             f"{inputs.describe(what)}, not an image gpunet reads (PNG or another picture, .npy, IDX)", path
         )
-    names = [path.name] if len(pixels) == 1 else [f"{path.name}[{i}]" for i in range(len(pixels))]
-    return pixels, names
+    names = [path.name] if len(rows) == 1 else [f"{path.name}[{i}]" for i in range(len(rows))]
+    return rows, names
 
 
 def _load_npy(path: Path) -> np.ndarray:
@@ -44,34 +48,49 @@ def _load_npy(path: Path) -> np.ndarray:
         raise DatasetError(f"not a readable .npy array ({e})", path) from None
 
 
-def _from_array(a: np.ndarray, path: Path) -> np.ndarray:
-    """Accept (28, 28), (n, 28, 28), (784,) or (n, 784); uint8 0..255 or floats in [0, 1]."""
+def _from_array(a: np.ndarray, path: Path, features: int, pixels: bool) -> np.ndarray:
+    """One sample or a stack of them: (features,), (n, features), or images whose pixels number `features`."""
     if a.size == 0:
         raise DatasetError("holds no images", path)
-    if a.shape in ((SIDE, SIDE), (SIDE * SIDE,)):
-        a = a.reshape(1, -1)
-    elif a.ndim == 3 and a.shape[1:] == (SIDE, SIDE):
+    side = _square_side(features)
+    if a.ndim >= 1 and a.size == features and (a.ndim == 1 or a.shape[-1] != features or len(a) == 1):
+        a = a.reshape(1, -1)  # one sample: (784,), (28, 28) or (1, 784)
+    elif a.ndim >= 2 and int(np.prod(a.shape[1:])) == features:
         a = a.reshape(len(a), -1)
-    elif not (a.ndim == 2 and a.shape[1] == SIDE * SIDE):
-        raise DatasetError(f"expected 28x28 images, (n, 28, 28) or (n, 784); found shape {a.shape}", path)
+    else:
+        images = f"{side}x{side} images, (n, {side}, {side}) or " if side else ""
+        raise DatasetError(f"expected {images}(n, {features}) for this model; found shape {a.shape}", path)
     if a.dtype == np.uint8:
         return a.astype(np.float32) / 255.0
-    if not np.issubdtype(a.dtype, np.floating) or not np.isfinite(a).all() or a.min() < 0 or a.max() > 1:
+    if not np.issubdtype(a.dtype, np.number) or np.issubdtype(a.dtype, np.complexfloating):
+        raise DatasetError(f"expected numbers, found {a.dtype}", path)
+    if not np.isfinite(a).all():
+        raise DatasetError("holds NaN or infinite values", path)
+    if pixels and (not np.issubdtype(a.dtype, np.floating) or a.min() < 0 or a.max() > 1):
         raise DatasetError(
             f"expected uint8 pixels or floats in [0, 1], found {a.dtype} in [{a.min()}, {a.max()}]", path
         )
     return a.astype(np.float32)
 
 
-def _from_picture(path: Path) -> tuple[np.ndarray, list[str]]:
-    """A picture: greyscale, fitted to 28x28, and light-on-dark as MNIST is (a dark-on-light one is inverted)."""
+def _square_side(features: int) -> int | None:
+    side = round(features**0.5)
+    return side if side * side == features else None
+
+
+def _from_picture(path: Path, features: int = SIDE * SIDE) -> tuple[np.ndarray, list[str]]:
+    """A picture: greyscale, fitted to the model's square (28x28), and light-on-dark as MNIST is
+    (a dark-on-light one is inverted)."""
     from PIL import Image, UnidentifiedImageError
 
+    side = _square_side(features)
+    if side is None:
+        raise DatasetError(f"a picture, but this model takes {features} features, not a square image", path)
     try:
         with Image.open(path) as picture:
             grey = picture.convert("L")
-            if grey.size != (SIDE, SIDE):
-                grey = grey.resize((SIDE, SIDE), Image.Resampling.LANCZOS)
+            if grey.size != (side, side):
+                grey = grey.resize((side, side), Image.Resampling.LANCZOS)
             pixels = np.asarray(grey, dtype=np.float32) / 255.0
     except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as e:
         raise DatasetError(f"not an image gpunet can read: PNG, .npy or IDX ({e})", path) from None

@@ -15,7 +15,12 @@ DATA_DIR_HELP = (
 )
 
 
+DATA_HELP = (
+    "Your own data instead of --dataset: a .npz (x_train, y_train, x_test, y_test; or x, y, of which a fixed "
+    "fifth is held out) or a folder of the four IDX files, of any image size and number of classes."
+)
 DatasetOpt = Annotated[str, typer.Option("--dataset", help=DATASET_HELP)]
+DataOpt = Annotated[Path | None, typer.Option("--data", help=DATA_HELP)]
 DataDirOpt = Annotated[Path | None, typer.Option("--data-dir", help=DATA_DIR_HELP)]
 OfflineOpt = Annotated[bool, typer.Option("--offline", help="Never download; use only local files.")]
 HiddenOpt = Annotated[str, typer.Option("--hidden", help="Hidden layer sizes, comma-separated.")]

@@ -37,6 +37,8 @@ def torch_unavailable(device: str) -> str | None:
 class TorchTrainer:
     """The interface of gpunet.train.Trainer that the benchmark uses: step, evaluate, synchronize."""
 
+    schedule = "PyTorch eager, whole batch"
+
     def __init__(self, config: TrainConfig, dataset: Dataset, device: str) -> None:
         import torch
 
@@ -45,7 +47,9 @@ class TorchTrainer:
 
         def split(images: np.ndarray, labels: np.ndarray) -> tuple[Any, Any]:
             # The loader's arrays are read-only views of the files; torch wants to own writable memory.
-            x = torch.from_numpy(np.array(images)).to(self.device).to(dtype) / 255.0
+            x = torch.from_numpy(np.array(images)).to(self.device).to(dtype)
+            if images.dtype == np.uint8:  # pixels, scaled as gpunet scales them; other numbers as given
+                x /= 255.0
             return x, torch.from_numpy(labels.astype(np.int64)).to(self.device)
 
         self.train_x, self.train_y = split(dataset.train_images, dataset.train_labels)

@@ -184,16 +184,29 @@ class DeviceData:
     labels: Array
 
     @classmethod
-    def from_host(
-        cls, images: np.ndarray, labels: np.ndarray, device: Device, dtype: str, num_classes: int
-    ) -> DeviceData:
+    def from_host(cls, images: Array, labels: Array, device: Device, dtype: str, num_classes: int) -> DeviceData:
+        """Rows and class indices onto the device; arrays already there are not copied.
+
+        uint8 rows are pixels: they travel as uint8 (4x fewer bytes) and are
+        scaled to [0, 1] on the device, since raw 0..255 inputs are what made
+        the seed's softmax overflow. Any other numbers are used as given.
+        """
         xp = device.xp
-        # Pixels travel as uint8 (4x fewer bytes) and are scaled to [0, 1] on the
-        # device: raw 0..255 inputs are what made the seed's softmax overflow.
-        x = xp.astype(device.asarray(images), getattr(xp, dtype))
-        x /= 255.0
-        y = device.asarray(labels.astype(np.int64))
+        x = device_rows(images, device, dtype)
+        y = xp.astype(device.asarray(labels), xp.int64, copy=False)
         return cls(x, model.one_hot(y, num_classes, x.dtype), y)
+
+
+def device_rows(images: Array, device: Device, dtype: str) -> Array:
+    """Input rows on the device in `dtype`: uint8 pixels scaled to [0, 1], other numbers as given."""
+    xp = device.xp
+    x = device.asarray(images)
+    if x.dtype == xp.uint8:
+        x = xp.astype(x, getattr(xp, dtype))
+        x /= 255.0
+        return x
+    # Never written to, so the caller's own array serves when its dtype already fits.
+    return xp.astype(x, getattr(xp, dtype), copy=False)
 
 
 def layer_sizes(config: TrainConfig, dataset: Dataset) -> list[int]:
@@ -314,8 +327,12 @@ class Trainer:
         self.engine = LocalEngine.for_device(device)
         self.shuffle_rng = shuffle_rng(config.seed)
         self.source = source or LocalSource(dataset, config, device, self.engine, self.shuffle_rng)
-        self.test = DeviceData.from_host(
-            dataset.test_images, dataset.test_labels, device, config.dtype, dataset.num_classes
+        self.test = (  # a fit on arrays (the Python API) may have no test split
+            None
+            if dataset.test_images is None
+            else DeviceData.from_host(
+                dataset.test_images, dataset.test_labels, device, config.dtype, dataset.num_classes
+            )
         )
         host_params = initializers.he_normal(self.sizes, config.seed, config.dtype)
         self.layout = Layout.of(host_params)
@@ -328,6 +345,7 @@ class Trainer:
         self.step_losses = device.xp.zeros(slots, dtype=getattr(device.xp, config.dtype))
         self.steps_done = 0
         self._checked = 0
+        self.step_loss_curve: list[float] = []  # each step's (batch) loss, as read at the checks
         self.history: list[Record] = []
         self.last_saved_step: int | None = None
         self.took_off_at: int | None = None  # the first step whose loss blew up (see learning_failure)
@@ -364,6 +382,7 @@ class Trainer:
                 raise DivergedError(first + offset, loss, self.config.lr)
             if loss > limit and self.took_off_at is None:
                 self.took_off_at = first + offset  # numbered as above
+            self.step_loss_curve.append(loss)
         self._checked = self.steps_done
 
     def check_own_loss(self) -> None:
@@ -389,9 +408,12 @@ class Trainer:
     def evaluate(self) -> Record:
         """Loss and accuracies of the current parameters, read back to the host."""
         loss, train_acc = self.source.evaluate(self.params)
-        test = self.test
-        _, test_acc = self.engine.evaluate(self.params, test.x, test.targets, test.labels)
         xp = self.device.xp
+        test = self.test
+        if test is None:
+            test_acc = xp.asarray(math.nan, dtype=self.step_losses.dtype)
+        else:
+            _, test_acc = self.engine.evaluate(self.params, test.x, test.targets, test.labels)
         # One transfer (one wait for the device) for the three numbers, not three.
         values = to_numpy(xp.stack([xp.asarray(v) for v in (loss, train_acc, test_acc)]))
         return Record(self.steps_done, *(float(v) for v in values))

@@ -18,7 +18,7 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from gpunet import bench, checkpoint
+from gpunet import bench, checkpoint, data
 from tests.conftest import FASHION_DIR
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -58,7 +58,7 @@ def small(args: list[str]) -> list[str]:
     """The same command on small data: synthetic, and a hundredth of the steps."""
     args = list(args)
     command = args[0]
-    if command in ("train", "bench", "doctor") and "--resume" not in args:
+    if command in ("train", "bench", "doctor") and "--resume" not in args and "--data" not in args:
         if "--dataset" in args:
             args[args.index("--dataset") + 1] = "synthetic"
         else:
@@ -137,6 +137,7 @@ def test_readme_commands_run_as_written(commands: list[list[str]]) -> None:
     picture = np.zeros((28, 28), np.uint8)
     picture[6:22, 12:16] = 255
     Image.fromarray(picture).save("image.png")
+    own_data()
     for args in commands:
         result = run(small(args))
         if args[0] == "bench" and "torch-cpu" in " ".join(args) and bench.unavailable("torch-cpu"):
@@ -145,6 +146,16 @@ def test_readme_commands_run_as_written(commands: list[list[str]]) -> None:
             continue
         assert result.exit_code == 0, f"gpunet {shlex.join(small(args))}\n{result.output}"
         assert "Traceback" not in result.output
+
+
+def own_data() -> None:
+    """The files the README's --data examples name: mine.npz and the IDX folder my-images/ (small)."""
+    from idxfiles import FILE_NAMES, write_idx
+
+    ds = data.synthetic(n_train=300, n_test=100)
+    np.savez("mine.npz", x_train=ds.train_images, y_train=ds.train_labels, x_test=ds.test_images, y_test=ds.test_labels)
+    for name, array in zip(FILE_NAMES, (ds.train_images, ds.train_labels, ds.test_images, ds.test_labels)):
+        write_idx(Path("my-images") / name, array.reshape(len(array), 28, 28) if array.ndim == 2 else array)
 
 
 def sample(after: str) -> list[str]:

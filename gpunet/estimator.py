@@ -1,0 +1,362 @@
+"""gpunet.MLPClassifier: the trainer as a scikit-learn style estimator over a user's own arrays.
+
+It follows scikit-learn's conventions (constructor arguments stored as given,
+fit returns self, fitted attributes end in `_`) without importing it, and
+trains through the same Trainer as the command line: the arrays become a
+Dataset with no test split, and the fitted state is a checkpoint, which is
+what `save` writes and what `warm_start` continues from.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import inspect
+import sys
+import warnings
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from gpunet import checkpoint, doctor, model
+from gpunet.arrays import as_array, check_rows, choose_device, device_of, encode_labels, native, to_device
+from gpunet.backend import Device, array_namespace, is_numpy_array, to_numpy
+from gpunet.data import Dataset
+from gpunet.errors import Interrupted
+from gpunet.train import TrainConfig, Trainer, device_rows
+
+Array = Any
+DEFAULT = TrainConfig()
+
+
+class NotFittedError(ValueError, AttributeError):
+    """The estimator is used before `fit` (scikit-learn's name and bases)."""
+
+
+@functools.cache
+def _not_fitted_class(sklearn_class: type | None) -> type:
+    """NotFittedError, and scikit-learn's too once the caller has imported it, so its tools recognise it."""
+    if sklearn_class is None:
+        return NotFittedError
+    return type("NotFittedError", (NotFittedError, sklearn_class), {"__module__": __name__})
+
+
+class MLPClassifier:
+    """A multilayer perceptron classifier: ReLU hidden layers, softmax output, cross-entropy loss.
+
+    Parameters
+    ----------
+    hidden : tuple of int
+        Hidden layer sizes; () is softmax regression.
+    optimizer : "adam", "momentum" or "gd"
+    lr : float
+        Learning rate.
+    iterations : int
+        Updates per call to `fit` (each one a full pass over the data when `batch_size` is None).
+    batch_size : int or None
+        Samples per update; None: all of them (full-batch training, the CLI's default).
+    device : "auto", "cpu", "cuda" or "cuda:N"
+        "auto" trains where the data already is (a cupy array on its GPU), and a
+        numpy array on a usable GPU, else on the CPU.
+    dtype : "float32" or "float64"
+    seed : int
+        Seeds the initial weights and the batch order: the same seed, the same model.
+    eval_every : int
+        Steps between the loss and accuracy records in `history_`.
+    warm_start : bool
+        If True, `fit` continues from the fitted weights and optimizer state
+        for `iterations` more updates, instead of starting afresh.
+
+    Inputs: rows of numbers (numpy, cupy, array-api-strict, or anything else
+    with DLPack or numpy's `__array__`). uint8 rows are pixels and are scaled
+    to [0, 1] as the command line does; other numbers are used as given, with
+    a warning when they lie far outside a unit range. Labels may be any
+    values; `classes_` holds them, sorted.
+
+    Fitted attributes: `classes_`, `n_features_in_`, `n_iter_` (updates done
+    in all), `loss_curve_` (each update's batch loss), `history_` (loss and
+    training accuracy every `eval_every` updates), `device_`, and
+    `coefs_` / `intercepts_` (the weights, on the host).
+    """
+
+    def __init__(
+        self,
+        hidden: tuple[int, ...] = DEFAULT.hidden,
+        optimizer: str = DEFAULT.optimizer,
+        lr: float = DEFAULT.lr,
+        iterations: int = DEFAULT.iterations,
+        batch_size: int | None = DEFAULT.batch_size,
+        device: str = "auto",
+        dtype: str = DEFAULT.dtype,
+        seed: int = DEFAULT.seed,
+        eval_every: int = DEFAULT.eval_every,
+        warm_start: bool = False,
+    ) -> None:
+        self.hidden = hidden
+        self.optimizer = optimizer
+        self.lr = lr
+        self.iterations = iterations
+        self.batch_size = batch_size
+        self.device = device
+        self.dtype = dtype
+        self.seed = seed
+        self.eval_every = eval_every
+        self.warm_start = warm_start
+
+    # --- scikit-learn's estimator protocol -------------------------------------------------
+
+    @classmethod
+    def _param_names(cls) -> list[str]:
+        return [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
+
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        """The constructor arguments, as given."""
+        return {name: getattr(self, name) for name in self._param_names()}
+
+    def set_params(self, **params: Any) -> MLPClassifier:
+        """Change constructor arguments; returns self."""
+        valid = self._param_names()
+        for name, value in params.items():
+            if name not in valid:
+                raise ValueError(f"Invalid parameter {name!r} for MLPClassifier: choose from {', '.join(valid)}")
+            setattr(self, name, value)
+        return self
+
+    def __repr__(self) -> str:
+        changed = {k: v for k, v in self.get_params().items() if not _same(v, _DEFAULTS[k])}
+        return f"MLPClassifier({', '.join(f'{k}={v!r}' for k, v in changed.items())})"
+
+    def __sklearn_is_fitted__(self) -> bool:
+        return hasattr(self, "_state")
+
+    def __sklearn_tags__(self) -> Any:
+        from sklearn.utils import ClassifierTags, InputTags, Tags, TargetTags  # only scikit-learn asks
+
+        return Tags(
+            estimator_type="classifier",
+            target_tags=TargetTags(required=True),
+            classifier_tags=ClassifierTags(),
+            input_tags=InputTags(),
+        )
+
+    _estimator_type = "classifier"  # what scikit-learn before 1.6 looked for
+
+    # --- fitting ---------------------------------------------------------------------------
+
+    def config(self) -> TrainConfig:
+        """The training configuration the parameters describe (ValueError if they cannot train)."""
+        hidden = (self.hidden,) if isinstance(self.hidden, (int, np.integer)) else self.hidden
+        try:
+            config = TrainConfig(
+                hidden=tuple(int(h) for h in hidden),
+                optimizer=str(self.optimizer),
+                lr=float(self.lr),
+                iterations=int(self.iterations),
+                batch_size=None if self.batch_size is None else int(self.batch_size),
+                dtype=str(self.dtype),
+                seed=int(self.seed),
+                eval_every=int(self.eval_every),
+            )
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"invalid MLPClassifier parameter: {e}") from None
+        config.validate()
+        return config
+
+    def fit(self, X: Any, y: Any) -> MLPClassifier:
+        """Train on rows `X` with labels `y`; returns self.
+
+        With `warm_start`, training continues from the fitted state for
+        `iterations` more updates; otherwise it starts from the seeded weights.
+        """
+        config = self.config()
+        x = as_array(X)
+        device = choose_device(x, str(self.device))
+        x = to_device(x, device)
+        check_rows(x)
+        classes, labels = encode_labels(y, device)
+        if labels.shape[0] != x.shape[0]:
+            raise ValueError(f"X has {x.shape[0]} samples but y has {labels.shape[0]}: one label per sample")
+        if len(classes) < 2:
+            raise ValueError(f"MLPClassifier needs samples of at least 2 classes; y holds only one class: {classes}")
+        _warn_if_unscaled(x, device, config.dtype)
+        previous = self._state if self.warm_start and self.__sklearn_is_fitted__() else None
+        if previous is not None:
+            config = self._continued(previous, config, x, classes)
+        dataset = Dataset(
+            name="arrays",
+            source=f"{type(X).__module__}.{type(X).__name__} on {device.name}",
+            train_images=x,
+            train_labels=labels,
+            test_images=None,
+            test_labels=None,
+            checksum=_checksum(x, labels),
+            verified=False,
+            num_classes=len(classes),
+        )
+        trainer = Trainer(config, dataset, device)
+        try:
+            if previous is not None:
+                checkpoint.restore(trainer, previous)
+            try:
+                trainer.run()
+            except Interrupted as e:  # Ctrl-C in a notebook: keep what was learned, as scikit-learn does
+                trainer.check_losses()
+                warnings.warn(f"training {e}; the model holds the weights of that step", stacklevel=2)
+            state = checkpoint.capture(trainer, _jsonable(classes))
+        finally:
+            trainer.close()
+        self._set_state(state, device.name, classes)
+        return self
+
+    def _continued(self, previous: checkpoint.Checkpoint, config: TrainConfig, x: Array, classes: np.ndarray):
+        """The configuration that continues `previous` for `config.iterations` more updates."""
+        if x.shape[1] != self.n_features_in_:
+            raise ValueError(f"warm_start: X has {x.shape[1]} features, the fitted model {self.n_features_in_}")
+        if not np.array_equal(classes, self.classes_):
+            raise ValueError(f"warm_start: y holds classes {classes}, the fitted model {self.classes_}")
+        fixed = ("hidden", "optimizer", "dtype")
+        changed = [f for f in fixed if getattr(config, f) != getattr(previous.config, f)]
+        if changed:
+            raise ValueError(f"warm_start continues the fitted network: {', '.join(changed)} cannot change")
+        return replace(config, iterations=previous.step + config.iterations)
+
+    def _set_state(self, state: checkpoint.Checkpoint, device: str, classes: np.ndarray | None = None) -> None:
+        self._state = state
+        if classes is None:  # from a file: the labels it recorded, or the output units' numbers
+            classes = np.asarray(state.classes) if state.classes is not None else np.arange(state.sizes[-1])
+        self.classes_ = classes
+        self.n_features_in_ = state.sizes[0]
+        self.n_iter_ = state.step
+        self.loss_curve_ = list(state.loss_curve)
+        self.history_ = [
+            {"iteration": r.iteration, "loss": r.loss, "train_accuracy": r.train_accuracy} for r in state.history
+        ]
+        self.device_ = device
+
+    @property
+    def coefs_(self) -> list[np.ndarray]:
+        """Each layer's weights, (inputs, outputs), on the host."""
+        return list(self._fitted().params[0::2])
+
+    @property
+    def intercepts_(self) -> list[np.ndarray]:
+        """Each layer's biases, on the host."""
+        return list(self._fitted().params[1::2])
+
+    # --- predicting ------------------------------------------------------------------------
+
+    def _fitted(self) -> checkpoint.Checkpoint:
+        if not self.__sklearn_is_fitted__():
+            sklearn = sys.modules.get("sklearn.exceptions")
+            raise _not_fitted_class(getattr(sklearn, "NotFittedError", None))(
+                "This MLPClassifier instance is not fitted yet. Call 'fit' with appropriate arguments first."
+            )
+        return self._state
+
+    def _logits_t(self, X: Any) -> tuple[Array, Device, bool]:
+        """The output logits (classes, samples) on the device, and whether X came from the host."""
+        state = self._fitted()
+        x = as_array(X)
+        from_host = is_numpy_array(x)
+        device = choose_device(x, str(self.device)) if native(x) else device_of(x)
+        x = to_device(x, device)
+        check_rows(x)
+        if x.shape[1] != self.n_features_in_:
+            raise ValueError(
+                f"X has {x.shape[1]} features, but MLPClassifier is expecting {self.n_features_in_} features as input"
+            )
+        params = [device.asarray(p) for p in state.params]
+        return model.logits_t(params, device_rows(x, device, state.config.dtype)), device, from_host
+
+    def predict_proba(self, X: Any) -> Array:
+        """Each row's probability of each class in `classes_`, (samples, classes), where X lives."""
+        logits_t, _, from_host = self._logits_t(X)
+        xp = array_namespace(logits_t)
+        proba = xp.exp(model.log_softmax(logits_t, axis=0)).T
+        return to_numpy(proba) if from_host else proba
+
+    def predict_log_proba(self, X: Any) -> Array:
+        """The log of predict_proba, computed stably."""
+        logits_t, _, from_host = self._logits_t(X)
+        log_proba = model.log_softmax(logits_t, axis=0).T
+        return to_numpy(log_proba) if from_host else log_proba
+
+    def predict(self, X: Any) -> Array:
+        """Each row's most probable label (from `classes_`), where X lives if the labels are numbers."""
+        logits_t, device, from_host = self._logits_t(X)
+        xp = array_namespace(logits_t)
+        index = xp.argmax(logits_t, axis=0)
+        if from_host or self.classes_.dtype.kind not in "biuf":  # strings exist only on the host
+            return self.classes_[to_numpy(index)]
+        return xp.take(device.asarray(self.classes_), index)
+
+    def score(self, X: Any, y: Any, sample_weight: Any = None) -> float:
+        """Mean accuracy of predict(X) against y (weighted by sample_weight if given)."""
+        predicted = to_numpy(as_array(self.predict(X)))
+        truth = to_numpy(as_array(y))
+        weights = None if sample_weight is None else to_numpy(as_array(sample_weight))
+        return float(np.average(predicted == truth.reshape(predicted.shape), weights=weights))
+
+    # --- files -----------------------------------------------------------------------------
+
+    def save(self, path: str | Path) -> None:
+        """Write the fitted model as a gpunet checkpoint (atomically): `gpunet evaluate` and `predict` read it."""
+        checkpoint.write(Path(path), self._fitted())
+
+
+def load(path: str | Path, device: str = "auto") -> MLPClassifier:
+    """A fitted MLPClassifier from a checkpoint written by `save` or by `gpunet train --checkpoint`."""
+    state = checkpoint.load(Path(path))
+    config = state.config
+    estimator = MLPClassifier(
+        hidden=config.hidden,
+        optimizer=config.optimizer,
+        lr=config.lr,
+        iterations=config.iterations,
+        batch_size=config.batch_size,
+        device=device,
+        dtype=config.dtype,
+        seed=config.seed,
+        eval_every=config.eval_every,
+    )
+    estimator._set_state(state, "cpu")
+    return estimator
+
+
+_DEFAULTS = {name: p.default for name, p in inspect.signature(MLPClassifier.__init__).parameters.items()}
+
+
+def _same(a: Any, b: Any) -> bool:
+    try:
+        return bool(a == b)
+    except Exception:  # arrays and other things without a plain ==
+        return a is b
+
+
+def _warn_if_unscaled(x: Array, device: Device, dtype: str) -> None:
+    """The seed's failure, named before training: numbers far outside a unit range (doctor's first check)."""
+    if x.dtype == device.xp.uint8:  # pixels are scaled on the device
+        return
+    problem = doctor.far_outside_unit_range(*doctor.input_range(x))
+    if problem:
+        warnings.warn(f"{problem}; scale X (e.g. standardise each feature) before fit", UserWarning, stacklevel=3)
+
+
+def _checksum(x: Array, labels: Array) -> str:
+    """SHA-256 of the training arrays when they are on the host (cheap there); device arrays are not read back."""
+    if not (is_numpy_array(x) and is_numpy_array(labels)):
+        return ""
+    digest = hashlib.sha256()
+    for a in (x, labels):
+        digest.update(f"{a.dtype.str}{a.shape}".encode())
+        digest.update(np.ascontiguousarray(a).data)
+    return digest.hexdigest()
+
+
+def _jsonable(classes: np.ndarray) -> list[Any] | None:
+    """The labels as a checkpoint records them; None when they are just 0..k-1."""
+    if classes.dtype.kind in "iu" and np.array_equal(classes, np.arange(len(classes))):
+        return None
+    return classes.tolist()
