@@ -209,3 +209,12 @@ def test_evaluate_sample_first_line() -> None:
     result = run([*shlex.split(lines[0].removeprefix("$ "))[1:], "--device", "cpu"])
     assert result.exit_code == 0, result.output
     assert [shape(line) for line in result.output.splitlines()[:2]] == [shape(line) for line in lines[1:3]]
+
+
+def test_the_readmes_links_to_its_own_sections_resolve() -> None:
+    def slug(heading: str) -> str:  # GitHub's anchor for a heading
+        return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+    anchors = {slug(h) for h in re.findall(r"^#+ (.*)$", README, flags=re.M)}
+    links = re.findall(r"\]\(#([^)]+)\)", README)
+    assert links and set(links) <= anchors, set(links) - anchors
