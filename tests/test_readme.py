@@ -164,12 +164,16 @@ def sample(after: str) -> list[str]:
     return re.search(r"^```\n(.*?)^```$", tail, flags=re.M | re.S).group(1).splitlines()
 
 
-def test_train_first_line_without_internet() -> None:
+def test_train_first_lines_without_internet(monkeypatch: pytest.MonkeyPatch) -> None:
+    mirrors = sample("its first lines are")
+    monkeypatch.setenv("GPUNET_MIRRORS", ",".join(f"http://127.0.0.1:{port}/" for port in (9, 10, 11)))
     result = run(["train", "--iterations", "0", "--no-save"])
     assert result.exit_code == 0, result.output
-    expected = sample("saying so on its first line")[0]
-    assert expected == f"MNIST unavailable (could not be downloaded): training on Fashion-MNIST from {FASHION_DIR}"
-    assert result.output.splitlines()[0] == expected
+    lines = result.output.splitlines()[: len(mirrors)]
+    refused = re.compile(r"mirror \S+: cannot connect \(.+\); trying \S+")
+    assert len(mirrors) == 3 and all(refused.fullmatch(line) for line in mirrors[:2] + lines[:2]), lines
+    assert mirrors[2] == f"MNIST unavailable (could not be downloaded): training on Fashion-MNIST from {FASHION_DIR}"
+    assert lines[2] == mirrors[2]
     offline = run(["train", "--iterations", "0", "--no-save", "--offline"])
     assert offline.output.splitlines()[0].startswith("MNIST unavailable offline: ")
 
