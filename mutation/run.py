@@ -8,7 +8,7 @@ mutant no test notices "survives".
     python mutation/run.py                 every module, one after the other
     python mutation/run.py flat model      only these
 
-It mutates a copy of the committed tree (HEAD), one folder per module under
+It mutates a copy of the commit checked out when it starts (HEAD), one folder per module under
 $MUTATION_DIR (default: a new temporary folder), never this checkout, at low
 priority (nice 15) with $MUTATION_JOBS parallel children (default 2), and
 writes <module>/results.txt (every mutant and its fate) and a summary line per
@@ -52,10 +52,10 @@ def mutmut_table(module: str) -> str:
     )
 
 
-def run_module(module: str, root: Path, jobs: str) -> str:
+def run_module(module: str, root: Path, jobs: str, commit: str) -> str:
     work = root / module
     work.mkdir(parents=True)
-    archive = subprocess.run(["git", "-C", str(REPO), "archive", "HEAD"], check=True, capture_output=True).stdout
+    archive = subprocess.run(["git", "-C", str(REPO), "archive", commit], check=True, capture_output=True).stdout
     subprocess.run(["tar", "-x", "-C", str(work)], input=archive, check=True)
     pyproject = work / "pyproject.toml"
     text = pyproject.read_text()
@@ -89,7 +89,7 @@ def main() -> None:
     with open(root / "summary.txt", "a") as summary:
         summary.write(header + "\n")
         for module in modules:
-            report = run_module(module, root, jobs)
+            report = run_module(module, root, jobs, commit.strip())
             print(report, flush=True)
             summary.write(report + "\n")
             summary.flush()
