@@ -373,3 +373,21 @@ def test_a_restored_batch_order_saves_the_same_state_before_any_step(small: data
     restored.restore(saved)
     assert restored.state() == saved
     np.testing.assert_array_equal(next(restored)[0], next(order)[0])
+
+
+def _history(*points: tuple[int, float, float]) -> list[train_module.Record]:
+    return [train_module.Record(step, loss, accuracy, accuracy) for step, loss, accuracy in points]
+
+
+@pytest.mark.parametrize(
+    ("points", "flagged"),
+    [
+        ([(0, 2.0, 0.07), (10, 30.0, 0.1)], True),  # two records are enough to see a blow-up
+        ([(0, 2.0, 0.07), (10, 3.0, 0.5), (20, 3.0, 0.9)], False),  # ends at 1.5x: not above it
+        ([(0, 2.0, 0.07), (10, 3.0, 0.5), (20, 2.0, 0.1)], False),  # at chance, but never above 1.5x
+        ([(0, 2.0, 0.07), (10, 9.0, 0.5), (20, 2.0, train_module.CHANCE_FACTOR / 10)], True),  # exactly at chance
+        ([(0, 2.0, 0.07), (10, 9.0, 0.5), (20, 0.5, 0.85)], False),  # blew up, then learned after all
+    ],
+)
+def test_the_not_learning_rule_at_its_edges(points, flagged: bool) -> None:
+    assert (train_module.learning_failure(_history(*points), 10, 1.0) is not None) == flagged
