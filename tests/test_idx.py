@@ -290,3 +290,31 @@ def test_an_unreadable_file_says_why_in_words(tmp_path: Path) -> None:
     with pytest.raises(DatasetError) as caught:
         idx.read_bytes(tmp_path)  # a directory: the system's reason, not a Python repr
     assert str(caught.value) == f"{tmp_path}: cannot read: Is a directory"
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (b"\x00\x00\x08", "<bytes>: too short for an IDX header (3 bytes)"),
+        (b"\x00\x00\x08\x00", "<bytes>: IDX header declares zero dimensions"),  # 4 bytes: a whole header
+        (b"\x00\x01\x08\x01\x00\x00\x00\x01\x07", "<bytes>: not an IDX file: bad magic number 0x00010801"),
+        (b"\x01\x00\x08\x01\x00\x00\x00\x01\x07", "<bytes>: not an IDX file: bad magic number 0x01000801"),
+    ],
+)
+def test_header_refusals_in_exact_words(data: bytes, message: str) -> None:
+    with pytest.raises(DatasetError) as caught:
+        parse_idx(data)
+    assert str(caught.value) == message
+
+
+def test_uint8_values_are_not_copied() -> None:
+    """The 47 MB of training images are used where they were read, not copied once more."""
+    data = idx_bytes(np.arange(24, dtype=np.uint8).reshape(2, 3, 4))
+    values = parse_idx(data)
+    assert np.shares_memory(values, np.frombuffer(data, dtype=np.uint8))
+
+
+def test_a_label_equal_to_the_number_of_classes_is_refused() -> None:
+    with pytest.raises(DatasetError) as caught:
+        check_split(np.zeros((3, 2, 2), np.uint8), np.array([0, 9, 10], np.uint8), 10, "i", "labels.gz")
+    assert str(caught.value) == "labels.gz: label 10 at index 2 is outside 0..9"
