@@ -391,3 +391,12 @@ def _history(*points: tuple[int, float, float]) -> list[train_module.Record]:
 )
 def test_the_not_learning_rule_at_its_edges(points, flagged: bool) -> None:
     assert (train_module.learning_failure(_history(*points), 10, 1.0) is not None) == flagged
+
+
+def test_a_steps_loss_is_the_mean_loss_of_the_parameters_it_started_from(small: data.Dataset) -> None:
+    """What divergence checks and the not-learning rule read: in full batch, the loss of the parameters before it."""
+    trainer = Trainer(TrainConfig(iterations=3, eval_every=3, dtype="float64"), small, numpy_device())
+    for k in range(3):
+        before = trainer.evaluate().loss
+        trainer.step()
+        assert float(trainer.step_losses[k]) == pytest.approx(before, rel=1e-12)
