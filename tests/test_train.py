@@ -400,3 +400,17 @@ def test_a_steps_loss_is_the_mean_loss_of_the_parameters_it_started_from(small: 
         before = trainer.evaluate().loss
         trainer.step()
         assert float(trainer.step_losses[k]) == pytest.approx(before, rel=1e-12)
+
+
+def test_the_not_learning_message_in_full() -> None:
+    blown = _history((0, 2.0, 0.07), (10, 9.0, 0.5), (20, 2.0, 0.1))
+    assert train_module.learning_failure(blown, 10, 50.0) == (
+        "not learning: the training loss went from 2 to 2 and train accuracy is 0.1000, chance level for 10 classes"
+        "; the loss took off at step 10; try a lower learning rate, such as --lr 5 "
+        "(gpunet doctor checks the network itself)"
+    )
+    ended_high = _history((0, 2.0, 0.07), (10, 30.0, 0.5))
+    assert train_module.learning_failure(ended_high, 10, 0.3, took_off_at=4) == (
+        "not learning: the training loss went from 2 to 30; the loss took off at step 4; "
+        "try a lower learning rate, such as --lr 0.03 (gpunet doctor checks the network itself)"
+    )
