@@ -454,3 +454,22 @@ def test_a_runs_folder_that_cannot_be_used_says_what_to_do(tmp_path: Path) -> No
     assert str(caught.value) == (
         f"{runs}: cannot keep the model there (File exists); use --checkpoint PATH or --no-save"
     )
+
+
+class _Trap:
+    """Unpickling it creates a file: a stand-in for code a malicious checkpoint would run."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (str(self.path), "w"))
+
+
+def test_opening_a_checkpoint_never_unpickles(tmp_path: Path) -> None:
+    trap = tmp_path / "code-ran"
+    path = tmp_path / "malicious.npz"
+    np.savez(path, meta=np.array([_Trap(trap)], dtype=object))
+    with pytest.raises(checkpoint.CheckpointError, match="not a readable"):
+        checkpoint.load(path)
+    assert not trap.exists()
