@@ -96,8 +96,8 @@ def main() -> None:
         fate = run_one(module, before, after)
         fates.append(fate)
         print(f"{fate:>17}  {module}.py: {before.strip()!r} -> {after.strip()!r}", flush=True)
-    print(f"{fates.count('killed')} of {len(MUTANTS)} killed")
-    sys.exit(0 if fates.count("killed") == len(MUTANTS) else 1)
+    print(f"{fates.count('killed')} of {len(MUTANTS)} killed, {fates.count('no longer applies')} no longer apply")
+    sys.exit(1 if "survived" in fates else 0)  # one that no longer applies needs its line updated, not a test
 
 
 if __name__ == "__main__":
