@@ -473,3 +473,31 @@ def test_opening_a_checkpoint_never_unpickles(tmp_path: Path) -> None:
     with pytest.raises(checkpoint.CheckpointError, match="not a readable"):
         checkpoint.load(path)
     assert not trap.exists()
+
+
+def test_load_refusals_in_exact_words(tmp_path: Path, small: data.Dataset) -> None:
+    import gpunet
+
+    def refusal(path: Path) -> str:
+        with pytest.raises(checkpoint.CheckpointError) as caught:
+            checkpoint.load(path)
+        return str(caught.value)
+
+    assert refusal(tmp_path / "none.npz") == f"{tmp_path / 'none.npz'}: no such checkpoint"
+    no_meta = tmp_path / "no-meta.npz"
+    np.savez(no_meta, param_0=np.zeros(3))
+    assert refusal(no_meta).startswith(f"{no_meta}: not a readable gpunet checkpoint (")
+    for meta, found in (('{"format": 2}', 2), ("[1]", None), ('{"version": 1}', None)):
+        other = tmp_path / "other.npz"
+        np.savez(other, meta=np.array(meta))
+        assert refusal(other) == f"{other}: checkpoint format {found} is not 1 (gpunet {gpunet.__version__})"
+    damaged = tmp_path / "damaged.npz"
+    np.savez(damaged, meta=np.array('{"format": 1}'))
+    assert refusal(damaged) == f"{damaged}: a damaged or foreign checkpoint (KeyError: 'config')"
+    path = tmp_path / "c.npz"
+    Trainer(TrainConfig(iterations=1, eval_every=1), small, numpy_device()).run(save=lambda t: checkpoint.save(path, t))
+    with np.load(path) as f:
+        arrays = {name: f[name] for name in f.files}
+    arrays["param_3"] = np.full_like(arrays["param_3"], np.nan)  # the second layer's biases
+    np.savez(path, **arrays)
+    assert refusal(path) == f"{path}: its layer 2 biases hold NaN or infinite values; this checkpoint cannot be used"
