@@ -234,6 +234,18 @@ def _verified_contents(path: Path, f: DataFile, spec: DatasetSpec) -> tuple[byte
     return contents, raw_sha, False
 
 
+def checked_splits(
+    arrays: list[np.ndarray], paths: list[Path], max_classes: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The four IDX arrays (train images, labels, test images, labels) checked as one dataset, images as rows."""
+    train_x, train_y, test_x, test_y = arrays
+    check_split(train_x, train_y, max_classes, paths[0], paths[1])
+    check_split(test_x, test_y, max_classes, paths[2], paths[3])
+    if train_x.shape[1:] != test_x.shape[1:]:
+        raise DatasetError(f"test images are {test_x.shape[1:]}, train images {train_x.shape[1:]}", paths[2])
+    return train_x.reshape(len(train_x), -1), train_y, test_x.reshape(len(test_x), -1), test_y
+
+
 def load_dir(spec: DatasetSpec, directory: Path) -> Dataset:
     """Read, verify and validate the four files in `directory`."""
     arrays, shas, paths = [], [], []
@@ -247,17 +259,13 @@ def load_dir(spec: DatasetSpec, directory: Path) -> Dataset:
         shas.append(sha)
         paths.append(path)
         verified &= ok
-    train_x, train_y, test_x, test_y = arrays
-    check_split(train_x, train_y, NUM_CLASSES, paths[0], paths[1])
-    check_split(test_x, test_y, NUM_CLASSES, paths[2], paths[3])
-    if train_x.shape[1:] != test_x.shape[1:]:
-        raise DatasetError(f"test images are {test_x.shape[1:]}, train images {train_x.shape[1:]}", paths[2])
+    train_x, train_y, test_x, test_y = checked_splits(arrays, paths, NUM_CLASSES)
     return Dataset(
         name=spec.name,
         source=str(directory),
-        train_images=train_x.reshape(len(train_x), -1),
+        train_images=train_x,
         train_labels=train_y,
-        test_images=test_x.reshape(len(test_x), -1),
+        test_images=test_x,
         test_labels=test_y,
         checksum=hashlib.sha256("".join(shas).encode()).hexdigest(),
         verified=verified,

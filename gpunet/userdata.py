@@ -27,7 +27,7 @@ import numpy as np
 
 from gpunet import data
 from gpunet.errors import DatasetError
-from gpunet.idx import check_split, parse_idx, read_bytes
+from gpunet.idx import parse_idx, read_bytes
 
 IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 NPZ_SPLITS = ("x_train", "y_train", "x_test", "y_test")
@@ -78,17 +78,9 @@ def _load_idx_folder(folder: Path) -> data.Dataset:
         _, contents = read_bytes(path)
         arrays.append(parse_idx(contents, path))
         shas.append(hashlib.sha256(contents).hexdigest())
-    train_x, train_y, test_x, test_y = arrays
-    check_split(train_x, train_y, MAX_CLASSES, paths[0], paths[1])
-    check_split(test_x, test_y, MAX_CLASSES, paths[2], paths[3])
-    if train_x.shape[1:] != test_x.shape[1:]:
-        raise DatasetError(f"test images are {test_x.shape[1:]}, train images {train_x.shape[1:]}", paths[2])
     return _dataset(
         folder,
-        train_x.reshape(len(train_x), -1),
-        train_y,
-        test_x.reshape(len(test_x), -1),
-        test_y,
+        *data.checked_splits(arrays, paths, MAX_CLASSES),
         hashlib.sha256("".join(shas).encode()).hexdigest(),  # as for the built-in datasets
         tuple(paths),
     )

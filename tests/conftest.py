@@ -73,3 +73,11 @@ def in_a_scratch_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(42)
+
+
+@pytest.fixture
+def isolated_data(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An empty cache, no $GPUNET_DATA, and mirrors that refuse at once: nothing leaves the machine."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.delenv("GPUNET_DATA", raising=False)
+    monkeypatch.setenv("GPUNET_MIRRORS", "http://127.0.0.1:9/")

@@ -33,11 +33,7 @@ runner = CliRunner()
 QUICK = ["train", "--dataset", "synthetic", "--iterations", "20", "--eval-every", "10", "--device", "cpu"]
 
 
-@pytest.fixture(autouse=True)
-def isolated_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    monkeypatch.delenv("GPUNET_DATA", raising=False)
-    monkeypatch.setenv("GPUNET_MIRRORS", "http://127.0.0.1:9/")
+pytestmark = pytest.mark.usefixtures("isolated_data")  # tests/conftest.py: nothing leaves the machine
 
 
 def refused(args: list[str], code: int = 2, text: str = "") -> str:
