@@ -856,6 +856,7 @@ def datasets_command(ctx: typer.Context, data_dir: DataDirOpt = None) -> None:
     """List the datasets and where each was found (read and checked: what train would accept)."""
     if ctx.invoked_subcommand is not None:
         return
+    problems = 0
     for spec in data.SPECS.values():
         try:
             found, searched = data.locate(spec, data_dir)
@@ -866,8 +867,11 @@ def datasets_command(ctx: typer.Context, data_dir: DataDirOpt = None) -> None:
                 where = f"found in {found} ({checked})"
         except DatasetError as e:
             where = f"problem: {e}"
+            problems += 1
         print(f"{spec.name:<14} {where}")
     print(f"{'synthetic':<14} generated on demand (10 classes, 28x28, 3,000 train / 1,000 test)")
+    if problems:  # the listing is complete, but a script must be able to tell that something is wrong
+        raise DatasetError(f"{problems} of {len(data.SPECS)} datasets have a problem (listed above)")
 
 
 @datasets_app.command("download")

@@ -364,8 +364,9 @@ def test_json_holds_null_not_nan_when_the_run_diverges(tmp_path: Path) -> None:
 def test_datasets_with_a_data_dir_too_long_is_one_line_per_dataset(tmp_path: Path) -> None:
     long = "/".join(["d" * 200] * 30)
     result = invoke("datasets", "--data-dir", long)
-    assert result.exit_code == 0 and "Traceback" not in result.output
+    assert result.exit_code == 1 and "Traceback" not in result.output
     assert result.output.count("the path is too long") == 2
+    assert "2 of 2 datasets have a problem" in result.output
     assert all(len(line) < 400 for line in result.output.splitlines())
 
 

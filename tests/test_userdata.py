@@ -233,6 +233,7 @@ def test_python_labels_name_the_classes_in_the_cli(tmp_path: Path) -> None:
 def test_datasets_never_calls_found_what_train_would_refuse(tmp_path: Path) -> None:
     write_dataset(tmp_path / "fashion-mnist", n_train=20, n_test=10)  # well-formed, but not Fashion-MNIST
     listing = invoke("datasets", "--data-dir", tmp_path)
+    assert listing.exit_code == 1  # a listing that names a problem does not exit 0
     line = next(line for line in listing.output.splitlines() if line.startswith("fashion-mnist"))
     assert "found" not in line.replace("not found", "") and "checksum mismatch" in line
     refused = invoke("train", "--dataset", "fashion-mnist", "--data-dir", tmp_path, "--offline", *QUICK)
