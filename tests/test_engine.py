@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
 from gpunet import model
-from gpunet.backend import to_numpy
-from gpunet.engine import LocalEngine
+from gpunet.backend import Device, to_numpy
+from gpunet.engine import CPU_CHUNK_ROWS, LocalEngine, cpu_cores
 from gpunet.initializers import he_normal
 
 SCHEDULES = [(None, 1), (7, 1), (7, 3), (16, 2), (1000, 4)]
@@ -105,10 +107,39 @@ def test_the_cpu_gets_chunks_and_threads(rng) -> None:
     from tests.conftest import numpy_device
 
     engine = LocalEngine.for_device(numpy_device())
-    assert engine.chunk_rows is not None and engine.workers >= 1
-    assert "chunks of" in engine.describe()
-    with pytest.raises(ValueError):
+    assert (engine.chunk_rows, engine.workers) == (CPU_CHUNK_ROWS, cpu_cores())
+    assert engine.describe() == f"chunks of up to {CPU_CHUNK_ROWS:,} rows, {cpu_cores()} thread" + (
+        "s" if cpu_cores() > 1 else ""
+    )
+    with pytest.raises(ValueError, match="chunk_rows must be positive"):
         LocalEngine(0)
+    assert LocalEngine(1, 0).workers == 1 and LocalEngine().chunk_rows is None  # at least one thread
+
+
+def test_a_gpu_gets_the_whole_batch_on_one_thread() -> None:
+    gpu = Device("cuda:0", None)  # for_device reads only the name: nothing touches a GPU
+    engine = LocalEngine.for_device(gpu)
+    assert (engine.chunk_rows, engine.workers) == (None, 1)
+    assert engine.parts(60000) == [[(0, 60000)]]
+
+
+def test_cpu_cores_are_the_cores_this_process_may_run_on() -> None:
+    assert cpu_cores() == len(os.sched_getaffinity(0))
+
+
+def test_each_worker_thread_runs_single_threaded_blas(rng) -> None:
+    """Two threads each calling a multi-threaded BLAS would fight over the cores."""
+    from threadpoolctl import threadpool_info
+
+    seen: list[int] = []
+
+    def unit(params, x, targets):
+        seen.append(max(i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"))
+        return x.sum(), [x.sum(axis=0)]
+
+    x = rng.normal(size=(64, 3))
+    LocalEngine(16, 2)._reduce(unit, [], x, x)
+    assert seen and set(seen) == {1}
 
 
 def test_the_schedule_is_described_as_it_runs() -> None:
