@@ -497,3 +497,20 @@ def test_cli_download_then_auto_prefers_the_downloaded_mnist(
         trained.output.splitlines()[0]
         == f"dataset: mnist from {isolated / 'gpunet' / 'mnist'} (25 train, 10 test images)"
     )
+
+
+def test_the_split_checks_name_the_file_at_fault() -> None:
+    """Both the built-in and a user's IDX folder go through data.checked_splits: its errors name files."""
+    paths = [Path(f"/d/{name}") for name in ("train-images", "train-labels", "test-images", "test-labels")]
+    images, labels = np.zeros((5, 2, 3), np.uint8), np.zeros(5, np.uint8)
+
+    def error(arrays: list[np.ndarray]) -> str:
+        with pytest.raises(DatasetError) as e:
+            data.checked_splits(arrays, paths, 10)
+        return str(e.value)
+
+    assert error([images, labels[:4], images, labels]) == "/d/train-labels: 4 labels for 5 images in /d/train-images"
+    assert error([images, labels, images, labels[:4]]) == "/d/test-labels: 4 labels for 5 images in /d/test-images"
+    assert error([images[:, :1], labels, images, labels]).startswith("/d/test-images: test images are (2, 3)")
+    rows = data.checked_splits([images, labels, images[:3], labels[:3]], paths, 10)
+    assert [a.shape for a in rows] == [(5, 6), (5,), (3, 6), (3,)]
