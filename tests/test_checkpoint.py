@@ -125,12 +125,7 @@ def test_a_checkpoint_with_nan_weights_is_refused(tmp_path: Path, small: data.Da
 
 
 def test_a_checkpoint_whose_arrays_do_not_fit_is_refused(tmp_path: Path, small: data.Dataset) -> None:
-    path = tmp_path / "c.npz"
-    Trainer(TrainConfig(iterations=1, eval_every=1), small, numpy_device()).run(save=lambda t: checkpoint.save(path, t))
-    with np.load(path) as f:
-        arrays = {name: f[name] for name in f.files}
-    arrays["param_0"] = arrays["param_0"][:100]
-    np.savez(path, **arrays)
+    path = checkpoint_with_a_cut_array(tmp_path, small, "param_0", 100)
     with pytest.raises(checkpoint.CheckpointError, match="do not fit layers"):
         checkpoint.load(path)
 
@@ -395,12 +390,7 @@ def test_the_file_names_its_format_and_the_version_that_wrote_it(tmp_path: Path,
 
 
 def test_optimizer_state_that_does_not_fit_is_refused(tmp_path: Path, small: data.Dataset) -> None:
-    path = tmp_path / "c.npz"
-    Trainer(TrainConfig(iterations=1, eval_every=1), small, numpy_device()).run(save=lambda t: checkpoint.save(path, t))
-    with np.load(path) as f:
-        arrays = {name: f[name] for name in f.files}
-    arrays["slot_m_0"] = arrays["slot_m_0"][:10]
-    np.savez(path, **arrays)
+    path = checkpoint_with_a_cut_array(tmp_path, small, "slot_m_0", 10)
     with pytest.raises(checkpoint.CheckpointError) as caught:
         checkpoint.load(path)
     assert str(caught.value) == (
@@ -501,3 +491,14 @@ def test_load_refusals_in_exact_words(tmp_path: Path, small: data.Dataset) -> No
     arrays["param_3"] = np.full_like(arrays["param_3"], np.nan)  # the second layer's biases
     np.savez(path, **arrays)
     assert refusal(path) == f"{path}: its layer 2 biases hold NaN or infinite values; this checkpoint cannot be used"
+
+
+def checkpoint_with_a_cut_array(tmp_path: Path, small: data.Dataset, name: str, keep: int) -> Path:
+    """A real one-step checkpoint whose array `name` is cut to its first `keep` elements."""
+    path = tmp_path / "c.npz"
+    Trainer(TrainConfig(iterations=1, eval_every=1), small, numpy_device()).run(save=lambda t: checkpoint.save(path, t))
+    with np.load(path) as f:
+        arrays = {key: f[key] for key in f.files}
+    arrays[name] = arrays[name][:keep]
+    np.savez(path, **arrays)
+    return path

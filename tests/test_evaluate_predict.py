@@ -19,21 +19,22 @@ from tests.conftest import numpy_device
 runner = CliRunner()
 
 
-@pytest.fixture(scope="module")
-def saved(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Trainer]:
-    path = tmp_path_factory.mktemp("model") / "model.npz"
-    trainer = Trainer(TrainConfig(iterations=30, eval_every=10), data.synthetic(), numpy_device())
+def trained(path: Path, config: TrainConfig) -> tuple[Path, Trainer]:
+    """A model trained on the synthetic set and saved at `path`."""
+    trainer = Trainer(config, data.synthetic(), numpy_device())
     trainer.run(save=lambda t: checkpoint.save(path, t))
     return path, trainer
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Trainer]:
+    return trained(tmp_path_factory.mktemp("model") / "model.npz", TrainConfig(iterations=30, eval_every=10))
 
 
 @pytest.fixture(scope="module")
 def imperfect(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Trainer]:
     """A model stopped early: it errs often and unevenly, so its confusion matrix is far from diagonal."""
-    path = tmp_path_factory.mktemp("model") / "imperfect.npz"
-    trainer = Trainer(TrainConfig(iterations=8, eval_every=4), data.synthetic(), numpy_device())
-    trainer.run(save=lambda t: checkpoint.save(path, t))
-    return path, trainer
+    return trained(tmp_path_factory.mktemp("model") / "imperfect.npz", TrainConfig(iterations=8, eval_every=4))
 
 
 def test_evaluate_reports_accuracy_per_class_and_confusion(imperfect, tmp_path: Path) -> None:
