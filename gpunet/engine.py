@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import math
 import os
-import weakref
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
@@ -71,7 +70,7 @@ class LocalEngine:
         counts = sorted({len(part) for part in parts})
         sizes = sorted({b - a for part in parts for a, b in part})
         size = f"{sizes[0]:,}" if len(sizes) == 1 else f"{sizes[0]:,}-{sizes[-1]:,}"
-        per_thread = "-".join(map(str, (counts[0], counts[-1]) if len(counts) > 1 else counts))
+        per_thread = "-".join(map(str, counts))  # threads' shares differ by a row: at most two counts
         chunks = f"{per_thread} chunk{'s' if counts[-1] > 1 else ''} of {size} rows"
         return f"{_plural(len(parts), 'thread')}, {chunks}" + (" per thread" if len(parts) > 1 else "")
 
@@ -133,9 +132,9 @@ class LocalEngine:
 
     def _executor(self) -> ThreadPoolExecutor:
         if self._pool is None:
+            # Its threads go when the engine does, whether or not anyone calls close(): a pool that
+            # is garbage-collected wakes its idle threads to exit (tested).
             self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="gpunet-chunk")
-            # The threads go when the engine does, whether or not anyone calls close().
-            weakref.finalize(self, self._pool.shutdown, wait=False)
         return self._pool
 
     def _single_threaded_blas(self, a: Array) -> Any:
@@ -146,7 +145,7 @@ class LocalEngine:
             from threadpoolctl import ThreadpoolController
 
             self._blas = ThreadpoolController()
-        return self._blas.limit(limits=1, user_api="blas")
+        return self._blas.limit(limits={"blas": 1})  # OpenMP and others keep theirs
 
     def close(self) -> None:
         if self._pool is not None:

@@ -514,3 +514,26 @@ def test_the_split_checks_name_the_file_at_fault() -> None:
     assert error([images[:, :1], labels, images, labels]).startswith("/d/test-images: test images are (2, 3)")
     rows = data.checked_splits([images, labels, images[:3], labels[:3]], paths, 10)
     assert [a.shape for a in rows] == [(5, 6), (5,), (3, 6), (3,)]
+
+
+def test_class_names_say_what_each_index_means() -> None:
+    assert data.class_names("fashion-mnist") == list(data.FASHION_CLASSES)
+    assert data.class_names("fashion-mnist")[9] == "Ankle boot" and len(data.FASHION_CLASSES) == 10
+    assert data.class_names("mnist") == [f"digit {i}" for i in range(10)]
+    # A dataset of another class count, or a user's own, has numbered classes.
+    assert data.class_names("fashion-mnist", 3) == ["class 0", "class 1", "class 2"]
+    assert data.class_names("mnist", 12)[-1] == "class 11"
+    assert data.class_names("synthetic") == [f"class {i}" for i in range(10)]
+    assert data.class_names("my-data", 1) == ["class 0"]
+
+
+def test_first_n_samples_are_views_of_every_split() -> None:
+    ds = data.synthetic(n_train=30, n_test=20)
+    head = ds.first(7)
+    for split in ("train_images", "train_labels", "test_images", "test_labels"):
+        part, whole = getattr(head, split), getattr(ds, split)
+        np.testing.assert_array_equal(part, whole[:7])
+        assert part.base is whole or part.base is whole.base  # a view: no copy of the images
+    assert (head.name, head.source, head.checksum, head.num_classes) == (ds.name, ds.source, ds.checksum, 10)
+    no_test = dataclasses.replace(ds, test_images=None, test_labels=None).first(5)  # a fit on arrays has none
+    assert no_test.test_images is None and no_test.test_labels is None and len(no_test.train_labels) == 5

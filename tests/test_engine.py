@@ -111,9 +111,10 @@ def test_the_cpu_gets_chunks_and_threads(rng) -> None:
     assert engine.describe() == f"chunks of up to {CPU_CHUNK_ROWS:,} rows, {cpu_cores()} thread" + (
         "s" if cpu_cores() > 1 else ""
     )
-    with pytest.raises(ValueError, match="chunk_rows must be positive"):
+    with pytest.raises(ValueError, match="^chunk_rows must be positive$"):
         LocalEngine(0)
-    assert LocalEngine(1, 0).workers == 1 and LocalEngine().chunk_rows is None  # at least one thread
+    assert LocalEngine(1, 0).workers == 1  # at least one thread
+    assert (LocalEngine().chunk_rows, LocalEngine().workers, LocalEngine(8).workers) == (None, 1, 1)  # the defaults
 
 
 def test_a_gpu_gets_the_whole_batch_on_one_thread() -> None:
@@ -123,8 +124,15 @@ def test_a_gpu_gets_the_whole_batch_on_one_thread() -> None:
     assert engine.parts(60000) == [[(0, 60000)]]
 
 
-def test_cpu_cores_are_the_cores_this_process_may_run_on() -> None:
+def test_cpu_cores_are_the_cores_this_process_may_run_on(monkeypatch: pytest.MonkeyPatch) -> None:
     assert cpu_cores() == len(os.sched_getaffinity(0))
+    monkeypatch.setattr(os, "cpu_count", lambda: 7)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0}, raising=False)
+    assert cpu_cores() == 1  # pinned to one core of seven: one
+    monkeypatch.delattr(os, "sched_getaffinity")  # macOS and Windows have no affinity call
+    assert cpu_cores() == 7
+    monkeypatch.setattr(os, "cpu_count", lambda: None)  # "undetermined"
+    assert cpu_cores() == 1
 
 
 def test_each_worker_thread_runs_single_threaded_blas(rng) -> None:
@@ -146,4 +154,52 @@ def test_the_schedule_is_described_as_it_runs() -> None:
     assert LocalEngine(8192, 2).describe(60000) == "2 threads, 4 chunks of 7,500 rows per thread"
     assert LocalEngine(8192, 3).describe(60000) == "3 threads, 3 chunks of 6,666-6,667 rows per thread"
     assert LocalEngine(8192, 1).describe(3000) == "1 thread, 1 chunk of 3,000 rows"
+    assert LocalEngine(8192, 1).describe(10000) == "1 thread, 2 chunks of 5,000 rows"
+    # 23 and 22 rows: 3 chunks of 8, 8 and 7 rows, and 2 of 11.
+    assert LocalEngine(11, 2).describe(45) == "2 threads, 2-3 chunks of 7-11 rows per thread"
     assert LocalEngine(None, 1).describe(60000) == "the whole batch as one chunk"
+
+
+def test_one_chunk_is_the_callers_arrays_unsliced(rng) -> None:
+    """On a GPU each slice is a host-side cost per step: the whole batch goes in as it is."""
+    x = rng.normal(size=(10, 3))
+    received: list = []
+
+    def unit(params, *rows):
+        received.append(rows)
+        return rows[0].sum(), [rows[0].sum(axis=0)]
+
+    LocalEngine(None, 1)._reduce(unit, [], x, x[:, :2])
+    assert received[0][0] is x and received[0][1].base is x
+    LocalEngine(4, 1)._reduce(unit, [], x, x)
+    assert [r[0].shape[0] for r in received[1:]] == [4, 3, 3] and all(r[0].base is x for r in received[1:])
+
+
+def test_the_pool_has_one_named_thread_per_worker_and_goes_with_the_engine(rng) -> None:
+    import gc
+    import threading
+    import time
+
+    def ours() -> set[threading.Thread]:
+        return {t for t in threading.enumerate() if t.name.startswith("gpunet-chunk_")}
+
+    def unit(params, x):
+        return x.sum(), [x.sum(axis=0)]
+
+    before = ours()
+    engine = LocalEngine(4, 3)
+    x = rng.normal(size=(40, 3))
+    for _ in range(3):
+        engine._reduce(unit, [], x)  # as a trainer does, step after step
+    assert engine._executor()._max_workers == 3
+    threads = ours() - before
+    assert 1 <= len(threads) <= 3
+    engine.close()
+    engine._reduce(unit, [], x)  # a closed engine starts a new pool when asked again
+    threads = ours() - before
+    del engine
+    gc.collect()
+    deadline = time.monotonic() + 5
+    while any(t.is_alive() for t in threads) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not any(t.is_alive() for t in threads), "an engine nobody closed left its threads running"
