@@ -3,11 +3,12 @@
 mutmut 3 leaves every decorated function alone (its trampoline would sit
 under the decorator), and here those are the fused math kernels (`@fusable`
 in model.py and optimizers.py), the atomic writer and the Ctrl-C handler
-(`@contextlib.contextmanager` in files.py and train.py). Each bug below is one
+(`@contextlib.contextmanager` in files.py and signals.py). Each bug below is one
 edit a developer could make; it is applied to a copy of HEAD and the module's
 tests (mutation/run.py's list) are run against it.
 
-    python mutation/by_hand.py        writes a line per mutant; exit 1 if any survives
+    python mutation/by_hand.py              writes a line per mutant; exit 1 if any survives
+    python mutation/by_hand.py signals      only the mutants of these modules
 """
 
 from __future__ import annotations
@@ -66,9 +67,15 @@ MUTANTS = [
     ("files", "0o666 & ~UMASK", "0o666"),
     ("files", "0o666 & ~UMASK", "0o600"),
     ("files", "        Path(tmp).unlink(missing_ok=True)\n", "        pass\n"),
-    ("train", "        if requested:\n            raise KeyboardInterrupt\n", ""),
-    ("train", "            signal.signal(s, handler)", "            pass"),
-    ("train", "(signal.SIGINT, signal.SIGTERM)", "(signal.SIGINT,)"),
+    # signals.py: the handlers for Ctrl-C, SIGTERM and SIGHUP (contextmanagers, and a constant set at import)
+    ("signals", "(signal.SIGINT, signal.SIGTERM, signal.SIGHUP)", "(signal.SIGINT, signal.SIGTERM)"),
+    ("signals", "                signal.signal(s, handler)\n", "                pass\n"),
+    ("signals", "        _state.deferring += 1\n", "        pass\n"),
+    ("signals", "            signal.raise_signal(pending[0])", "            pass"),
+    ("signals", "            raise Terminated(pending[0])", "            pass"),
+    ("signals", "            _state.requests.append(pending[0])", "            pass"),
+    ("signals", "    _state.requests = requested\n", "    pass\n"),
+    ("signals", "        _state.requests = outer\n", "        _state.requests = None\n"),
 ]
 
 
@@ -89,14 +96,15 @@ def run_one(module: str, before: str, after: str) -> str:
 
 
 def main() -> None:
+    chosen = [m for m in MUTANTS if not sys.argv[1:] or m[0] in sys.argv[1:]]
     commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True).stdout
-    print(f"commit {commit.strip()}: {len(MUTANTS)} mutants by hand", flush=True)
+    print(f"commit {commit.strip()}: {len(chosen)} mutants by hand", flush=True)
     fates = []
-    for module, before, after in MUTANTS:
+    for module, before, after in chosen:
         fate = run_one(module, before, after)
         fates.append(fate)
         print(f"{fate:>17}  {module}.py: {before.strip()!r} -> {after.strip()!r}", flush=True)
-    print(f"{fates.count('killed')} of {len(MUTANTS)} killed, {fates.count('no longer applies')} no longer apply")
+    print(f"{fates.count('killed')} of {len(chosen)} killed, {fates.count('no longer applies')} no longer apply")
     sys.exit(1 if "survived" in fates else 0)  # one that no longer applies needs its line updated, not a test
 
 
