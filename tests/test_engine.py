@@ -111,7 +111,7 @@ def test_the_cpu_gets_chunks_and_threads(rng) -> None:
     assert engine.describe() == f"chunks of up to {CPU_CHUNK_ROWS:,} rows, {cpu_cores()} thread" + (
         "s" if cpu_cores() > 1 else ""
     )
-    with pytest.raises(ValueError, match="^chunk_rows must be positive$"):
+    with pytest.raises(ValueError, match=r"^chunk_rows must be positive$"):
         LocalEngine(0)
     assert LocalEngine(1, 0).workers == 1  # at least one thread
     assert (LocalEngine().chunk_rows, LocalEngine().workers, LocalEngine(8).workers) == (None, 1, 1)  # the defaults
