@@ -26,6 +26,7 @@ from typer.core import TyperGroup
 
 from gpunet import __version__, checkpoint, data, model, signals, userdata
 from gpunet.backend import Device, describe, resolve_device, to_numpy
+from gpunet.bench import BenchSettings
 from gpunet.doctor import doctor_command
 from gpunet.engine import LocalEngine
 from gpunet.errors import (
@@ -170,6 +171,7 @@ def finite_or_null(value: Any) -> Any:
 
 
 DEFAULT = TrainConfig()
+BENCH_DEFAULT = BenchSettings()  # the Python API's defaults are the CLI's
 
 
 def load_dataset(
@@ -528,10 +530,14 @@ def bench_command(
     dtype: DtypeOpt = DEFAULT.dtype,
     seed: SeedOpt = DEFAULT.seed,
     eval_every: EvalOpt = DEFAULT.eval_every,
-    target_accuracy: Annotated[float, typer.Option(help="Test accuracy that stops the time-to-target clock.")] = 0.85,
-    repeats: Annotated[int, typer.Option(help="Rounds of timed steps, pooled.")] = 3,
-    timed_steps: Annotated[int, typer.Option(help="Timed steps per round, after the warm-up.")] = 30,
-    warmup: Annotated[int, typer.Option(help="Untimed steps before timing.")] = 5,
+    target_accuracy: Annotated[
+        float, typer.Option(help="Test accuracy that stops the time-to-target clock.")
+    ] = BENCH_DEFAULT.target_accuracy,
+    repeats: Annotated[int, typer.Option(help="Rounds of timed steps, pooled.")] = BENCH_DEFAULT.repeats,
+    timed_steps: Annotated[
+        int, typer.Option(help="Timed steps per round, after the warm-up.")
+    ] = BENCH_DEFAULT.timed_steps,
+    warmup: Annotated[int, typer.Option(help="Untimed steps before timing.")] = BENCH_DEFAULT.warmup,
     sweep: Annotated[
         bool, typer.Option(help="Also time steps as samples (7500-60000) and width (16-256) grow.")
     ] = False,

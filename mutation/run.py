@@ -66,8 +66,12 @@ def run_module(module: str, root: Path, jobs: str, commit: str) -> str:
     pyproject.write_text(text[:start] + mutmut_table(module) + ("" if end < 0 else text[end:]))
     began = time.time()
     mutmut = [sys.executable, "-m", "mutmut"]
+    # mutmut forks a child per mutant from a process that has run the tests once; an OpenMP thread
+    # pool (torch's, in the bench tests) does not survive a fork and hangs the child. One thread: no pool.
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
     with open(work / "run.log", "w") as log:
-        subprocess.run(["nice", "-n", "15", *mutmut, "run", "--max-children", jobs], cwd=work, stdout=log, stderr=log)
+        run = ["nice", "-n", "15", *mutmut, "run", "--max-children", jobs]
+        subprocess.run(run, cwd=work, stdout=log, stderr=log, env=env)
     results = subprocess.run([*mutmut, "results", "--all", "true"], cwd=work, capture_output=True, text=True).stdout
     lines = [line.strip() for line in results.splitlines() if line.strip().startswith("gpunet.")]
     (work / "results.txt").write_text("\n".join(lines) + "\n")

@@ -277,3 +277,226 @@ def test_bench_shows_a_progress_bar_on_a_terminal() -> None:
     assert "training loss" in shown
     assert "timed step" in shown and "6/6" in shown  # 2 rounds of 3 timed steps
     assert "numpy step 30/30  training loss" not in shown  # a bar, not the plain lines
+
+
+def test_the_bench_defaults_are_the_documented_ones_in_the_cli_and_the_library(monkeypatch: pytest.MonkeyPatch) -> None:
+    """README and benchmarks/README.md: time to 0.85, 5 warm-up steps, then 3 rounds of 30 timed steps."""
+    seen = []
+
+    def stop_here(settings, *args, **kwargs):
+        seen.append(settings)
+        raise bench.ConfigError("stopped by the test")
+
+    monkeypatch.setattr(bench, "run_bench", stop_here)
+    result = CliRunner().invoke(app, ["bench", "--dataset", "synthetic", "--backends", "numpy"])
+    assert result.stderr == "error: stopped by the test\n"
+    assert seen == [bench.BenchSettings()] == [bench.BenchSettings(TrainConfig(), 0.85, 5, 30, 3)]
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"target_accuracy": 0.0}, "--target-accuracy must be in (0, 1], got 0.0"),
+        ({"target_accuracy": 1.01}, "--target-accuracy must be in (0, 1], got 1.01"),
+        ({"repeats": 0}, "--repeats and --timed-steps must be at least 1, --warmup at least 0"),
+        ({"timed_steps": 0}, "--repeats and --timed-steps must be at least 1, --warmup at least 0"),
+        ({"warmup": -1}, "--repeats and --timed-steps must be at least 1, --warmup at least 0"),
+        ({"config": TrainConfig(iterations=-1)}, "iterations must be 0 or more, got -1"),  # as train checks them
+    ],
+)
+def test_bench_settings_are_refused_in_exact_words(change: dict, message: str) -> None:
+    import dataclasses
+
+    settings = dataclasses.replace(TINY, **change)
+    with pytest.raises(bench.ConfigError) as refused:
+        settings.validate()
+    assert str(refused.value) == message
+    for fine in ({"target_accuracy": 1.0}, {"repeats": 1, "timed_steps": 1, "warmup": 0}):
+        dataclasses.replace(TINY, **fine).validate()  # the edges themselves are allowed
+
+
+def test_peak_memory_is_the_high_water_mark_linux_reports(monkeypatch: pytest.MonkeyPatch) -> None:
+    with open("/proc/self/status") as f:
+        hwm = next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
+    assert abs(bench.peak_rss_bytes() - hwm * 1024) <= 64 * 2**20  # the same figure, give or take what ran since
+    real_open = open
+
+    def no_proc(path, *args, **kwargs):
+        if str(path).startswith("/proc/"):
+            raise FileNotFoundError(path)
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr("builtins.open", no_proc)  # a system without /proc: getrusage's peak, in kB on Linux
+    import resource
+
+    assert bench.peak_rss_bytes() == resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    bench.reset_peak_rss()  # nothing to reset there, and no error
+
+
+class Scripted:
+    """A trainer whose test accuracy follows a script, one value per evaluation; it logs every call."""
+
+    def __init__(self, accuracies: list[float], calls: list[str]) -> None:
+        self.accuracies, self.calls, self.steps_done = iter(accuracies), calls, 0
+        self.schedule = "scripted"
+
+    def step(self) -> None:
+        self.calls.append("step")
+        self.steps_done += 1
+
+    def evaluate(self):
+        from gpunet.train import Record
+
+        self.calls.append(f"evaluate at {self.steps_done}")
+        return Record(self.steps_done, 1.0 / (1 + self.steps_done), 0.5, next(self.accuracies))
+
+    def synchronize(self) -> None:
+        self.calls.append("sync")
+
+    def host_params(self) -> list[np.ndarray]:
+        return [np.full(2, float(self.steps_done))]
+
+    def close(self) -> None:
+        self.calls.append("close")
+
+
+def test_time_to_target_stops_at_the_first_evaluation_that_reaches_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[str] = []
+    made = []
+
+    def make(backend, config, dataset):
+        made.append((backend, config.iterations))
+        return Scripted([0.2, 0.6, 0.7, 0.6, 0.8, 0.9], calls)
+
+    monkeypatch.setattr(bench, "make_trainer", make)
+    monkeypatch.setattr(bench.time, "perf_counter", Clock([], [100.0] + [1.0] * 20))
+    records = []
+    config = TrainConfig(iterations=9, eval_every=2)
+    out = bench.train_to_target("numpy", config, data.synthetic(10, 10), 0.7, records.append)
+    # Evaluations at 0, 2, 4, 6, 8 and the last at 9: the final stretch is one step, not two.
+    assert calls == [
+        "evaluate at 0", "step", "step", "evaluate at 2", "step", "step", "evaluate at 4", "step", "step",
+        "evaluate at 6", "step", "step", "evaluate at 8", "step", "evaluate at 9", "close",
+    ]  # fmt: skip
+    assert made == [("numpy", 9)] and [r.iteration for r in records] == [0, 2, 4, 6, 8, 9]
+    assert (out["time_to_target_s"], out["target_step"]) == (3.0, 4)  # 0.7 reached (>=) at the third reading
+    assert out["wall_seconds"] == 6.0 and [p["seconds"] for p in out["curve"]] == [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]
+    assert out["test_accuracy"] == 0.9 and out["train_accuracy"] == 0.5 and out["final_loss"] == 1 / 10
+    assert out["curve"][2] == {"seconds": 3.0, "iteration": 4, "loss": 0.2, "train_accuracy": 0.5, "test_accuracy": 0.7}
+    np.testing.assert_array_equal(out["final_params"][0], [9.0, 9.0])
+    assert out["schedule"] == "scripted"
+
+
+def test_a_target_never_reached_is_none(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(bench, "make_trainer", lambda *a: Scripted([0.1, 0.2], []))
+    out = bench.train_to_target("numpy", TrainConfig(iterations=1, eval_every=5), data.synthetic(10, 10), 0.5)
+    assert out["time_to_target_s"] is None and out["target_step"] is None and len(out["curve"]) == 2
+
+
+def test_initialization_is_two_steps_and_an_evaluation_then_closed(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[str] = []
+    configs = []
+
+    def make(backend, config, dataset):
+        configs.append(config)
+        return Scripted([0.0], calls)
+
+    monkeypatch.setattr(bench, "make_trainer", make)
+    monkeypatch.setattr(bench.time, "perf_counter", Clock([], [10.0, 2.5]))
+    assert bench.initialize("numpy", TrainConfig(iterations=500, eval_every=50), data.synthetic(300, 10)) == 2.5
+    assert calls == ["step", "step", "evaluate at 2", "sync", "close"]
+    assert (configs[0].iterations, configs[0].eval_every) == (2, 2)
+
+
+def test_time_steps_reports_progress_between_turns(monkeypatch: pytest.MonkeyPatch) -> None:
+    turns: list[int] = []
+    calls: list[str] = []
+    trainers = {"a": Scripted([], calls), "b": Scripted([], calls)}
+    times = bench.time_steps(trainers, warmup=0, steps=3, repeats=2, on_turn=turns.append)
+    assert turns == [3, 6, 9, 12]  # timed steps so far, after each backend's turn
+    assert [len(t) for t in times.values()] == [6, 6] and all(ms >= 0 for t in times.values() for ms in t)
+    assert calls.count("step") == 2 * 2 * (1 + 3)  # each turn: one untimed step, then the timed ones
+
+
+def test_agreement_is_measured_against_the_first_backend_that_shares_the_start() -> None:
+    def result(backend: str, accuracy: float, params: list[np.ndarray]) -> dict:
+        return {"backend": backend, "test_accuracy": accuracy, "final_params": params}
+
+    reference = [np.array([3.0, 4.0]), np.array([1.0])]  # norms 5 and 1
+    results = [
+        result("sklearn", 0.5, [np.zeros(2), np.zeros(1)]),  # its own start: left out
+        result("numpy", 0.80, reference),
+        result("torch-cpu", 0.75, [np.array([3.0, 4.5]), np.array([1.2])]),
+    ]
+    agreement = bench._agreement(results)
+    assert list(agreement) == ["torch-cpu"]
+    assert agreement["torch-cpu"]["versus"] == "numpy"
+    assert agreement["torch-cpu"]["max_relative_weight_difference"] == pytest.approx(0.2)  # max(0.5 / 5, 0.2 / 1)
+    assert agreement["torch-cpu"]["test_accuracy_difference"] == pytest.approx(-0.05)
+    zero = [result("numpy", 0.1, [np.zeros(1)]), result("cupy", 0.1, [np.array([1e-40])])]
+    assert bench._agreement(zero)["cupy"]["max_relative_weight_difference"] == pytest.approx(1e-10)  # 1e-40 / 1e-30
+    assert bench._agreement([results[0]]) == {}
+
+
+def test_each_backend_runs_where_its_name_says(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert [bench.device_kind(b) for b in bench.BACKENDS] == ["cpu", "cuda", "cpu", "cuda", "cpu"]
+    assert bench.unavailable("tpu") == "unknown backend (choose from numpy, cupy, torch-cpu, torch-cuda, sklearn)"
+    assert bench.unavailable("numpy") is None
+    asked = []
+
+    def torch_unavailable(device):
+        asked.append(device)
+        return f"no torch on {device}"
+
+    monkeypatch.setattr("gpunet.torch_reference.torch_unavailable", torch_unavailable)
+    assert (bench.unavailable("torch-cpu"), bench.unavailable("torch-cuda")) == ("no torch on cpu", "no torch on cuda")
+    assert asked == ["cpu", "cuda"]
+    monkeypatch.setattr("gpunet.sklearn_reference.sklearn_unavailable", lambda config: f"config {config}")
+    assert bench.unavailable("sklearn", TINY.config) == f"config {TINY.config}"  # a batch size it cannot honour
+
+
+def test_make_trainer_gives_each_backend_its_own_trainer() -> None:
+    from gpunet.sklearn_reference import SklearnTrainer
+    from gpunet.train import Trainer
+
+    ds = data.synthetic(n_train=50, n_test=10)
+    numpy_trainer = bench.make_trainer("numpy", TINY.config, ds)
+    assert isinstance(numpy_trainer, Trainer) and numpy_trainer.device.is_cuda is False
+    bench.close(numpy_trainer)
+    pytest.importorskip("sklearn", reason="scikit-learn is in the dev extra")
+    assert isinstance(bench.make_trainer("sklearn", TINY.config, ds), SklearnTrainer)
+    torch_reference = pytest.importorskip("gpunet.torch_reference", reason="CI installs torch")
+    pytest.importorskip("torch")
+    trainer = bench.make_trainer("torch-cpu", TINY.config, ds)
+    assert isinstance(trainer, torch_reference.TorchTrainer) and str(trainer.device) == "cpu"
+
+
+def test_the_machine_record_says_what_ran(monkeypatch: pytest.MonkeyPatch) -> None:
+    from gpunet.backend import blas_info, describe
+    from gpunet.engine import cpu_cores
+
+    monkeypatch.setenv("OPENBLAS_CORETYPE", "Prescott")
+    info = bench.machine_info()
+    with open("/proc/cpuinfo") as f:
+        model_name = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    assert info["cpu"] == model_name and info["cores"] == cpu_cores()
+    assert info["blas"] == blas_info() and info["openblas_coretype"] == "Prescott"
+    assert info["devices"] == [f"{name}: {detail}" for name, detail in describe()]
+    import platform
+
+    import gpunet
+
+    assert info["platform"] == platform.platform()
+    assert {k: info["versions"][k] for k in ("python", "numpy", "gpunet")} == {
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "gpunet": gpunet.__version__,
+    }
+    try:
+        import torch
+    except ImportError:
+        assert "torch" not in info["versions"]
+    else:
+        assert info["versions"]["torch"] == torch.__version__
+    monkeypatch.delenv("OPENBLAS_CORETYPE")
+    assert bench.machine_info()["openblas_coretype"] is None
