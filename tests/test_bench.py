@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from dataclasses import astuple
@@ -500,3 +501,205 @@ def test_the_machine_record_says_what_ran(monkeypatch: pytest.MonkeyPatch) -> No
         assert info["versions"]["torch"] == torch.__version__
     monkeypatch.delenv("OPENBLAS_CORETYPE")
     assert bench.machine_info()["openblas_coretype"] is None
+
+
+FIXED_FLOOR = bench.Floor("cpu", matmul_flops_per_s=1e9, bandwidth_bytes_per_s=1e9, measured_with="stub")
+
+
+def test_run_bench_says_what_it_does_and_records_the_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    measured = []
+    monkeypatch.setattr(bench, "measure_floor", lambda kind, dtype: measured.append((kind, dtype)) or FIXED_FLOOR)
+    monkeypatch.setattr(bench.sys, "argv", ["/venv/bin/gpunet", "bench", "--repeats", "2"])
+    said: list[str] = []
+    settings = bench.BenchSettings(
+        TrainConfig(iterations=4, eval_every=2, batch_size=100, dtype="float64"),
+        0.3,
+        warmup=0,
+        timed_steps=2,
+        repeats=2,
+    )
+    ds = data.synthetic(n_train=300, n_test=50)
+    report = bench.run_bench(settings, ds, ["numpy", "tpu"], said.append)
+    assert said == [
+        "tpu: skipped (unknown backend (choose from numpy, cupy, torch-cpu, torch-cuda, sklearn))",
+        "measuring this machine's cpu matrix-multiply rate and memory bandwidth",
+        "numpy: training 4 steps",
+        "timing steps: 2 rounds of 2 per backend, taking turns",
+    ]
+    assert measured == [("cpu", "float64")] and report["floors"] == {"cpu": dataclasses.asdict(FIXED_FLOOR)}
+    assert report["command"] == "gpunet bench --repeats 2"
+    assert report["skipped"] == {"tpu": bench.unavailable("tpu")}
+    expected = {**dataclasses.asdict(settings.config), "dataset": "synthetic", "dataset_source": ds.source}
+    expected |= {"samples": 300, "target_accuracy": 0.3, "warmup": 0, "timed_steps": 2, "repeats": 2}
+    assert report["config"] == expected
+    (result,) = report["results"]
+    assert "final_params" not in result and result["backend"] == "numpy" and result["device"] == "cpu"
+    assert result["peak_device_mb"] is None  # no device memory on the CPU
+    # A step of --batch-size 100 in float64 is 100 rows' work, whatever the training set's size.
+    assert (result["flops_per_step"], result["bytes_per_step"]) == bench.step_cost([784, 16, 16, 10], 100, 8)
+    monkeypatch.setattr(bench.sys, "argv", ["pytest"])  # called from Python: no command line to record
+    assert bench.run_bench(settings, ds, ["numpy"])["command"] is None
+
+
+def test_the_sweep_times_fewer_steps_and_reuses_a_floor_it_is_given(monkeypatch: pytest.MonkeyPatch) -> None:
+    timed, made = [], []
+
+    def time_steps(trainers, warmup, steps, repeats, on_turn=None):
+        timed.append((list(trainers), warmup, steps, repeats))
+        return {name: [1.0] * steps for name in trainers}
+
+    def make_trainer(backend, config, dataset):
+        made.append((len(dataset.train_images), config.hidden, config.batch_size))
+        return Scripted([], [])
+
+    monkeypatch.setattr(bench, "time_steps", time_steps)
+    monkeypatch.setattr(bench, "make_trainer", make_trainer)
+    monkeypatch.setattr(bench, "measure_floor", lambda *a: pytest.fail("the floor given is used"))
+    said: list[str] = []
+    settings = bench.BenchSettings(TrainConfig(hidden=(12, 12), batch_size=50), warmup=9, timed_steps=30, repeats=4)
+    ds = data.synthetic(n_train=300, n_test=50)
+    out = bench.sweep(settings, ds, ["numpy", "tpu"], (100, 300, 600), (8,), said.append, {"cpu": FIXED_FLOOR})
+    assert said == [
+        "sweep: 100 samples, hidden 12,12",
+        "sweep: 300 samples, hidden 12,12",
+        "sweep: 300 samples, hidden 8,8",
+    ]
+    assert timed == [(["numpy"], 2, 5, 4)] * 3
+    assert made == [(100, (12, 12), None), (300, (12, 12), None), (300, (8, 8), None)]  # the full batch
+    assert out["floors"] == {"cpu": dataclasses.asdict(FIXED_FLOOR)} and out["machine"] == bench.machine_info()
+    row = out["sweep"][0]
+    assert (row["backend"], row["axis"], row["samples"], row["hidden"]) == ("numpy", "samples", 100, [12, 12])
+    assert row["flops_per_step"] == bench.step_cost([784, 12, 12, 10], 100, 4)[0]
+    settings = bench.BenchSettings(TrainConfig(), warmup=1, timed_steps=3, repeats=1)
+    bench.sweep(settings, ds, ["numpy"], (100,), (), floors={"cpu": FIXED_FLOOR})
+    assert timed[-1][1:4] == (1, 3, 1)  # fewer asked for: fewer taken
+
+
+class FakeCuda:
+    """torch.cuda as far as the bench uses it, logging calls: no GPU needed."""
+
+    def __init__(self, calls: list) -> None:
+        self.calls = calls
+
+    def is_available(self) -> bool:
+        return True
+
+    def synchronize(self) -> None:
+        self.calls.append("torch sync")
+
+    def empty_cache(self) -> None:
+        self.calls.append("empty_cache")
+
+    def reset_peak_memory_stats(self) -> None:
+        self.calls.append("reset_peak_memory_stats")
+
+    def max_memory_allocated(self) -> float:
+        return 3.0 * 2**20
+
+
+def fake_torch(calls: list) -> object:
+    from types import SimpleNamespace
+
+    def ones(shape, dtype, device):
+        calls.append(("torch ones", shape, dtype, device))
+
+    return SimpleNamespace(float32="t32", float64="t64", cuda=FakeCuda(calls), ones=ones)
+
+
+def fake_gpu(calls: list) -> object:
+    from types import SimpleNamespace
+
+    xp = SimpleNamespace(
+        float32="c32", float64="c64", ones=lambda shape, dtype: calls.append(("cupy ones", shape, dtype))
+    )
+    return SimpleNamespace(
+        xp=xp,
+        synchronize=lambda: calls.append("cupy sync"),
+        reset_memory_peak=lambda: calls.append("cupy reset"),
+        memory_peak_bytes=lambda: 5 * 2**20,
+    )
+
+
+def test_the_gpu_floor_uses_large_arrays_and_the_best_library(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    calls: list = []
+    gpu = fake_gpu(calls)
+    monkeypatch.setattr(bench, "resolve_device", lambda name: gpu if name == "cuda" else pytest.fail(name))
+    monkeypatch.setitem(sys.modules, "torch", fake_torch(calls))
+    seconds = iter([1.0, 1.0, 0.5, 2.0])  # cupy: matmul, copy; torch: matmul, copy
+
+    def stub_best_time(fn, sync, repeats):
+        sync()  # which library's synchronisation comes with its timing
+        return next(seconds)
+
+    monkeypatch.setattr(bench, "_best_time", stub_best_time)
+    floor = bench.measure_floor("cuda")
+    words = 2048 * 2**20 // 4  # 2 GiB read and 2 GiB written: far past any GPU cache
+    assert calls == [
+        ("cupy ones", (8192, 8192), "c32"), "cupy sync", ("cupy ones", (words,), "c32"), ("cupy ones", (words,), "c32"),
+        "cupy sync", ("torch ones", (8192, 8192), "t32", "cuda"), "torch sync", ("torch ones", (words,), "t32", "cuda"),
+        ("torch ones", (words,), "t32", "cuda"), "torch sync",
+    ]  # fmt: skip
+    assert floor == bench.Floor("cuda", 2 * 8192**3 / 0.5, 2 * words * 4 / 1.0, "matmul: torch, bandwidth: cupy")
+
+
+def test_a_floor_without_torch_is_numpys_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "torch", None)  # `import torch` raises ImportError
+    monkeypatch.setattr(bench, "_best_time", lambda fn, sync, repeats: 1.0)
+    assert bench.measure_floor("cpu").measured_with == "matmul: numpy, bandwidth: numpy"
+
+
+def test_peak_device_memory_comes_from_each_gpu_library(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    calls: list = []
+    monkeypatch.setattr(bench, "resolve_device", lambda name: fake_gpu(calls) if name == "cuda" else pytest.fail(name))
+    monkeypatch.setitem(sys.modules, "torch", fake_torch(calls))
+    cupy_memory, torch_memory, cpu_memory = (bench._DeviceMemory(b) for b in ("cupy", "torch-cuda", "numpy"))
+    for memory in (cupy_memory, torch_memory, cpu_memory):
+        memory.reset()
+    assert calls == ["cupy reset", "empty_cache", "reset_peak_memory_stats"]
+    assert (cupy_memory.peak(), torch_memory.peak(), cpu_memory.peak()) == (5 * 2**20, 3 * 2**20, None)
+    assert bench._DeviceMemory("torch-cpu").peak() is None
+
+
+def test_a_training_measurement_resets_the_peaks_after_initialisation(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The one-time costs are paid first and kept out of the peaks, as they are kept off the clock."""
+    calls: list[str] = []
+
+    class Memory:
+        def __init__(self, backend: str) -> None:
+            calls.append(f"memory for {backend}")
+
+        def reset(self) -> None:
+            calls.append("reset device peak")
+
+        def peak(self) -> int:
+            calls.append("read device peak")
+            return 3 * 2**19
+
+    def train_to_target(backend, config, dataset, target, on_record):
+        calls.append(f"train {backend} to {target}")
+        return {"test_accuracy": 0.9}
+
+    monkeypatch.setattr(bench, "initialize", lambda *a: calls.append("initialize") or 1.5)
+    monkeypatch.setattr(bench, "_DeviceMemory", Memory)
+    monkeypatch.setattr(bench, "reset_peak_rss", lambda: calls.append("reset host peak"))
+    monkeypatch.setattr(bench, "peak_rss_bytes", lambda: 2**21)
+    monkeypatch.setattr(bench, "train_to_target", train_to_target)
+    out = bench.measure_training("torch-cuda", TINY, data.synthetic(10, 10))
+    assert calls == [
+        "initialize", "memory for torch-cuda", "reset device peak", "reset host peak", "train torch-cuda to 0.5",
+        "read device peak",
+    ]  # fmt: skip
+    assert out == {
+        "backend": "torch-cuda",
+        "device": "cuda",
+        "init_seconds": 1.5,
+        "test_accuracy": 0.9,
+        "peak_host_rss_mb": 2.0,
+        "peak_device_mb": 1.5,
+    }
