@@ -115,10 +115,8 @@ def deferred() -> Iterator[None]:
     if pending:
         if installing:
             signal.raise_signal(pending[0])  # the caller's handler, now restored
-        elif _state.requests is None:
-            raise Terminated(pending[0])
-        elif not _state.requests:  # training: the loop stops at the next step (the save is done)
-            _state.requests.append(pending[0])
+        else:
+            _act(pending[0])  # as if it arrived now that the save is done
 
 
 def stop_requested() -> int | None:

@@ -72,8 +72,7 @@ MUTANTS = [
     ("signals", "                signal.signal(s, handler)\n", "                pass\n"),
     ("signals", "        _state.deferring += 1\n", "        pass\n"),
     ("signals", "            signal.raise_signal(pending[0])", "            pass"),
-    ("signals", "            raise Terminated(pending[0])", "            pass"),
-    ("signals", "            _state.requests.append(pending[0])", "            pass"),
+    ("signals", "            _act(pending[0])", "            pass"),
     ("signals", "    _state.requests = requested\n", "    pass\n"),
     ("signals", "        _state.requests = outer\n", "        _state.requests = None\n"),
 ]
