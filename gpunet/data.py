@@ -117,9 +117,11 @@ def class_names(dataset: str, num_classes: int = NUM_CLASSES) -> list[str]:
 
 DATASET_NAMES = ("auto", "mnist", "fashion-mnist", "synthetic")
 
-# Every known checksum, so a file of one dataset found where another was
-# expected is named for what it is instead of being trained on by mistake.
-_KNOWN = {sha: (spec, f) for spec in SPECS.values() for f in spec.files for sha in (f.gz_sha256, f.raw_sha256) if sha}
+
+def _known() -> dict[str, tuple[DatasetSpec, DataFile]]:
+    """Every known checksum (of SPECS as they are), so a file of one dataset found where another
+    was expected is named for what it is instead of being trained on by mistake."""
+    return {sha: (spec, f) for spec in SPECS.values() for f in spec.files for sha in (f.gz_sha256, f.raw_sha256) if sha}
 
 
 @dataclass
@@ -218,10 +220,11 @@ def locate(spec: DatasetSpec, data_dir: Path | None = None) -> tuple[Path | None
 def _verified_contents(path: Path, f: DataFile, spec: DatasetSpec) -> tuple[bytes, str, bool]:
     """Decompressed contents, their SHA-256, and whether a known checksum vouched for them."""
     stored, contents = read_bytes(path)
-    raw_sha = hashlib.sha256(contents).hexdigest()
-    if hashlib.sha256(stored).hexdigest() == f.gz_sha256 or raw_sha == f.raw_sha256:
+    raw_sha, stored_sha = hashlib.sha256(contents).hexdigest(), hashlib.sha256(stored).hexdigest()
+    if stored_sha == f.gz_sha256 or raw_sha == f.raw_sha256:
         return contents, raw_sha, True
-    other = _KNOWN.get(raw_sha) or _KNOWN.get(hashlib.sha256(stored).hexdigest())
+    known = _known()
+    other = known.get(raw_sha) or known.get(stored_sha)
     if other is not None:
         other_spec, other_file = other
         raise ForeignFile(f"this is {other_spec.title}'s {other_file.name}, not {spec.title}'s {f.name}", path)
@@ -243,7 +246,13 @@ def checked_splits(
     check_split(test_x, test_y, max_classes, paths[2], paths[3])
     if train_x.shape[1:] != test_x.shape[1:]:
         raise DatasetError(f"test images are {test_x.shape[1:]}, train images {train_x.shape[1:]}", paths[2])
-    return train_x.reshape(len(train_x), -1), train_y, test_x.reshape(len(test_x), -1), test_y
+    return _as_rows(train_x), train_y, _as_rows(test_x), test_y
+
+
+def _as_rows(images: np.ndarray) -> np.ndarray:
+    """(n, height, width) images, as check_split ensures, as (n, height * width) rows."""
+    n, height, width = images.shape
+    return images.reshape(n, height * width)
 
 
 def load_dir(spec: DatasetSpec, directory: Path) -> Dataset:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import gzip
 import hashlib
+import os
 import re
 import shutil
 from pathlib import Path
@@ -14,7 +15,7 @@ import pytest
 from idxfiles import FILE_NAMES, gzipped, idx_bytes, make_dataset, serve, write_dataset
 
 from gpunet import data
-from gpunet.errors import DatasetError, DatasetMissing
+from gpunet.errors import DatasetError, DatasetMissing, shown
 
 REAL_FASHION = Path("/usr/share/datasets/fashion-mnist")  # installed by `apt-get install dataset-fashion-mnist`
 
@@ -83,7 +84,7 @@ def test_structurally_valid_fake_mnist_loads_unverified(tmp_path: Path, gz: bool
     assert ds.name == "mnist"
     assert ds.verified is False
     assert ds.source == str(tmp_path / "fake")
-    assert len(ds.checksum) == 64
+    assert ds.files == tuple(tmp_path / "fake" / (f"{name}.gz" if gz else name) for name in FILE_NAMES)
     assert_loaded(ds, arrays)
 
 
@@ -94,6 +95,27 @@ def test_checksum_identifies_the_contents(tmp_path: Path) -> None:
     a, b, c = (data.load("mnist", data_dir=tmp_path / d, offline=True).checksum for d in "abc")
     assert a == b
     assert a != c
+    # Recorded in checkpoints, so it must not change: SHA-256 over the four files' SHA-256 digests, in order.
+    arrays = make_dataset(seed=1)
+    digests = "".join(hashlib.sha256(idx_bytes(arrays[name])).hexdigest() for name in FILE_NAMES)
+    assert a == hashlib.sha256(digests.encode()).hexdigest()
+
+
+def test_load_dir_names_a_file_gone_since_the_lookup(tmp_path: Path) -> None:
+    (tmp_path / "emptied").mkdir()
+    with pytest.raises(DatasetError) as info:
+        data.load_dir(data.MNIST, tmp_path / "emptied")
+    assert info.value.path == tmp_path / "emptied"
+    assert str(info.value) == f"{tmp_path}/emptied: missing train-images-idx3-ubyte(.gz)"
+
+
+def test_a_file_that_is_not_idx_is_named_in_the_error(tmp_path: Path) -> None:
+    write_dataset(tmp_path / "mnist")
+    bad = tmp_path / "mnist" / "t10k-labels-idx1-ubyte.gz"
+    bad.write_bytes(gzipped(b"\x00\x00\x08\x03"))
+    with pytest.raises(DatasetError) as info:
+        data.load("mnist", data_dir=tmp_path / "mnist", offline=True)
+    assert str(info.value) == f"{bad}: truncated header: 3 dimensions need 16 bytes, file has 4"
 
 
 def test_bad_labels_in_a_fake_mnist_are_refused(tmp_path: Path) -> None:
@@ -109,13 +131,16 @@ def test_test_images_of_another_size_are_refused(tmp_path: Path) -> None:
     write_dataset(tmp_path / "fake")
     images = np.zeros((10, 14, 14), dtype=np.uint8)
     (tmp_path / "fake" / "t10k-images-idx3-ubyte.gz").write_bytes(gzipped(idx_bytes(images)))
-    with pytest.raises(DatasetError, match=r"test images are \(14, 14\)"):
+    with pytest.raises(DatasetError) as info:
         data.load("mnist", data_dir=tmp_path / "fake", offline=True)
+    path = tmp_path / "fake" / "t10k-images-idx3-ubyte.gz"
+    assert str(info.value) == f"{path}: test images are (14, 14), train images (28, 28)"
 
 
 def test_unknown_dataset_name_lists_the_choices() -> None:
-    with pytest.raises(DatasetError, match=r"unknown dataset 'cifar'.*fashion-mnist"):
+    with pytest.raises(DatasetError) as info:
         data.load("cifar", offline=True)
+    assert str(info.value) == "unknown dataset 'cifar': choose one of auto, mnist, fashion-mnist, synthetic"
 
 
 # --- lookup order -------------------------------------------------------------------------------
@@ -150,6 +175,23 @@ def test_data_dir_wins_over_gpunet_data_which_wins_over_cache(
     assert_loaded(data.load("mnist", offline=True), cache_arrays)
 
 
+def test_cache_dir_is_under_home_without_xdg_cache_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert data.cache_dir() == tmp_path / "home" / ".cache" / "gpunet"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert data.cache_dir() == tmp_path / "xdg" / "gpunet"
+
+
+def test_mirrors_are_the_built_in_ones_unless_gpunet_mirrors_replaces_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert data.mirrors(data.FASHION_MNIST) == (
+        "https://storage.googleapis.com/tensorflow/tf-keras-datasets/",
+        "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
+    )
+    monkeypatch.setenv("GPUNET_MIRRORS", " http://a/, ,http://b/ ")
+    assert data.mirrors(data.FASHION_MNIST) == ("http://a/", "http://b/")
+
+
 def test_search_dirs_order(tmp_path: Path, isolated: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("GPUNET_DATA", str(tmp_path / "env"))
     assert data.search_dirs("mnist") == [
@@ -182,6 +224,16 @@ def test_a_data_dir_without_the_dataset_is_refused_not_replaced(
             data.load(dataset, data_dir=data_dir)
 
 
+def test_a_data_dir_without_the_dataset_says_where_it_looked(tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DatasetMissing) as info:
+        data.load("mnist", data_dir=tmp_path / "empty")
+    assert str(info.value) == (
+        f"MNIST is not in --data-dir (looked in {tmp_path}/empty/mnist and {tmp_path}/empty for its four IDX files, "
+        "train-images-idx3-ubyte and the others, gzip or raw)"
+    )
+
+
 def test_a_gpunet_data_that_is_not_a_directory_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("GPUNET_DATA", str(tmp_path / "missing"))
     with pytest.raises(DatasetError, match=re.escape(f"$GPUNET_DATA {tmp_path}/missing: no such directory")):
@@ -193,8 +245,12 @@ def test_a_cache_path_too_long_to_search_is_one_line(
 ) -> None:
     hide_system(monkeypatch, "mnist")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "/".join(["c" * 200] * 30)))  # 6,000 characters
-    with pytest.raises(DatasetError, match="cannot look in this directory: the path is too long") as info:
+    with pytest.raises(DatasetError) as info:
         data.load("mnist", offline=True)
+    cache = Path(os.environ["XDG_CACHE_HOME"]) / "gpunet" / "mnist"
+    assert info.value.path == cache
+    too_long = f"the path is too long ({len(str(cache / 'train-images-idx3-ubyte.gz')):,} bytes)"
+    assert str(info.value) == f"{shown(cache)}: cannot look in this directory: {too_long}"
     assert len(str(info.value)) < 400  # the path's two ends, not all of it
 
 
@@ -205,11 +261,12 @@ def test_nested_layout_wins_over_flat_in_the_same_root(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("where", ["data_dir", "GPUNET_DATA"])
-def test_incomplete_directory_names_the_missing_file(
+def test_incomplete_directory_names_the_missing_files(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str
 ) -> None:
     write_dataset(tmp_path / "partial")
     (tmp_path / "partial" / "t10k-labels-idx1-ubyte.gz").unlink()
+    (tmp_path / "partial" / "t10k-images-idx3-ubyte.gz").unlink()
     if where == "GPUNET_DATA":
         monkeypatch.setenv("GPUNET_DATA", str(tmp_path / "partial"))
     data_dir = tmp_path / "partial" if where == "data_dir" else None
@@ -217,19 +274,37 @@ def test_incomplete_directory_names_the_missing_file(
         data.load("mnist", data_dir=data_dir, offline=True)
     assert not isinstance(info.value, DatasetMissing)
     assert info.value.path == tmp_path / "partial"
-    assert "missing t10k-labels-idx1-ubyte" in str(info.value)
-    assert "train-images" not in str(info.value)
+    assert str(info.value) == (
+        f"{tmp_path}/partial: incomplete MNIST: missing t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte"
+    )
 
 
-def test_offline_with_nothing_found_says_how_to_get_data(isolated: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_offline_with_nothing_found_says_where_it_looked_and_how_to_get_data(
+    tmp_path: Path, isolated: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     hide_system(monkeypatch, "mnist")
+    monkeypatch.setenv("GPUNET_DATA", str(tmp_path / "env"))
+    (tmp_path / "env").mkdir()
     with pytest.raises(DatasetMissing) as info:
         data.load("mnist", offline=True)
-    message = str(info.value)
-    assert "gpunet datasets download mnist" in message
-    assert "--data-dir" in message
-    assert "offline" in message
-    assert str(isolated / "gpunet" / "mnist") in message  # where it looked
+    assert str(info.value) == (
+        f"MNIST not found (--offline forbids downloading); looked in {tmp_path}/env/mnist, {tmp_path}/env, "
+        f"{isolated}/gpunet/mnist. Run `gpunet datasets download mnist` where there is network, "
+        "or pass --data-dir DIR holding its four IDX files"
+    )
+
+
+def test_fashion_mnist_not_found_offline_also_suggests_the_debian_package(
+    isolated: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hide_system(monkeypatch, "fashion-mnist")
+    with pytest.raises(DatasetMissing) as info:
+        data.load("fashion-mnist", offline=True)
+    assert str(info.value) == (
+        f"Fashion-MNIST not found (--offline forbids downloading); looked in {isolated}/gpunet/fashion-mnist. "
+        "Run `gpunet datasets download fashion-mnist` where there is network "
+        "or `apt-get install dataset-fashion-mnist`, or pass --data-dir DIR holding its four IDX files"
+    )
 
 
 def test_partial_cache_offline_is_missing_not_an_error(isolated: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -293,13 +368,55 @@ def test_download_completes_a_partial_cache(
     assert_loaded(ds, arrays)
 
 
-def test_download_falls_back_to_the_next_mirror(monkeypatch: pytest.MonkeyPatch, mirrored_mnist: Mirrored) -> None:
+def test_download_falls_back_to_the_next_mirror_and_says_so(
+    monkeypatch: pytest.MonkeyPatch, mirrored_mnist: Mirrored
+) -> None:
     routes, arrays = mirrored_mnist
+    said: list[str] = []
     with serve({}) as empty, serve(routes) as server:
         monkeypatch.setenv("GPUNET_MIRRORS", f"{empty.base}mnist/,{server.base}mnist/")
-        ds = data.load("mnist")
+        ds = data.load("mnist", say=said.append)
     assert len(empty.requests) == 4
+    assert said == [f"mirror {empty.netloc}: HTTP 404 Not Found; trying {server.netloc}"] * 4
     assert_loaded(ds, arrays)
+
+
+def test_fetch_uses_the_datasets_own_mirrors_without_gpunet_mirrors(tmp_path: Path, mirrored_mnist: Mirrored) -> None:
+    routes, _ = mirrored_mnist
+    with serve(routes) as server:
+        spec = dataclasses.replace(data.MNIST, mirrors=(f"{server.base}mnist/",))
+        assert data.fetch(spec, target=tmp_path / "here") == tmp_path / "here"
+    assert sorted(server.requests) == sorted(routes)
+    assert sorted(p.name for p in (tmp_path / "here").iterdir()) == sorted(f"{name}.gz" for name in FILE_NAMES)
+
+
+def test_one_file_no_checksum_vouches_for_makes_the_dataset_unverified(
+    tmp_path: Path, mirrored_mnist: Mirrored
+) -> None:
+    routes, arrays = mirrored_mnist
+    folder = tmp_path / "mnist"
+    folder.mkdir()
+    for name in FILE_NAMES:
+        (folder / f"{name}.gz").write_bytes(routes[f"/mnist/{name}.gz"])  # the published bytes: verified
+    (folder / "train-images-idx3-ubyte.gz").write_bytes(gzip.compress(idx_bytes(arrays[FILE_NAMES[0]]), 1))
+    ds = data.load("mnist", data_dir=folder, offline=True)
+    assert ds.verified is False  # the recompressed first file has no published checksum: MNIST's raw ones are unknown
+    assert_loaded(ds, arrays)
+
+
+def test_an_mnist_download_where_fashion_mnist_expects_its_own_file_is_named(
+    tmp_path: Path, mirrored_mnist: Mirrored
+) -> None:
+    """MNIST's files are known by their .gz bytes alone (no raw checksums are published for them)."""
+    routes, _ = mirrored_mnist
+    folder = link_real_fashion(tmp_path / "fashion", "t10k-labels-idx1-ubyte")
+    (folder / "t10k-labels-idx1-ubyte.gz").write_bytes(routes["/mnist/t10k-labels-idx1-ubyte.gz"])
+    with pytest.raises(DatasetError) as info:
+        data.load("fashion-mnist", data_dir=folder, offline=True)
+    assert str(info.value) == (
+        f"{folder}/t10k-labels-idx1-ubyte.gz: this is MNIST's t10k-labels-idx1-ubyte, "
+        "not Fashion-MNIST's t10k-labels-idx1-ubyte"
+    )
 
 
 def test_failed_download_is_missing_with_every_reason(
@@ -383,10 +500,62 @@ def test_auto_with_no_dataset_at_all_is_missing(monkeypatch: pytest.MonkeyPatch)
     messages: list[str] = []
     with pytest.raises(DatasetMissing) as info:
         data.load("auto", offline=True, say=messages.append)
-    assert "no dataset available" in str(info.value)
-    assert "gpunet datasets download" in str(info.value)
-    assert "Fashion-MNIST is not installed either" in str(info.value)
+    cache = data.cache_dir()
+    assert str(info.value) == (
+        f"no dataset available: MNIST not found (--offline forbids downloading); looked in {cache}/mnist. "
+        "Run `gpunet datasets download mnist` where there is network, or pass --data-dir DIR holding its four "
+        "IDX files; Fashion-MNIST is not installed either (Fashion-MNIST not found (--offline forbids downloading); "
+        f"looked in {cache}/fashion-mnist. Run `gpunet datasets download fashion-mnist` where there is network "
+        "or `apt-get install dataset-fashion-mnist`, or pass --data-dir DIR holding its four IDX files)"
+    )
     assert messages == []
+
+
+def test_auto_downloads_mnist_with_progress_and_mirror_messages(
+    monkeypatch: pytest.MonkeyPatch, mirrored_mnist: Mirrored
+) -> None:
+    routes, arrays = mirrored_mnist
+    said: list[str] = []
+    progressed: list[str] = []
+    with serve({}) as empty, serve(routes) as server:
+        monkeypatch.setenv("GPUNET_MIRRORS", f"{empty.base}mnist/,{server.base}mnist/")
+        ds = data.load("auto", progress=lambda name: progressed.append(name), say=said.append)
+    assert ds.name == "mnist"
+    assert_loaded(ds, arrays)
+    assert progressed == list(FILE_NAMES)
+    assert said == [f"mirror {empty.netloc}: HTTP 404 Not Found; trying {server.netloc}"] * 4
+
+
+def test_auto_falls_back_to_installed_fashion_mnist_when_mnist_cannot_be_downloaded(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    hide_system(monkeypatch, "mnist")
+    messages: list[str] = []
+    with serve({}) as empty:
+        monkeypatch.setenv("GPUNET_MIRRORS", f"{empty.base}mnist/")
+        ds = data.load("auto", say=messages.append)
+    assert ds.name == "fashion-mnist"
+    assert messages == [f"MNIST unavailable (could not be downloaded): training on Fashion-MNIST from {REAL_FASHION}"]
+    assert empty.requests == ["/mnist/train-images-idx3-ubyte.gz"]
+
+
+def test_auto_never_downloads_fashion_mnist(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fallback is an installed Fashion-MNIST: downloading was for MNIST, the dataset asked for."""
+    hide_system(monkeypatch, "mnist", "fashion-mnist")
+    with serve({}) as empty:
+        monkeypatch.setenv("GPUNET_MIRRORS", f"{empty.base}files/")
+        with pytest.raises(DatasetMissing) as info:
+            data.load("auto")
+    assert empty.requests == ["/files/train-images-idx3-ubyte.gz"]  # MNIST's first file, and nothing after
+    cache = data.cache_dir()
+    assert str(info.value) == (
+        f"no dataset available: MNIST not found (could not download train-images-idx3-ubyte.gz: {empty.netloc}: "
+        f"HTTP 404 Not Found); looked in {cache}/mnist. Run `gpunet datasets download mnist` where there is "
+        "network, or pass --data-dir DIR holding its four IDX files; Fashion-MNIST is not installed either "
+        f"(Fashion-MNIST not found (--offline forbids downloading); looked in {cache}/fashion-mnist. Run `gpunet "
+        "datasets download fashion-mnist` where there is network or `apt-get install dataset-fashion-mnist`, "
+        "or pass --data-dir DIR holding its four IDX files)"
+    )
 
 
 # --- the real Fashion-MNIST ---------------------------------------------------------------------
@@ -422,9 +591,11 @@ def test_real_file_with_one_byte_changed_is_a_checksum_mismatch(tmp_path: Path) 
     (folder / "t10k-labels-idx1-ubyte.gz").write_bytes(gzipped(bytes(contents)))
     with pytest.raises(DatasetError) as info:
         data.load("fashion-mnist", data_dir=folder, offline=True)
-    assert info.value.path == folder / "t10k-labels-idx1-ubyte.gz"
-    assert "checksum mismatch" in str(info.value)
-    assert "delete it" in str(info.value)
+    assert str(info.value) == (
+        f"{folder}/t10k-labels-idx1-ubyte.gz: checksum mismatch: contents have sha256 "
+        f"{hashlib.sha256(contents).hexdigest()[:16]}…, the official file 0402a96d92fd2663…; "
+        "the file is corrupt or not the official release (delete it to download it again)"
+    )
 
 
 def test_fashion_mnist_file_where_mnist_expects_its_own_is_named(tmp_path: Path) -> None:
@@ -459,6 +630,21 @@ def test_synthetic_is_deterministic_and_well_formed() -> None:
     assert a.train_labels.max() < 10
     assert a.test_labels.max() < 10
     assert set(np.unique(a.train_labels)) == set(range(10))
+
+
+def test_synthetic_is_the_same_dataset_in_every_version() -> None:
+    """Checkpoints record its checksum: a later gpunet must generate the very same samples."""
+    ds = data.synthetic()
+    assert ds.checksum == "ff4c9449da412aa14506cb1a9d52952681a673b734f9e4572e2581b9f58199ce"
+    assert ds.source == "generated (seed 1234)"
+    assert data.synthetic(n_train=5, n_test=5, seed=7).source == "generated (seed 7)"
+
+
+def test_synthetic_pixels_are_off_or_bright() -> None:
+    pixels = np.concatenate([data.synthetic().train_images.ravel(), data.synthetic().test_images.ravel()])
+    lit = pixels[pixels > 0]
+    assert (lit.min(), lit.max()) == (128, 255)  # strokes of intensity 128..255 on black
+    assert 0.2 < len(lit) / len(pixels) < 0.5  # a stroke pattern with some noise, not a blank or a solid image
 
 
 def test_synthetic_sizes_and_seeds() -> None:
@@ -511,7 +697,8 @@ def test_the_split_checks_name_the_file_at_fault() -> None:
 
     assert error([images, labels[:4], images, labels]) == "/d/train-labels: 4 labels for 5 images in /d/train-images"
     assert error([images, labels, images, labels[:4]]) == "/d/test-labels: 4 labels for 5 images in /d/test-images"
-    assert error([images[:, :1], labels, images, labels]).startswith("/d/test-images: test images are (2, 3)")
+    shapes_differ = error([images[:, :1], labels, images, labels])
+    assert shapes_differ == "/d/test-images: test images are (2, 3), train images (1, 3)"
     rows = data.checked_splits([images, labels, images[:3], labels[:3]], paths, 10)
     assert [a.shape for a in rows] == [(5, 6), (5,), (3, 6), (3,)]
 
