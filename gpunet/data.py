@@ -344,12 +344,13 @@ def _load_auto(data_dir: Path | None, offline: bool, progress, say) -> Dataset:
         return load("mnist", data_dir, offline, progress, say)
     except (DatasetMissing, ForeignFile) as e:  # a corrupt MNIST is reported, not replaced
         mnist_error = e
-    try:
-        fashion = load("fashion-mnist", data_dir, offline=True)
-    except DatasetMissing as e:
+    found, searched = locate(FASHION_MNIST, data_dir)  # the fallback is only looked for, never downloaded
+    if found is None:
+        where = ", ".join(shown(d) for d in searched)
         raise DatasetMissing(
-            f"no dataset available: {mnist_error}; Fashion-MNIST is not installed either ({e.reason})"
-        ) from e
+            f"no dataset available: {mnist_error}; nor is Fashion-MNIST, the fallback, installed (looked in {where})"
+        )
+    fashion = load_dir(FASHION_MNIST, found)
     why = "offline" if offline else "(could not be downloaded)"
     say(f"MNIST unavailable {why}: training on Fashion-MNIST from {fashion.source}")
     return fashion
