@@ -38,8 +38,8 @@ TESTS = {
     "data": ["tests/test_data.py", "tests/test_download.py"],
     "train": ["tests/test_train.py", "tests/test_checkpoint.py", "tests/test_not_learning.py"],
     "bench": ["tests/test_bench.py"],
-    # Real signals sent to real processes (test_run_end.py) and to this one (test_files.py).
-    "signals": ["tests/test_files.py", "tests/test_run_end.py", "tests/test_checkpoint.py", "tests/test_cli.py"],
+    # Signals sent to this process (test_signals.py), and to real training runs (test_run_end.py).
+    "signals": ["tests/test_signals.py", "tests/test_run_end.py"],
 }
 
 
