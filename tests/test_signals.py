@@ -108,3 +108,14 @@ def test_outside_the_main_thread_nothing_is_installed() -> None:
     thread.start()
     thread.join(10)
     assert seen == [(True, [])] and signals.stop_requested() is None
+
+
+def test_a_run_inside_a_run_hands_the_requests_back_when_it_ends() -> None:
+    """A training run started from inside another (a library caller's loop around fit): after the inner
+    one ends, a signal is the outer run's stop request again, not an immediate stop."""
+    with signals.stop_requests() as outer:
+        with signals.stop_requests() as inner:
+            signal.raise_signal(signal.SIGINT)
+        assert (inner, outer) == ([signal.SIGINT], [])
+        signal.raise_signal(signal.SIGTERM)
+        assert outer == [signal.SIGTERM]
