@@ -703,3 +703,71 @@ def test_a_training_measurement_resets_the_peaks_after_initialisation(monkeypatc
         "peak_host_rss_mb": 2.0,
         "peak_device_mb": 1.5,
     }
+
+
+def stand_in_backends(monkeypatch: pytest.MonkeyPatch, calls: list) -> dict[str, bench.Floor]:
+    """numpy and torch-cuda with no GPU: floors, trainers and training runs are stand-ins that log their calls."""
+    floors = {"cpu": FIXED_FLOOR, "cuda": bench.Floor("cuda", 1e12, 1e11, "stub")}
+
+    def make_trainer(backend, config, dataset):
+        calls.append(("trainer", backend, len(dataset.train_images), len(dataset.train_labels)))
+        return Scripted([], calls)
+
+    def measure_training(backend, settings, dataset, on_record=None):
+        params = [np.full(3, 1.0 if backend == "numpy" else 1.5)]
+        return {"backend": backend, "device": bench.device_kind(backend), "test_accuracy": 0.5, "final_params": params}
+
+    monkeypatch.setattr(bench, "unavailable", lambda backend, config=None: None)
+    monkeypatch.setattr(
+        bench, "measure_floor", lambda kind, dtype: calls.append(("floor", kind, dtype)) or floors[kind]
+    )
+    monkeypatch.setattr(bench, "make_trainer", make_trainer)
+    monkeypatch.setattr(bench, "measure_training", measure_training)
+    monkeypatch.setattr(bench, "time_steps", lambda trainers, *a, **k: {name: [2.0, 4.0] for name in trainers})
+    return floors
+
+
+def test_each_backend_is_measured_against_its_own_devices_floor(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list = []
+    floors = stand_in_backends(monkeypatch, calls)
+    ds = data.synthetic(n_train=200, n_test=50)
+    report = bench.run_bench(TINY, ds, ["numpy", "torch-cuda"])
+    assert [c for c in calls if c[0] != "trainer"] == [
+        ("floor", "cpu", "float32"),
+        ("floor", "cuda", "float32"),
+        "close",
+        "close",
+    ]
+    assert [c for c in calls if c[0] == "trainer"] == [
+        ("trainer", "numpy", 200, 200),
+        ("trainer", "torch-cuda", 200, 200),
+    ]
+    flops, nbytes = bench.step_cost([784, 16, 16, 10], 200, 4)
+    for result, kind in zip(report["results"], ["cpu", "cuda"]):
+        assert result["floor_ms"] == floors[kind].ms(flops, nbytes) and result["x_floor"] == 3.0 / result["floor_ms"]
+    assert report["agreement"]["torch-cuda"]["max_relative_weight_difference"] == pytest.approx(0.5)
+
+
+def test_the_sweep_measures_each_devices_floor_in_the_runs_dtype_and_closes_its_trainers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    calls: list = []
+    floors = stand_in_backends(monkeypatch, calls)
+    settings = bench.BenchSettings(TrainConfig(dtype="float64"), warmup=1, timed_steps=2, repeats=1)
+    out = bench.sweep(settings, data.synthetic(n_train=300, n_test=50), ["numpy", "torch-cuda"], (100,), ())
+    assert sorted(c for c in calls if c[0] == "floor") == [("floor", "cpu", "float64"), ("floor", "cuda", "float64")]
+    made = [c for c in calls if c[0] == "trainer"]
+    assert made == [("trainer", "numpy", 100, 100), ("trainer", "torch-cuda", 100, 100)]  # images and labels cut alike
+    assert calls.count("close") == len(made)  # each trainer's threads let go
+    flops, nbytes = bench.step_cost([784, 16, 16, 10], 100, 8)
+    for row, kind in zip(out["sweep"], ["cpu", "cuda"]):
+        assert (row["flops_per_step"], row["bytes_per_step"]) == (flops, nbytes)
+        assert row["floor_ms"] == floors[kind].ms(flops, nbytes)
+
+
+def test_a_backend_that_cannot_honour_the_settings_is_skipped_with_the_reason() -> None:
+    pytest.importorskip("sklearn", reason="scikit-learn is in the dev extra")
+    settings = bench.BenchSettings(TrainConfig(iterations=2, batch_size=10), 0.5, warmup=0, timed_steps=1, repeats=1)
+    report = bench.run_bench(settings, data.synthetic(n_train=50, n_test=10), ["sklearn"])
+    reason = "the scikit-learn reference trains full batch only (one partial_fit is one update)"
+    assert report["skipped"] == {"sklearn": reason} and report["results"] == []
