@@ -70,6 +70,15 @@ def in_a_scratch_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.chdir(tmp_path)
 
 
+@pytest.fixture(autouse=True)
+def no_mutmut_statistics_in_child_processes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """For mutation/run.py: mutmut's first pass records which tests reach which function, and a child
+    process started in the scratch directory cannot find mutmut's settings to record anything; it runs
+    the code unmutated instead (this process still records its own calls)."""
+    if os.environ.get("MUTANT_UNDER_TEST") == "stats":
+        monkeypatch.delenv("MUTANT_UNDER_TEST")
+
+
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(42)

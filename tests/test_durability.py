@@ -58,14 +58,13 @@ def test_an_unexpected_error_keeps_its_traceback(tmp_path: Path) -> None:
         "def a_bug(*args, **kwargs):\n"
         "    raise ZeroDivisionError('a bug deep in the loop')\n"
         "train.Trainer.run = a_bug\n"
-        "sys.argv = ['gpunet', 'train', '--dataset', 'synthetic', '--device', 'cpu', '--iterations', '2',"
-        " '--no-save']\n"
+        "sys.argv = ['gpunet', 'train', '--dataset', 'synthetic', '--device', 'cpu', '--iterations', '2']\n"
         "cli.main()\n"
     )
     env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path), "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     done = subprocess.run(
-        [sys.executable, "-c", program], capture_output=True, text=True, env=env, timeout=120
-    )  # run where pytest runs (mutation/run.py's mutmut finds its configuration there)
+        [sys.executable, "-c", program], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120
+    )
     assert done.returncode == 1
     assert "Traceback (most recent call last)" in done.stderr
     assert "in a_bug" in done.stderr and "ZeroDivisionError: a bug deep in the loop" in done.stderr
