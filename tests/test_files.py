@@ -298,3 +298,117 @@ def test_the_default_model_file_is_claimed_like_any_output(tmp_path: Path, monke
     result = runner.invoke(app, QUICK)
     assert result.exit_code == 0, result.output
     assert os.listdir(tmp_path / "runs") == ["synthetic-1.npz"]
+
+
+# --- the mechanism, call by call (mutation testing found these unwatched) ------------------------
+
+
+def test_a_failure_is_said_as_a_user_reads_it() -> None:
+    from gpunet.files import failure_reason
+
+    assert failure_reason(OSError(28, "No space left on device")) == "no space left on device"
+    assert failure_reason(ValueError("bad value")) == "bad value"
+    assert failure_reason(KeyError()) == "KeyError"  # no message: at least what it was
+
+
+def test_a_temporary_files_creator_is_alive_while_its_process_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    from gpunet import files
+
+    assert files._is_alive(os.getpid())
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    assert not files._is_alive(child.pid)  # exited and reaped: no such process
+
+    def not_ours(pid: int, signum: int) -> None:
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(os, "kill", not_ours)
+    assert files._is_alive(12345)  # another user's process: alive, and its files are not ours to remove
+
+
+def test_inputs_named_before_an_output_is_added_still_protect_it(tmp_path: Path) -> None:
+    data_file, model = tmp_path / "d.npz", tmp_path / "m.npz"
+    data_file.write_bytes(b"data")
+    with claim_outputs({"--json": tmp_path / "r.json"}) as claim:
+        claim.check_inputs({"--data": data_file})
+        claim.check_inputs({"--resume": None})  # an option not given: nothing to protect
+        with pytest.raises(OutputRefused) as e:
+            claim.add({"the model file": data_file})
+        assert str(e.value) == f"the model file {data_file} is the input --data {data_file}: it would be overwritten"
+        assert claim.outputs == {"--json": tmp_path / "r.json"}  # a refused output is not kept
+        claim.add({"the model file": model})  # another path is fine
+        assert claim.path("the model file") == model and claim.existed["the model file"] is False
+
+
+def test_an_added_output_records_whether_it_existed(tmp_path: Path) -> None:
+    old, placeholder, later = tmp_path / "old.npz", tmp_path / "runs-1.npz", tmp_path / "later.npz"
+    old.write_bytes(b"model")
+    placeholder.write_bytes(b"")
+    with claim_outputs({"--json": tmp_path / "r.json"}) as claim:
+        claim.add({"--checkpoint": old})
+        claim.add({"the model file": placeholder}, new=True)  # this command just created it
+        claim.add({"--history": later, "--plot": None})
+        assert claim.existed == {"--json": False, "--checkpoint": True, "the model file": False, "--history": False}
+        # Every output added is locked, not only the first of the claim.
+        for out in (old, placeholder, later):
+            assert (tmp_path / f".{out.name}.lock").read_text() == f"{os.getpid()}\n"
+        with pytest.raises(OutputRefused, match=r"^--again and --checkpoint are the same file"):
+            claim.add({"--again": old})
+
+
+def test_a_busy_output_names_the_process_that_holds_it(tmp_path: Path) -> None:
+    import fcntl
+
+    out = tmp_path / "c.npz"
+    lock = tmp_path / ".c.npz.lock"
+    for note, holder in ((b"", "unknown"), (b"4242\n", "4242"), (b"7" * 40, "7" * 32)):
+        lock.write_bytes(note)
+        fd = os.open(lock, os.O_RDWR)
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # another process's lock, as far as flock can tell
+        try:
+            with pytest.raises(OutputInUse) as e:
+                claim_outputs({"--checkpoint": out})
+        finally:
+            os.close(fd)
+        assert str(e.value) == (
+            f"--checkpoint {out} is being written by another gpunet process (pid {holder}); "
+            "wait for it to finish or choose another path"
+        )
+
+
+def test_a_lock_file_has_the_usual_permissions(tmp_path: Path) -> None:
+    from gpunet.files import UMASK
+
+    with claim_outputs({"--json": tmp_path / "r.json"}):
+        assert stat.S_IMODE(os.stat(tmp_path / ".r.json.lock").st_mode) == 0o666 & ~UMASK
+
+
+def test_each_output_at_the_end_is_reported_in_one_line_and_returned() -> None:
+    from gpunet.errors import ConfigError
+    from gpunet.files import write_each
+
+    lines: list[str] = []
+
+    def full_disk() -> None:
+        raise WriteFailed(Path("/out/c.npz"), "no space left on device")
+
+    def os_error() -> None:
+        raise PermissionError(13, "Permission denied", "/out/r.json")
+
+    def refused() -> None:
+        raise ConfigError("nothing to plot")
+
+    written = []
+    jobs = [
+        ("checkpoint", Path("/given/c.npz"), full_disk),
+        ("summary", Path("/out/r.json"), os_error),
+        ("plot", Path("/out/p.png"), refused),
+        ("history", Path("/out/h.csv"), lambda: written.append("history")),
+    ]
+    assert write_each(jobs, lines.append) == ["checkpoint", "summary", "plot"]
+    assert lines == [
+        "error: cannot write the checkpoint /out/c.npz: no space left on device",  # the path the writer names
+        "error: cannot write the summary /out/r.json: permission denied",
+        "error: cannot write the plot /out/p.png: nothing to plot",
+    ]
+    assert written == ["history"]
