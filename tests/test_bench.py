@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 from dataclasses import astuple
 from pathlib import Path
 
@@ -276,7 +277,8 @@ def test_bench_shows_a_progress_bar_on_a_terminal() -> None:
     shown = screen.getvalue()
     assert "numpy step" in shown and "30/30" in shown  # the training bar, with its metrics
     assert "training loss" in shown
-    assert "timed step" in shown and "6/6" in shown  # 2 rounds of 3 timed steps
+    plain = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", shown)  # the terminal's colour and cursor codes
+    assert re.search(r"(^|\s)timed step\s+6/6", plain, re.MULTILINE)  # 2 rounds of 3 timed steps
     assert "numpy step 30/30  training loss" not in shown  # a bar, not the plain lines
 
 
@@ -316,22 +318,71 @@ def test_bench_settings_are_refused_in_exact_words(change: dict, message: str) -
         dataclasses.replace(TINY, **fine).validate()  # the edges themselves are allowed
 
 
+class StandInProc:
+    """`open` with the /proc files in `files` served from there and those in `absent` missing; others as usual."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, files: dict[str, str], absent: tuple[str, ...] = ()) -> None:
+        import builtins
+        import io
+
+        self.files, self.written, real_open = files, [], builtins.open
+
+        def stand_in(path, mode="r", *args, **kwargs):
+            if str(path) in absent:
+                raise FileNotFoundError(2, "No such file or directory", str(path))
+            if str(path) not in self.files:
+                return real_open(path, mode, *args, **kwargs)
+            if "w" in mode:
+                buffer = io.StringIO()
+                buffer.close = lambda: self.written.append((str(path), buffer.getvalue()))
+                return buffer
+            return io.StringIO(self.files[str(path)])
+
+        monkeypatch.setattr(builtins, "open", stand_in)
+
+
 def test_peak_memory_is_the_high_water_mark_linux_reports(monkeypatch: pytest.MonkeyPatch) -> None:
-    with open("/proc/self/status") as f:
-        hwm = next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
-    assert abs(bench.peak_rss_bytes() - hwm * 1024) <= 64 * 2**20  # the same figure, give or take what ran since
-    real_open = open
-
-    def no_proc(path, *args, **kwargs):
-        if str(path).startswith("/proc/"):
-            raise FileNotFoundError(path)
-        return real_open(path, *args, **kwargs)
-
-    monkeypatch.setattr("builtins.open", no_proc)  # a system without /proc: getrusage's peak, in kB on Linux
     import resource
 
-    assert bench.peak_rss_bytes() == resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    bench.reset_peak_rss()  # nothing to reset there, and no error
+    status = "Name:\tpython\nVmPeak:\t 999999 kB\nVmHWM:\t  123456 kB\nVmRSS:\t 100000 kB\n"
+    proc = StandInProc(monkeypatch, {"/proc/self/status": status, "/proc/self/clear_refs": ""})
+    assert bench.peak_rss_bytes() == 123456 * 1024  # the resident high-water mark, not the virtual peak
+    bench.reset_peak_rss()
+    assert proc.written == [("/proc/self/clear_refs", "5")]  # "5" resets the high-water mark (proc(5))
+    # Without /proc: getrusage's peak, which Linux gives in kB and macOS in bytes; nothing to reset.
+    StandInProc(monkeypatch, {}, absent=("/proc/self/status", "/proc/self/clear_refs"))
+    usage = type("Usage", (), {"ru_maxrss": 777})()
+    monkeypatch.setattr(resource, "getrusage", lambda who: usage)
+    assert bench.peak_rss_bytes() == 777 * 1024
+    monkeypatch.setattr(bench.sys, "platform", "darwin")
+    assert bench.peak_rss_bytes() == 777
+    bench.reset_peak_rss()  # and no error
+
+
+def test_the_cpu_is_named_by_its_model_name_or_else_by_platform(monkeypatch: pytest.MonkeyPatch) -> None:
+    import platform
+
+    cpuinfo = "processor\t: 0\nvendor_id\t: GenuineIntel\nmodel name\t: Intel(R) Xeon(R): 2 cores @ 2.20GHz\n"
+    StandInProc(monkeypatch, {"/proc/cpuinfo": cpuinfo})
+    assert bench.machine_info()["cpu"] == "Intel(R) Xeon(R): 2 cores @ 2.20GHz"  # colons in the name kept
+    monkeypatch.setattr(platform, "processor", lambda: "")
+    monkeypatch.setattr(platform, "machine", lambda: "aarch64")
+    StandInProc(monkeypatch, {"/proc/cpuinfo": "processor\t: 0\nBogoMIPS\t: 48.00\n"})  # an ARM board's
+    assert bench.machine_info()["cpu"] == "aarch64"
+    monkeypatch.setattr(platform, "processor", lambda: "arm")
+    StandInProc(monkeypatch, {}, absent=("/proc/cpuinfo",))  # no /proc at all
+    assert bench.machine_info()["cpu"] == "arm"
+
+
+def test_the_record_names_cupys_version_and_leaves_out_what_is_absent(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    monkeypatch.setattr(bench, "cupy_version", lambda: "14.2.0")
+    monkeypatch.setitem(sys.modules, "torch", None)  # `import torch` raises ImportError
+    versions = bench.machine_info()["versions"]
+    assert versions["cupy"] == "14.2.0" and "torch" not in versions
+    monkeypatch.setattr(bench, "cupy_version", lambda: None)
+    assert "cupy" not in bench.machine_info()["versions"]
 
 
 class Scripted:
@@ -399,14 +450,15 @@ def test_initialization_is_two_steps_and_an_evaluation_then_closed(monkeypatch: 
     configs = []
 
     def make(backend, config, dataset):
-        configs.append(config)
+        configs.append((backend, config))
         return Scripted([0.0], calls)
 
     monkeypatch.setattr(bench, "make_trainer", make)
     monkeypatch.setattr(bench.time, "perf_counter", Clock([], [10.0, 2.5]))
-    assert bench.initialize("numpy", TrainConfig(iterations=500, eval_every=50), data.synthetic(300, 10)) == 2.5
+    assert bench.initialize("torch-cpu", TrainConfig(iterations=500, eval_every=50), data.synthetic(300, 10)) == 2.5
     assert calls == ["step", "step", "evaluate at 2", "sync", "close"]
-    assert (configs[0].iterations, configs[0].eval_every) == (2, 2)
+    [(backend, config)] = configs
+    assert (backend, config.iterations, config.eval_every) == ("torch-cpu", 2, 2)
 
 
 def test_time_steps_reports_progress_between_turns(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -685,15 +737,15 @@ def test_a_training_measurement_resets_the_peaks_after_initialisation(monkeypatc
         calls.append(f"train {backend} to {target}")
         return {"test_accuracy": 0.9}
 
-    monkeypatch.setattr(bench, "initialize", lambda *a: calls.append("initialize") or 1.5)
+    monkeypatch.setattr(bench, "initialize", lambda backend, *a: calls.append(f"initialize {backend}") or 1.5)
     monkeypatch.setattr(bench, "_DeviceMemory", Memory)
     monkeypatch.setattr(bench, "reset_peak_rss", lambda: calls.append("reset host peak"))
     monkeypatch.setattr(bench, "peak_rss_bytes", lambda: 2**21)
     monkeypatch.setattr(bench, "train_to_target", train_to_target)
     out = bench.measure_training("torch-cuda", TINY, data.synthetic(10, 10))
     assert calls == [
-        "initialize", "memory for torch-cuda", "reset device peak", "reset host peak", "train torch-cuda to 0.5",
-        "read device peak",
+        "initialize torch-cuda", "memory for torch-cuda", "reset device peak", "reset host peak",
+        "train torch-cuda to 0.5", "read device peak",
     ]  # fmt: skip
     assert out == {
         "backend": "torch-cuda",
@@ -746,6 +798,7 @@ def test_each_backend_is_measured_against_its_own_devices_floor(monkeypatch: pyt
     for result, kind in zip(report["results"], ["cpu", "cuda"]):
         assert result["floor_ms"] == floors[kind].ms(flops, nbytes) and result["x_floor"] == 3.0 / result["floor_ms"]
     assert report["agreement"]["torch-cuda"]["max_relative_weight_difference"] == pytest.approx(0.5)
+    assert report["date"].endswith("+00:00")  # in UTC, whatever the machine's time zone
 
 
 def test_the_sweep_measures_each_devices_floor_in_the_runs_dtype_and_closes_its_trainers(
@@ -771,3 +824,29 @@ def test_a_backend_that_cannot_honour_the_settings_is_skipped_with_the_reason() 
     report = bench.run_bench(settings, data.synthetic(n_train=50, n_test=10), ["sklearn"])
     reason = "the scikit-learn reference trains full batch only (one partial_fit is one update)"
     assert report["skipped"] == {"sklearn": reason} and report["results"] == []
+
+
+def test_no_refresh_thread_competes_with_the_clock(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a terminal the bars are redrawn between timed steps by the bench itself, never by rich's own thread."""
+    import io
+    import threading
+
+    from rich.console import Console
+    from rich.live import _RefreshThread
+
+    from gpunet.report import Reporter
+
+    def refreshing() -> bool:
+        return any(isinstance(t, _RefreshThread) for t in threading.enumerate())
+
+    out = Reporter(console=Console(file=io.StringIO(), force_terminal=True, width=200))
+    with out.training(10, "step"):
+        assert refreshing()  # the premise: an ordinary progress bar has one
+    seen = []
+    for name in ("train_to_target", "time_steps"):  # the two clocks: time to target, and ms per step
+        real = getattr(bench, name)
+        monkeypatch.setattr(
+            bench, name, lambda *a, real=real, name=name, **k: seen.append((name, refreshing())) or real(*a, **k)
+        )
+    bench.run_bench(TINY, data.synthetic(n_train=200, n_test=50), ["numpy"], out.say, progress=out)
+    assert seen == [("train_to_target", False), ("time_steps", False)]
