@@ -346,17 +346,15 @@ class Claim:
                     ) from None
                 # The holder removes the lock file before unlocking it: if ours is
                 # no longer the file at that name, someone came and went; lock again.
-                try:
-                    same = os.fstat(fd).st_ino == os.stat(lock_path).st_ino
-                except FileNotFoundError:
-                    same = False
-                if same:
-                    break
+                with contextlib.suppress(FileNotFoundError):
+                    if os.fstat(fd).st_ino == os.stat(lock_path).st_ino:
+                        break
                 os.close(fd)
             self._locks.append((lock_path, fd))
+            note = f"{os.getpid()}\n".encode()
             with contextlib.suppress(OSError):  # on a full disk the lock holds without its note
-                os.ftruncate(fd, 0)
-                os.write(fd, f"{os.getpid()}\n".encode())
+                os.write(fd, note)
+                os.ftruncate(fd, len(note))  # a longer note of an earlier holder is cut
 
     def release(self) -> None:
         """Unlock the outputs and remove directories made for them that stayed empty."""

@@ -412,3 +412,85 @@ def test_each_output_at_the_end_is_reported_in_one_line_and_returned() -> None:
         "error: cannot write the plot /out/p.png: nothing to plot",
     ]
     assert written == ["history"]
+
+
+def test_a_lock_file_removed_by_its_holder_as_it_is_taken_is_taken_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The holder removes the lock file, then unlocks: whoever locked the removed file must lock the new one."""
+    import fcntl
+
+    out, lock = tmp_path / "c.npz", tmp_path / ".c.npz.lock"
+    lock.write_text("99999999999\n")  # an earlier holder's note, longer than ours
+    real_flock, taken = fcntl.flock, []
+
+    def holder_leaves_just_then(fd: int, operation: int) -> None:
+        real_flock(fd, operation)
+        taken.append(os.fstat(fd).st_ino)
+        if len(taken) == 1:
+            lock.unlink()
+
+    monkeypatch.setattr(fcntl, "flock", holder_leaves_just_then)
+    with claim_outputs({"--checkpoint": out}):
+        assert len(taken) == 2 and lock.stat().st_ino == taken[1]
+        assert lock.read_text() == f"{os.getpid()}\n"
+    assert not lock.exists()
+
+
+def test_a_lock_holds_without_its_note_on_a_full_disk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_space(fd: int, data: bytes) -> int:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "write", no_space)
+    with claim_outputs({"--json": tmp_path / "r.json"}), pytest.raises(OutputInUse):  # still locked
+        claim_outputs({"--json": tmp_path / "r.json"})
+
+
+def test_an_unwritable_directory_is_named_with_the_reason(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import tempfile
+
+    out = tmp_path / "r.json"
+
+    def refused(dir: str, **kwargs: object) -> tuple[int, str]:
+        raise PermissionError(13, "Permission denied", dir)
+
+    monkeypatch.setattr(tempfile, "mkstemp", refused)
+    with pytest.raises(OutputRefused) as e:
+        claim_outputs({"--json": out})
+    assert str(e.value) == f"--json {out}: cannot write in {tmp_path} (permission denied)"
+
+    def read_only(dir: str, **kwargs: object) -> tuple[int, str]:
+        raise OSError(30, "Read-only file system")  # no file name given: the output's directory is named
+
+    monkeypatch.setattr(tempfile, "mkstemp", read_only)
+    with pytest.raises(OutputRefused) as e:
+        claim_outputs({"--json": out})
+    assert str(e.value) == f"--json {out}: cannot write in {tmp_path} (read-only file system)"
+
+
+def test_the_writability_probe_is_named_as_a_temporary_a_later_run_removes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Killed between creating and removing its probe, a run leaves a file the next run knows to remove."""
+    from gpunet import files
+
+    removed: list[str] = []
+    real_unlink = os.unlink
+    monkeypatch.setattr(
+        os, "unlink", lambda path, *a, **k: removed.append(os.fspath(path)) or real_unlink(path, *a, **k)
+    )
+    with claim_outputs({"--json": tmp_path / "r.json"}):
+        (probe,) = removed
+    m = files._TMP_NAME.fullmatch(Path(probe).name)
+    assert m is not None and m["target"] == "r.json" and int(m["pid"]) == os.getpid()
+
+
+def test_a_directory_replaced_by_a_file_while_checking_is_refused(tmp_path: Path) -> None:
+    """A race only (a file where the directory was, between the two checks); said in one line all the same."""
+    from gpunet.files import Claim
+
+    blocker = tmp_path / "runs"
+    blocker.write_text("a file, not a directory")
+    with pytest.raises(OutputRefused) as e:
+        Claim({}, {})._check_directory("--json", blocker / "r.json")
+    assert str(e.value) == f"--json {blocker / 'r.json'}: {blocker} is not a directory"
