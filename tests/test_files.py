@@ -166,9 +166,10 @@ def test_dev_full_and_dev_null_are_never_replaced() -> None:
 def test_the_atomic_writer_refuses_to_replace_a_non_file_that_appears_while_it_writes(tmp_path: Path) -> None:
     """The check at rename time: it cannot be raced by something created after the up-front checks."""
     target = tmp_path / "r.json"
-    with pytest.raises(OSError, match="refusing to replace a FIFO"), atomic_file(target, "w") as f:
+    with pytest.raises(IsADirectoryError) as e, atomic_file(target, "w") as f:
         f.write("{}")
         os.mkfifo(target)
+    assert (e.value.errno, e.value.strerror, e.value.filename) == (17, "refusing to replace a FIFO", str(target))
     assert stat.S_ISFIFO(os.lstat(target).st_mode)
     assert os.listdir(tmp_path) == ["r.json"], "the temporary file is removed"
 
@@ -494,3 +495,73 @@ def test_a_directory_replaced_by_a_file_while_checking_is_refused(tmp_path: Path
     with pytest.raises(OutputRefused) as e:
         Claim({}, {})._check_directory("--json", blocker / "r.json")
     assert str(e.value) == f"--json {blocker / 'r.json'}: {blocker} is not a directory"
+
+
+def test_what_stands_in_an_outputs_place_is_named() -> None:
+    from gpunet.files import _kind
+
+    kinds = [stat.S_IFREG, stat.S_IFDIR, stat.S_IFCHR, stat.S_IFBLK, stat.S_IFIFO, stat.S_IFSOCK, stat.S_IFLNK, 0]
+    assert [_kind(k | 0o644) for k in kinds] == [
+        None,
+        "a directory",
+        "a character device",
+        "a block device",
+        "a FIFO",
+        "a socket",
+        "a symbolic link",
+        "not a regular file",  # a kind this list does not know (Solaris doors, BSD whiteouts)
+    ]
+
+
+def test_a_target_that_keeps_changing_is_given_up_after_three_tries(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tries = []
+
+    def taken_each_time(src: str, dst: str) -> None:
+        tries.append(dst)
+        raise FileExistsError(17, "File exists", dst)  # and gone again when looked at: a racing process
+
+    monkeypatch.setattr(os, "link", taken_each_time)
+    target = tmp_path / "r.json"
+    with pytest.raises(FileExistsError) as e, atomic_file(target, "w") as f:
+        f.write("{}")
+    assert len(tries) == 3 and (e.value.strerror, e.value.filename) == ("the target keeps changing", str(target))
+    assert os.listdir(tmp_path) == []
+
+
+def test_claim_refusals_name_the_option_and_the_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    a, d = tmp_path / "a.json", tmp_path / "d"
+    d.mkdir()
+    with pytest.raises(OutputRefused) as e:
+        claim_outputs({"--json": a, "--history": a})
+    assert str(e.value) == f"--history and --json are the same file ({a}): each output needs its own"
+    with pytest.raises(OutputRefused) as e:
+        claim_outputs({"--json": d})
+    assert str(e.value) == f"--json {d} is a directory: refusing to replace it with a file"
+    with claim_outputs({"--json": a}) as claim, pytest.raises(OutputRefused) as e:
+        claim.add({"the model file": d})  # an output added later is checked as the first ones were
+    assert str(e.value) == f"the model file {d} is a directory: refusing to replace it with a file"
+    a.write_text("{}")
+    monkeypatch.setattr(os, "access", lambda path, mode: False)  # a read-only file, even for root
+    with pytest.raises(OutputRefused) as e:
+        claim_outputs({"--json": a})
+    assert str(e.value) == f"--json {a} is read-only: refusing to replace it"
+
+
+def test_a_directory_that_cannot_be_made_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    out = tmp_path / "new" / "deeper" / "r.json"
+
+    def refused(self: Path, *args: object, **kwargs: object) -> None:
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "mkdir", refused)
+    with pytest.raises(OutputRefused) as e:
+        claim_outputs({"--json": out})
+    assert str(e.value) == f"--json {out}: cannot write in {tmp_path / 'new'} (permission denied)"
+
+
+def test_a_lock_file_someone_removed_is_released_quietly(tmp_path: Path) -> None:
+    with claim_outputs({"--json": tmp_path / "r.json"}):
+        (tmp_path / ".r.json.lock").unlink()
+    assert os.listdir(tmp_path) == []
