@@ -20,6 +20,7 @@ import contextlib
 import signal
 import threading
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
@@ -43,13 +44,13 @@ class Terminated(BaseException):
         super().__init__(name(signum))
 
 
+@dataclass
 class _State:
-    def __init__(self) -> None:
-        self.installed = 0  # nesting depth of handling()
-        self.previous: dict[int, Any] = {}  # the handlers to put back
-        self.requests: list[int] | None = None  # set while training: signals ask to stop
-        self.deferring = 0  # nesting depth of deferred()
-        self.pending: list[int] = []  # signals that arrived while deferring
+    installed: int = 0  # nesting depth of handling()
+    previous: dict[int, Any] = field(default_factory=dict)  # the handlers to put back
+    requests: list[int] | None = None  # set while training: signals ask to stop
+    deferring: int = 0  # nesting depth of deferred()
+    pending: list[int] = field(default_factory=list)  # signals that arrived while deferring
 
 
 _state = _State()

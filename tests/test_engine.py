@@ -137,7 +137,7 @@ def test_cpu_cores_are_the_cores_this_process_may_run_on(monkeypatch: pytest.Mon
 
 def test_each_worker_thread_runs_single_threaded_blas(rng) -> None:
     """Two threads each calling a multi-threaded BLAS would fight over the cores."""
-    from threadpoolctl import threadpool_info
+    from threadpoolctl import threadpool_info, threadpool_limits
 
     seen: list[int] = []
 
@@ -146,7 +146,9 @@ def test_each_worker_thread_runs_single_threaded_blas(rng) -> None:
         return x.sum(), [x.sum(axis=0)]
 
     x = rng.normal(size=(64, 3))
-    LocalEngine(16, 2)._reduce(unit, [], x, x)
+    with threadpool_limits(limits=2, user_api="blas"):  # BLAS's own threads, whatever OMP_NUM_THREADS says
+        assert max(i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas") == 2
+        LocalEngine(16, 2)._reduce(unit, [], x, x)
     assert seen and set(seen) == {1}
 
 
