@@ -63,7 +63,7 @@ OPTIMIZER_SLOTS = {"gd": 0, "momentum": 1, "adam": 2}
 def check_fits(config: TrainConfig, sizes: list[int], device: Device) -> None:
     """Refuse, before allocating anything, a network whose parameters alone would not fit the device."""
     parameters = sum(a * b + b for a, b in itertools.pairwise(sizes))
-    vectors = 2 + OPTIMIZER_SLOTS.get(config.optimizer, 0)  # parameters, gradient, optimizer state
+    vectors = 2 + OPTIMIZER_SLOTS[config.optimizer]  # parameters, gradient, optimizer state (a validated name)
     needed = parameters * vectors * np.dtype(config.dtype).itemsize
     available = device.memory_bytes()
     if needed > available:
@@ -155,8 +155,8 @@ def learning_failure(history: list[Record], classes: int, lr: float, took_off_at
     `took_off_at` is the first step whose loss rose above LOSS_BLOWUP_FACTOR times the start, where
     the per-step losses are known; otherwise the evaluations tell.
     """
-    if len(history) < 2 or history[-1].iteration <= history[0].iteration:
-        return None  # nothing was trained
+    if len(history) < 2:
+        return None  # nothing was trained (a run records its start, then only steps after it)
     first, last = history[0], history[-1]
     limit = LOSS_BLOWUP_FACTOR * first.loss
     if took_off_at is None:
@@ -193,7 +193,7 @@ class DeviceData:
         """
         xp = device.xp
         x = device_rows(images, device, dtype)
-        y = xp.astype(device.asarray(labels), xp.int64, copy=False)
+        y = xp.asarray(device.asarray(labels), dtype=xp.int64)  # a copy only where the dtype differs
         return cls(x, model.one_hot(y, num_classes, x.dtype), y)
 
 
@@ -206,7 +206,7 @@ def device_rows(images: Array, device: Device, dtype: str) -> Array:
         x /= 255.0
         return x
     # Never written to, so the caller's own array serves when its dtype already fits.
-    return xp.astype(x, getattr(xp, dtype), copy=False)
+    return xp.asarray(x, dtype=getattr(xp, dtype))
 
 
 def layer_sizes(config: TrainConfig, dataset: Dataset) -> list[int]:
@@ -216,7 +216,7 @@ def layer_sizes(config: TrainConfig, dataset: Dataset) -> list[int]:
 def shuffle_rng(seed: int) -> np.random.Generator:
     """The batch-order stream: apart from the initialisation stream, so the batch size never
     changes the initial weights (and the PyTorch reference can draw the same order)."""
-    return np.random.default_rng(np.random.SeedSequence(seed).spawn(1)[0])
+    return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(0,)))  # SeedSequence(seed).spawn(1)[0]
 
 
 class BatchOrder:
@@ -407,16 +407,14 @@ class Trainer:
 
     def evaluate(self) -> Record:
         """Loss and accuracies of the current parameters, read back to the host."""
-        loss, train_acc = self.source.evaluate(self.params)
-        xp = self.device.xp
+        metrics = list(self.source.evaluate(self.params))  # loss and train accuracy
         test = self.test
-        if test is None:
-            test_acc = xp.asarray(math.nan, dtype=self.step_losses.dtype)
-        else:
-            _, test_acc = self.engine.evaluate(self.params, test.x, test.targets, test.labels)
-        # One transfer (one wait for the device) for the three numbers, not three.
-        values = to_numpy(xp.stack([xp.asarray(v) for v in (loss, train_acc, test_acc)]))
-        return Record(self.steps_done, *(float(v) for v in values))
+        if test is not None:  # a fit on arrays (the Python API) may have no test split: its accuracy is NaN
+            metrics.append(self.engine.evaluate(self.params, test.x, test.targets, test.labels)[1])
+        xp = self.device.xp
+        # One transfer (one wait for the device) for the numbers, not one each.
+        values = [float(v) for v in to_numpy(xp.stack([xp.asarray(v) for v in metrics]))]
+        return Record(self.steps_done, values[0], values[1], math.nan if test is None else values[2])
 
     def mark_checked(self) -> None:
         """Declare the losses so far as checked (a restored run's were checked before it was saved)."""
@@ -456,7 +454,6 @@ class Trainer:
         was). Raises DivergedError or Interrupted with `.result` holding what was done.
         """
         config = self.config
-        result = TrainResult(config, self.device.name, self.dataset_name, [])
 
         def record() -> None:
             r = self.evaluate()
@@ -516,9 +513,10 @@ class Trainer:
         except (DivergedError, NotLearning) as e:
             error = e
         self.device.synchronize()
-        result.train_seconds = time.perf_counter() - start
-        result.history = list(self.history)
-        result.params = self.host_params()
+        seconds = time.perf_counter() - start
+        result = TrainResult(
+            config, self.device.name, self.dataset_name, self.host_params(), list(self.history), seconds
+        )
         if error is not None:
             error.result = result
             raise error

@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
 import math
+import signal
+import time
+import warnings
+from dataclasses import replace
 
 import numpy as np
 import pytest
 
 import gpunet.train as train_module
 from gpunet import data, model
-from gpunet.errors import ConfigError, DivergedError
+from gpunet.backend import Device
+from gpunet.errors import ConfigError, DivergedError, Interrupted, NotLearning, StepFailed, WriteFailed
 from gpunet.train import DeviceData, TrainConfig, Trainer, train
 from tests.conftest import FASHION_DIR, numpy_device, strict_device
 
@@ -414,3 +421,286 @@ def test_the_not_learning_message_in_full() -> None:
         "not learning: the training loss went from 2 to 30; the loss took off at step 4; "
         "try a lower learning rate, such as --lr 0.03 (gpunet doctor checks the network itself)"
     )
+
+
+# --- the loop's decisions, each seen from outside (mutation testing's second run found them loose) -
+
+
+class ScriptedSource:
+    """A training-set source whose step losses and evaluations are given: the trainer's rules under test.
+
+    Its gradients are zero, so the parameters stay the initial ones; `fail` maps a gradient call
+    (counted from 1) to the exception it raises instead, as a cluster's source may.
+    """
+
+    def __init__(self, trainer_sizes: list[int], losses: list[float], evaluations: list[tuple[float, float]]) -> None:
+        self.size = sum(a * b + b for a, b in itertools.pairwise(trainer_sizes))
+        self.losses, self.evaluations = iter(losses), iter(evaluations)
+        self.fail: dict[int, Exception] = {}
+        self.calls = 0
+
+    def gradient(self, params: list) -> tuple:
+        self.calls += 1
+        if self.calls in self.fail:
+            raise self.fail[self.calls]
+        return np.float32(next(self.losses)), np.zeros(self.size, np.float32)
+
+    def evaluate(self, params: list) -> tuple:
+        loss, accuracy = next(self.evaluations)
+        return np.float32(loss), np.float32(accuracy)
+
+    def close(self) -> None:
+        pass
+
+
+def scripted_trainer(small: data.Dataset, config: TrainConfig, losses, evaluations) -> Trainer:
+    sizes = train_module.layer_sizes(config, small)
+    return Trainer(config, small, numpy_device(), source=ScriptedSource(sizes, losses, evaluations))
+
+
+def test_the_not_learning_verdict_names_the_first_step_whose_loss_took_off(small: data.Dataset) -> None:
+    """Step 5's loss (of the parameters after 4 updates) is the first above 1.5x the start: 'step 4'."""
+    config = TrainConfig(iterations=6, eval_every=3, lr=5.0)
+    trainer = scripted_trainer(small, config, [2.0, 2.0, 2.0, 2.0, 9.0, 9.0], [(2.0, 0.1)] * 3)
+    with pytest.raises(NotLearning) as caught:
+        trainer.run()
+    assert str(caught.value) == (
+        "not learning: the training loss went from 2 to 2 and train accuracy is 0.1000, chance level for 10 classes"
+        "; the loss took off at step 4; try a lower learning rate, such as --lr 0.5 "
+        "(gpunet doctor checks the network itself)"
+    )
+    assert trainer.took_off_at == 4
+
+
+def test_a_loss_of_exactly_one_and_a_half_times_the_start_has_not_taken_off(small: data.Dataset) -> None:
+    trainer = scripted_trainer(small, TrainConfig(iterations=4, eval_every=2), [3.0] * 4, [(2.0, 0.1)] * 3)
+    result = trainer.run()  # at chance, but the loss never rose above the limit: a slow learner
+    assert trainer.took_off_at is None and trainer.step_loss_curve == [3.0] * 4
+    assert [r.iteration for r in result.history] == [0, 2, 4]
+
+
+def test_losses_checked_before_any_evaluation_are_only_checked_for_being_finite(small: data.Dataset) -> None:
+    """A caller stepping by hand (as `gpunet train --resume` tests do) has no start to compare with."""
+    trainer = Trainer(TrainConfig(iterations=10, eval_every=5), small, numpy_device())
+    trainer.step()
+    trainer.step()
+    trainer.check_losses()
+    assert len(trainer.step_loss_curve) == 2 and trainer.took_off_at is None
+
+
+def test_losses_left_unchecked_past_the_buffer_are_a_callers_error(small: data.Dataset) -> None:
+    trainer = Trainer(TrainConfig(iterations=10, eval_every=2), small, numpy_device())
+    for _ in range(3):
+        trainer.step()
+    with pytest.raises(RuntimeError) as caught:
+        trainer.check_losses()
+    assert str(caught.value) == "check_losses() must run at least every eval_every steps"
+
+
+@pytest.mark.parametrize(
+    ("iterations", "eval_every", "dtype", "slots"),
+    [(100, 10, "float32", 10), (3, 10, "float64", 3), (1, 10, "float32", 1), (0, 10, "float32", 1)],
+)
+def test_the_loss_buffer_holds_one_loss_per_step_between_checks_in_the_runs_dtype(
+    small: data.Dataset, iterations: int, eval_every: int, dtype: str, slots: int
+) -> None:
+    """The device memory a run holds for its losses: no more steps than it can take between two checks."""
+    losses = Trainer(TrainConfig(iterations=iterations, eval_every=eval_every, dtype=dtype), small, numpy_device())
+    assert losses.step_losses.shape == (slots,) and losses.step_losses.dtype == np.dtype(dtype)
+
+
+def test_a_run_without_a_test_split_records_nan_test_accuracy(small: data.Dataset) -> None:
+    """What a fit on arrays (the Python API) trains on: no held-out set."""
+    arrays = dataclasses.replace(small, test_images=None, test_labels=None)
+    result = train(TrainConfig(iterations=2, eval_every=2), arrays, numpy_device())
+    with_test = train(TrainConfig(iterations=2, eval_every=2), small, numpy_device())
+    for r, w in zip(result.history, with_test.history, strict=True):
+        assert (r.iteration, r.loss, r.train_accuracy) == (w.iteration, w.loss, w.train_accuracy)
+        assert math.isnan(r.test_accuracy) and not math.isnan(w.test_accuracy)
+
+
+@pytest.mark.parametrize("device", [numpy_device(), strict_device()], ids=["numpy", "array-api-strict"])
+def test_when_the_training_set_cannot_evaluate_the_test_split_vouches_for_the_saved_state(
+    small: data.Dataset, device: Device
+) -> None:
+    """The source fails at the evaluation after step 3 (a cluster gone): step 3 is still saved, its loss
+    shown finite on the test split."""
+    config = TrainConfig(iterations=6, eval_every=3)
+    trainer = Trainer(config, small, device)
+    real_evaluate, calls = trainer.source.evaluate, []
+
+    def fails_after_the_first(params):
+        calls.append(trainer.steps_done)
+        if len(calls) > 1:
+            raise StepFailed("the cluster lost every worker")
+        return real_evaluate(params)
+
+    trainer.source.evaluate = fails_after_the_first
+    saved = []
+    with pytest.raises(StepFailed) as caught:
+        trainer.run(save=lambda t: saved.append((t.steps_done, t.host_params())))
+    assert str(caught.value) == "the cluster lost every worker" and calls == [0, 3, 3]
+    assert [step for step, _ in saved] == [3]
+    straight = train(replace(config, iterations=3), small, device)  # what step 3 holds
+    for a, b in zip(saved[0][1], straight.params, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_a_stopped_runs_state_that_overflows_is_not_saved_and_the_divergence_reported(small: data.Dataset) -> None:
+    """As above, but the parameters after step 3 overflow: a divergence at step 3, quietly (no numpy
+    warnings burying the message), and nothing saved."""
+    trainer = Trainer(TrainConfig(iterations=6, eval_every=3), small, numpy_device())
+    real_evaluate = trainer.source.evaluate
+    trainer.source.evaluate = lambda params: (
+        real_evaluate(params) if trainer.steps_done == 0 else (_ for _ in ()).throw(StepFailed("gone"))
+    )
+
+    def overflow_after_step_3(step: int) -> None:
+        if step == 3:
+            trainer.flat_params[:] = 1e30  # the logits overflow to inf, then inf - inf is NaN
+
+    saved = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(DivergedError) as caught:
+            trainer.run(on_step=overflow_after_step_3, save=lambda t: saved.append(t.steps_done))
+    assert caught.value.step == 3 and math.isnan(caught.value.loss) and saved == []
+    assert caught.value.result.history[-1].iteration == 0
+
+
+def test_a_diverging_run_reports_its_step_without_numpy_warnings(small: data.Dataset) -> None:
+    config = TrainConfig(optimizer="gd", lr=1e30, iterations=20, eval_every=10)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(DivergedError):
+            train(config, small, numpy_device())
+
+
+@pytest.mark.parametrize(("signum", "text", "code"), [(signal.SIGTERM, "SIGTERM", 143), (signal.SIGINT, "Ctrl-C", 130)])
+def test_a_stop_signal_ends_the_run_after_its_step_with_that_step_saved(
+    small: data.Dataset, signum: int, text: str, code: int
+) -> None:
+    trainer = Trainer(TrainConfig(iterations=10, eval_every=5), small, numpy_device())
+
+    def stop_at_step_3(step: int) -> None:
+        if step == 3:
+            signal.raise_signal(signum)  # asks the loop to stop; the step is finished first
+
+    saved = []
+    with pytest.raises(Interrupted) as caught:
+        trainer.run(on_step=stop_at_step_3, save=lambda t: saved.append(t.steps_done))
+    assert str(caught.value) == f"interrupted by {text} after step 3" and caught.value.exit_code == code
+    assert caught.value.step == 3 and saved == [3] and trainer.steps_done == 3
+
+
+def test_a_step_abandoned_for_a_signal_is_an_interruption_after_the_last_step(small: data.Dataset) -> None:
+    """A cluster's source gives a step up when SIGTERM asks to stop: the user reads an interruption."""
+    config = TrainConfig(iterations=10, eval_every=5)
+    sizes = train_module.layer_sizes(config, small)
+    source = ScriptedSource(sizes, [2.3] * 10, [(2.3, 0.1)] * 3)
+    source.fail[4] = train_module.StepAbandoned(signal.SIGTERM)
+    trainer = Trainer(config, small, numpy_device(), source=source)
+    saved = []
+    with pytest.raises(Interrupted) as caught:
+        trainer.run(save=lambda t: saved.append(t.steps_done))
+    assert str(caught.value) == "interrupted by SIGTERM after step 3" and caught.value.exit_code == 143
+    assert caught.value.step == 3 and saved == [3]
+
+
+def test_a_step_abandoned_says_for_which_signal() -> None:
+    abandoned = train_module.StepAbandoned(signal.SIGTERM)
+    assert abandoned.signum == signal.SIGTERM and str(abandoned) == "abandoned for signal 15"
+
+
+def test_a_save_that_fails_is_kept_as_the_error_and_retried_at_the_end(small: data.Dataset) -> None:
+    trainer = Trainer(TrainConfig(iterations=4, eval_every=2), small, numpy_device())
+    failure = WriteFailed("c.npz", "disk full")
+    attempts = []
+
+    def full_disk(t: Trainer) -> None:
+        attempts.append(t.steps_done)
+        raise failure
+
+    result = trainer.run(save=full_disk, save_every=2)  # training goes on
+    assert attempts == [2, 4, 4] and result.final.iteration == 4
+    assert trainer.save_error is failure and trainer.last_saved_step is None
+
+
+def test_a_run_that_saves_nothing_has_no_save_error(small: data.Dataset) -> None:
+    trainer = Trainer(TrainConfig(iterations=2, eval_every=2), small, numpy_device())
+    trainer.run()
+    assert trainer.save_error is None and trainer.last_saved_step is None
+
+
+def test_train_seconds_is_the_time_the_run_took(small: data.Dataset) -> None:
+    began = time.perf_counter()
+    result = train(TrainConfig(iterations=2, eval_every=2), small, numpy_device())
+    assert 0 < result.train_seconds <= time.perf_counter() - began
+
+
+def test_rows_that_are_not_pixels_are_used_as_given_and_not_copied_when_their_dtype_fits() -> None:
+    rows = np.linspace(-3.0, 300.0, 12).reshape(3, 4)  # float64, outside [0, 1]: not scaled
+    as_float32 = train_module.device_rows(rows, numpy_device(), "float32")
+    assert as_float32.dtype == np.float32
+    np.testing.assert_array_equal(as_float32, rows.astype(np.float32))
+    as_float64 = train_module.device_rows(rows, numpy_device(), "float64")
+    assert as_float64 is rows  # never written to: the caller's own array serves
+
+
+def test_labels_go_to_the_device_as_int64_copied_only_when_they_are_not() -> None:
+    rows = np.zeros((3, 4), np.uint8)
+    labels = np.array([2, 0, 1])  # int64 already
+    split = DeviceData.from_host(rows, labels, numpy_device(), "float32", 3)
+    assert split.labels is labels
+    np.testing.assert_array_equal(split.targets, np.eye(3, dtype=np.float32)[labels])
+    from_uint8 = DeviceData.from_host(rows, labels.astype(np.uint8), numpy_device(), "float32", 3)
+    assert from_uint8.labels.dtype == np.int64
+    np.testing.assert_array_equal(from_uint8.labels, labels)
+
+
+@pytest.mark.parametrize("batch_size", [600, 700])
+def test_a_batch_as_large_as_the_training_set_is_the_full_batch(small: data.Dataset, batch_size: int) -> None:
+    """600 rows of 784 features: 600 or 700 rows per batch means the whole set, unshuffled, each step."""
+    split = DeviceData.from_host(small.train_images, small.train_labels, numpy_device(), "float32", 10)
+    order = train_module.BatchOrder(split, batch_size, np.random.default_rng(0), numpy_device())
+    assert order.batch_size is None
+    for _ in range(2):
+        x, targets = next(order)
+        assert x is split.x and targets is split.targets
+
+
+def test_each_epoch_of_mini_batches_covers_every_sample_once(small: data.Dataset) -> None:
+    split = DeviceData.from_host(small.train_images, small.train_labels, numpy_device(), "float64", 10)
+    stream = train_module.BatchOrder(split, 250, np.random.default_rng(0), numpy_device())
+    batches = [next(stream)[0] for _ in range(6)]  # two epochs of 250 + 250 + 100
+    assert [len(x) for x in batches] == [250, 250, 100] * 2
+    everything = split.x[np.lexsort(split.x.T)]
+    for epoch in (batches[:3], batches[3:]):
+        rows = np.concatenate(epoch)
+        np.testing.assert_array_equal(rows[np.lexsort(rows.T)], everything)
+
+
+def test_the_batch_order_is_the_seeds_first_child_stream(small: data.Dataset) -> None:
+    """What the PyTorch reference draws too: numpy's SeedSequence(seed).spawn(1)[0], not the weights' stream."""
+    trainer = Trainer(TrainConfig(iterations=1, batch_size=250, seed=3), small, numpy_device())
+    expected = np.random.default_rng(np.random.SeedSequence(3).spawn(1)[0]).permutation(600)
+    x, _ = next(trainer.source.order)
+    np.testing.assert_array_equal(x, trainer.source.data.x[expected[:250]])
+
+
+class SmallMemory(Device):
+    def memory_bytes(self) -> int:
+        return 807 * 4 * 4  # 784-1-1-10 has 807 parameters; float32, with a gradient and Adam's two vectors
+
+
+def test_a_network_that_exactly_fits_the_memory_is_accepted_and_one_a_bit_bigger_refused() -> None:
+    device = SmallMemory("cpu", np)
+    train_module.check_fits(TrainConfig(hidden=(1, 1)), [784, 1, 1, 10], device)
+    with pytest.raises(ConfigError) as caught:
+        train_module.check_fits(TrainConfig(hidden=(1, 2)), [784, 1, 2, 10], device)
+    assert str(caught.value) == (
+        "--hidden 1,2: the parameters, gradient and adam state of 784-1-2-10 alone need 13.1 kB, "
+        "more than the 12.9 kB of memory on cpu"
+    )
+    gd = TrainConfig(hidden=(1, 2), optimizer="gd")  # no optimizer state: half the vectors
+    train_module.check_fits(gd, [784, 1, 2, 10], device)
