@@ -145,6 +145,15 @@ class Dataset:
     num_classes: int = NUM_CLASSES
     files: tuple[Path, ...] = ()  # the files it was read from (no output may replace them)
 
+    def __post_init__(self) -> None:
+        # Built from arrays anywhere (a user's, a subset, a sweep's): never one label per sample too few.
+        for split, x, y in (
+            ("training", self.train_images, self.train_labels),
+            ("test", self.test_images, self.test_labels),
+        ):
+            if x is not None and y is not None and x.shape[0] != y.shape[0]:
+                raise DatasetError(f"the {split} set has {x.shape[0]:,} samples but {y.shape[0]:,} labels")
+
     def first(self, n: int) -> Dataset:
         """The first `n` samples of each split (views, no copy)."""
         splits = ("train_images", "train_labels", "test_images", "test_labels")

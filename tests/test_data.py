@@ -720,3 +720,14 @@ def test_first_n_samples_are_views_of_every_split() -> None:
     assert (head.name, head.source, head.checksum, head.num_classes) == (ds.name, ds.source, ds.checksum, 10)
     no_test = dataclasses.replace(ds, test_images=None, test_labels=None).first(5)  # a fit on arrays has none
     assert no_test.test_images is None and no_test.test_labels is None and len(no_test.train_labels) == 5
+
+
+def test_a_dataset_has_one_label_per_sample() -> None:
+    ds = data.synthetic(n_train=3000, n_test=100)
+    with pytest.raises(DatasetError) as e:
+        dataclasses.replace(ds, train_images=ds.train_images[:1000])  # a subset cut in the images only
+    assert str(e.value) == "the training set has 1,000 samples but 3,000 labels"
+    with pytest.raises(DatasetError) as e:
+        dataclasses.replace(ds, test_labels=ds.test_labels[:99])
+    assert str(e.value) == "the test set has 100 samples but 99 labels"
+    dataclasses.replace(ds, test_images=None, test_labels=None)  # no test split at all is fine
