@@ -29,7 +29,7 @@ REPO = Path(__file__).resolve().parents[1]
 # The tests that can notice a bug in each module: fast ones, enough to reach every function.
 TESTS = {
     "flat": ["tests/test_flat.py", "tests/test_optimizers.py"],
-    "files": ["tests/test_files.py", "tests/test_durability.py", "tests/test_checkpoint.py"],
+    "files": ["tests/test_files.py", "tests/test_durability.py", "tests/test_checkpoint.py", "tests/test_run_end.py"],
     "optimizers": ["tests/test_optimizers.py", "tests/test_checkpoint.py"],
     "idx": ["tests/test_idx.py"],  # test_data.py reads the real Fashion-MNIST: minutes per mutant
     "model": ["tests/test_model.py", "tests/test_engine.py", "tests/test_train.py", "tests/test_evaluate_predict.py"],

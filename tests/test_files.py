@@ -526,7 +526,8 @@ def test_a_target_that_keeps_changing_is_given_up_after_three_tries(
     target = tmp_path / "r.json"
     with pytest.raises(FileExistsError) as e, atomic_file(target, "w") as f:
         f.write("{}")
-    assert len(tries) == 3 and (e.value.strerror, e.value.filename) == ("the target keeps changing", str(target))
+    assert len(tries) == 3
+    assert (e.value.errno, e.value.strerror, e.value.filename) == (17, "the target keeps changing", str(target))
     assert os.listdir(tmp_path) == []
 
 
@@ -565,3 +566,67 @@ def test_a_lock_file_someone_removed_is_released_quietly(tmp_path: Path) -> None
     with claim_outputs({"--json": tmp_path / "r.json"}):
         (tmp_path / ".r.json.lock").unlink()
     assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("errno_name", ["EPERM", "EOPNOTSUPP", "EMLINK"])
+def test_without_hard_links_the_file_is_renamed_into_place(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, errno_name: str
+) -> None:
+    import errno
+
+    def no_links(src: str, dst: str) -> None:
+        raise OSError(getattr(errno, errno_name), "hard links not supported")  # FAT, some network file systems
+
+    monkeypatch.setattr(os, "link", no_links)
+    target = tmp_path / "r.json"
+    with atomic_file(target, "w") as f:
+        f.write("{}")
+    assert target.read_text() == "{}" and os.listdir(tmp_path) == ["r.json"]
+
+
+def test_another_failure_to_link_is_not_papered_over(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken_disk(src: str, dst: str) -> None:
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(os, "link", broken_disk)
+    with pytest.raises(OSError, match="Input/output error"), atomic_file(tmp_path / "r.json", "w") as f:
+        f.write("{}")
+    assert os.listdir(tmp_path) == []
+
+
+def test_an_output_below_a_file_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "notes").write_text("a file")
+    out = tmp_path / "notes" / "r.json"
+    with pytest.raises(OutputRefused) as e:
+        claim_outputs({"--json": out})
+    assert str(e.value) == (
+        f"--json {out} is below something that is not a directory: refusing to replace it with a file"
+    )
+
+
+def test_only_regular_stale_temporaries_are_removed_and_listed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
+
+    from gpunet import files
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale = [tmp_path / f".c.npz.{int(dead.stdout)}-{files._HOST}.{i}.tmp" for i in range(3)]
+    for i, path in enumerate(stale):
+        (tmp_path / f"unrelated-{i}").write_text("x")  # other names, listed in between, are passed over
+        path.write_text("x")
+    keep = tmp_path / f".c.npz.{int(dead.stdout)}-{files._HOST}.dir.tmp"
+    keep.mkdir()  # named like a leftover, but a directory: not gpunet's
+    link = tmp_path / f".c.npz.{int(dead.stdout)}-{files._HOST}.link.tmp"
+    link.symlink_to(tmp_path / "unrelated-0")  # a link to a regular file: not gpunet's either
+    assert sorted(files.remove_stale_temporaries(tmp_path / "c.npz")) == sorted(stale)
+    assert keep.is_dir() and link.is_symlink() and not any(p.exists() for p in stale)
+    # Age alone: exactly a day old is not yet stale, a second more is.
+    mine = tmp_path / f".c.npz.{os.getpid()}-{files._HOST}.mine.tmp"
+    mine.write_text("x")
+    now = time.time()
+    os.utime(mine, (now - files.STALE_AFTER_S, now - files.STALE_AFTER_S))
+    monkeypatch.setattr(time, "time", lambda: now)
+    assert files.remove_stale_temporaries(tmp_path / "c.npz") == [] and mine.exists()
+    monkeypatch.setattr(time, "time", lambda: now + 1)
+    assert files.remove_stale_temporaries(tmp_path / "c.npz") == [mine]
+    assert files.remove_stale_temporaries(tmp_path / "missing" / "c.npz") == []  # no directory: nothing to do
