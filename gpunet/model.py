@@ -149,14 +149,11 @@ def gradient_sums(params: Sequence[Array], x: Array, targets: Array) -> tuple[Ar
     grads: list[Array] = [None] * len(params)
     grads[-2] = acts[-1].T @ delta_t.T  # (hidden, classes), contiguous: no extra copy when flattened
     grads[-1] = xp.sum(delta_t, axis=1)
-    if len(params) > 2:
-        delta = delta_t.T @ params[-2].T  # gradient at the last hidden layer's output
-    for i in range(len(params) // 2 - 2, -1, -1):
-        delta = relu_backward(delta, acts[i + 1])
-        grads[2 * i] = acts[i].T @ delta
-        grads[2 * i + 1] = column_sums(delta)
-        if i > 0:
-            delta = delta @ params[2 * i].T
+    delta = delta_t.T  # the gradient at the output layer's pre-activations
+    for j in range(len(params) // 2 - 1, 0, -1):  # hidden layer j (weights params[2j - 2]), last first
+        delta = relu_backward(delta @ params[2 * j].T, acts[j])  # back through layer j + 1, then j's ReLU
+        grads[2 * j - 2] = acts[j - 1].T @ delta
+        grads[2 * j - 1] = column_sums(delta)
     return loss_sum, grads
 
 
