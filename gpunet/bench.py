@@ -90,10 +90,8 @@ def unavailable(backend: str, config: TrainConfig | None = None) -> str | None:
 
 def make_trainer(backend: str, config: TrainConfig, dataset: Dataset) -> Any:
     """A fresh run from the seeded initial weights: gpunet's Trainer, or the PyTorch reference."""
-    if backend == "numpy":
-        return Trainer(config, dataset, resolve_device("cpu"))
-    if backend == "cupy":
-        return Trainer(config, dataset, resolve_device("cuda"))
+    if backend in ("numpy", "cupy"):
+        return Trainer(config, dataset, resolve_device(device_kind(backend)))
     if backend == "sklearn":
         from gpunet.sklearn_reference import SklearnTrainer
 
@@ -130,6 +128,10 @@ class Floor:
         return 1000.0 * max(flops / self.matmul_flops_per_s, nbytes / self.bandwidth_bytes_per_s)
 
 
+def _no_sync() -> None:
+    """On the CPU a call's work is done when it returns: nothing to wait for."""
+
+
 def _best_time(fn: Callable[[], Any], sync: Callable[[], None], repeats: int) -> float:
     fn()
     sync()
@@ -151,7 +153,7 @@ def measure_floor(kind: str, dtype: str = "float32") -> Floor:
     """
     rates: list[tuple[float, float, str]] = []
     if kind == "cpu":
-        libraries = [("numpy", np, lambda: None)]
+        libraries = [("numpy", np, _no_sync)]
     else:
         device = resolve_device("cuda")
         libraries = [("cupy", device.xp, device.synchronize)]
@@ -160,7 +162,7 @@ def measure_floor(kind: str, dtype: str = "float32") -> Floor:
 
         if kind == "cpu" or torch.cuda.is_available():
             torch_device = "cuda" if kind == "cuda" else "cpu"
-            sync = torch.cuda.synchronize if kind == "cuda" else (lambda: None)
+            sync = torch.cuda.synchronize if kind == "cuda" else _no_sync
             libraries.append(("torch", _TorchArrays(torch, torch_device), sync))
     except ImportError:
         pass

@@ -850,3 +850,57 @@ def test_no_refresh_thread_competes_with_the_clock(monkeypatch: pytest.MonkeyPat
         )
     bench.run_bench(TINY, data.synthetic(n_train=200, n_test=50), ["numpy"], out.say, progress=out)
     assert seen == [("train_to_target", False), ("time_steps", False)]
+
+
+def test_cupy_runs_where_a_cuda_device_resolves(monkeypatch: pytest.MonkeyPatch) -> None:
+    from gpunet.errors import DeviceError
+    from gpunet.train import Trainer
+    from tests.conftest import numpy_device
+
+    asked: list[str] = []
+
+    def no_gpu(spec: str):
+        asked.append(spec)
+        raise DeviceError("no CUDA driver here")
+
+    monkeypatch.setattr(bench, "resolve_device", no_gpu)
+    assert bench.unavailable("cupy") == "no CUDA driver here" and asked == ["cuda"]
+    stand_in = numpy_device()  # a device that works, standing in for the GPU
+    monkeypatch.setattr(bench, "resolve_device", lambda spec: asked.append(spec) or stand_in)
+    assert bench.unavailable("cupy") is None
+    ds = data.synthetic(n_train=50, n_test=10)
+    trainer = bench.make_trainer("cupy", TINY.config, ds)
+    assert isinstance(trainer, Trainer) and trainer.device is stand_in and trainer.config == TINY.config
+    assert trainer.dataset_name == "synthetic" and asked[-1] == "cuda"
+    bench.make_trainer("numpy", TINY.config, ds)
+    assert asked[-1] == "cpu"
+
+
+def test_the_torch_references_run_on_their_own_devices(monkeypatch: pytest.MonkeyPatch) -> None:
+    import gpunet.torch_reference
+
+    made = []
+    monkeypatch.setattr(gpunet.torch_reference, "TorchTrainer", lambda config, dataset, device: made.append(device))
+    for backend in ("torch-cpu", "torch-cuda"):
+        bench.make_trainer(backend, TINY.config, data.synthetic(n_train=10, n_test=5))
+    assert made == ["cpu", "cuda"]
+
+
+def test_the_cpu_floor_takes_torch_where_it_is_faster(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    calls: list = []
+    torch = fake_torch(calls)
+    torch.cuda.is_available = lambda: False  # PyTorch's CPU build
+    monkeypatch.setitem(sys.modules, "torch", torch)
+    seconds = iter([1.0, 1.0, 0.5, 0.5])  # numpy: matmul, copy; torch: matmul, copy
+
+    def stub_best_time(fn, sync, repeats):
+        assert sync() is None  # nothing to wait for on the CPU
+        return next(seconds)
+
+    monkeypatch.setattr(bench, "_best_time", stub_best_time)
+    floor = bench.measure_floor("cpu", "float64")
+    assert floor.measured_with == "matmul: torch, bandwidth: torch"
+    assert [c[3] for c in calls if c[0] == "torch ones"] == ["cpu"] * 3 and "torch sync" not in calls
+    assert floor.matmul_flops_per_s == 2 * 2048**3 / 0.5 and floor.bandwidth_bytes_per_s == 2 * 2**28 / 0.5
