@@ -61,23 +61,34 @@ class Clock:
 
 def test_the_floor_measurement_is_exact_arithmetic_on_its_timings(monkeypatch: pytest.MonkeyPatch) -> None:
     """With the timings stubbed, the rates are exactly work / time: a 2x error in the FLOP or byte count fails."""
+    import sys
+    from types import SimpleNamespace
+
     seconds = {"matmul": 0.5, "copy": 0.25}
-    timed = []
+    timed, allocated = [], []
 
     def stub_best_time(fn, sync, repeats):
         kind = "copy" if fn.__name__ == "copy" else "matmul"
         timed.append((kind, repeats))
         return seconds[kind]
 
+    def ones(shape, dtype):  # numpy, without its gigabytes: the sizes asked for are what is checked
+        allocated.append((shape, dtype))
+
     monkeypatch.setattr(bench, "_best_time", stub_best_time)
+    monkeypatch.setattr(bench, "np", SimpleNamespace(ones=ones, float32="f32", float64="f64", dtype=np.dtype))
+    monkeypatch.setitem(sys.modules, "torch", None)  # numpy alone (torch's part: the tests below)
     for dtype, itemsize in (("float32", 4), ("float64", 8)):
         timed.clear()
+        allocated.clear()
         floor = bench.measure_floor("cpu", dtype)
-        assert floor.matmul_flops_per_s == 2 * 2048**3 / 0.5  # a 2048x2048 product is 2*2048^3 operations
         words = 256 * 2**20 // itemsize  # 256 MiB read and 256 MiB written
+        short = {"float32": "f32", "float64": "f64"}[dtype]
+        assert allocated == [((2048, 2048), short), ((words,), short), ((words,), short)]  # a matrix, two vectors
+        assert floor.matmul_flops_per_s == 2 * 2048**3 / 0.5  # a 2048x2048 product is 2*2048^3 operations
         assert floor.bandwidth_bytes_per_s == 2 * words * itemsize / 0.25 == 2 * 2**28 / 0.25
-        assert timed[:2] == [("matmul", 3), ("copy", 3)] and floor.device == "cpu"
-        assert floor.measured_with == "matmul: numpy, bandwidth: numpy"  # ties go to the first library
+        assert timed == [("matmul", 3), ("copy", 3)] and floor.device == "cpu"
+        assert floor.measured_with == "matmul: numpy, bandwidth: numpy"
 
 
 def test_best_time_synchronises_before_every_clock_read(monkeypatch: pytest.MonkeyPatch) -> None:
