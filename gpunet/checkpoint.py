@@ -82,7 +82,7 @@ def claim_run_path(name: str, runs: Path = RUNS) -> Path:
     """
     pattern = re.compile(rf"{re.escape(name)}-(\d+)\.npz")
     try:
-        runs.mkdir(parents=True, exist_ok=True)
+        runs.mkdir(exist_ok=True)  # ./runs: its parent is the working directory
         taken = [int(m.group(1)) for p in runs.iterdir() if (m := pattern.fullmatch(p.name))]
         n = max(taken, default=0) + 1
         while True:
@@ -147,7 +147,7 @@ def load(path: Path) -> Checkpoint:
     try:
         with np.load(path, allow_pickle=False) as f:
             meta = json.loads(str(f["meta"]))
-            arrays = {name: f[name] for name in f.files if name != "meta"}
+            arrays = dict(f)  # by name (the meta array among them, unused)
     except (OSError, EOFError, ValueError, KeyError, TypeError, AttributeError, zipfile.BadZipFile) as e:
         raise CheckpointError(f"{shown(path)}: not a readable gpunet checkpoint ({e})") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:

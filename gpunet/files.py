@@ -146,7 +146,7 @@ def remove_stale_temporaries(target: Path) -> list[Path]:
         if m is None or m["target"] != target.name:
             continue
         try:
-            st = entry.stat(follow_symlinks=False)
+            st = os.lstat(entry.path)  # a link is never followed: only gpunet's own regular files go
             if not stat.S_ISREG(st.st_mode):
                 continue
             dead = m["host"] == _HOST and not _is_alive(int(m["pid"]))
@@ -281,7 +281,7 @@ class Claim:
         before = dict(self.outputs)
         self.outputs = before | added
         try:
-            self._check(only=set(added))
+            self._check()  # the earlier outputs again too: a cheap, harmless repeat
             self._refuse_inputs(self._inputs)
             self._lock(only=set(added))
         except BaseException:
@@ -290,17 +290,15 @@ class Claim:
         for option in added:
             self.existed[option] = False if new else os.path.lexists(added[option])
 
-    def _check(self, only: set[str] | None = None) -> None:
+    def _check(self) -> None:
         seen: list[tuple[str, Path]] = []
         for option, out in self.outputs.items():
             for other, earlier in seen:
-                if (only is None or option in only) and _same_file(out, earlier):
+                if _same_file(out, earlier):
                     raise OutputRefused(
                         f"{option} and {other} are the same file ({shown(out)}): each output needs its own"
                     )
             seen.append((option, out))
-            if only is not None and option not in only:
-                continue
             what = not_a_regular_file(out)
             if what is not None:
                 raise OutputRefused(f"{option} {shown(out)} is {what}: refusing to replace it with a file")

@@ -502,3 +502,70 @@ def checkpoint_with_a_cut_array(tmp_path: Path, small: data.Dataset, name: str, 
     arrays[name] = arrays[name][:keep]
     np.savez(path, **arrays)
     return path
+
+
+# --- what a checkpoint keeps for the Python API: class labels and the loss curve --------------
+
+
+def meta_of(path: Path) -> dict:
+    with np.load(path, allow_pickle=False) as f:
+        return json.loads(str(f["meta"]))
+
+
+def with_meta(path: Path, change) -> None:
+    """Rewrite the checkpoint at `path` with its metadata changed by `change(meta)` (arrays kept)."""
+    with np.load(path, allow_pickle=False) as f:
+        arrays = {name: f[name] for name in f.files if name != "meta"}
+        meta = json.loads(str(f["meta"]))
+    change(meta)
+    with open(path, "wb") as out:
+        np.savez(out, meta=np.array(json.dumps(meta)), **arrays)
+
+
+def trained(small: data.Dataset) -> Trainer:
+    trainer = Trainer(TrainConfig(hidden=(12, 11), iterations=6, eval_every=3), small, numpy_device())
+    trainer.run()
+    assert len(trainer.step_loss_curve) == 6  # the premise: a curve to keep
+    return trainer
+
+
+def test_class_labels_and_the_loss_curve_come_back_as_saved(tmp_path: Path, small: data.Dataset) -> None:
+    trainer, path = trained(small), tmp_path / "c.npz"
+    labels = ["t-shirt", "trouser", 2, 3.5, "dress", "coat", "sandal", "shirt", "sneaker", "bag"]
+    checkpoint.write(path, checkpoint.capture(trainer, classes=labels))
+    meta = meta_of(path)
+    assert meta["classes"] == labels and meta["loss_curve"] == trainer.step_loss_curve  # under these names
+    ckpt = checkpoint.load(path)
+    assert ckpt.classes == labels and ckpt.loss_curve == trainer.step_loss_curve
+    checkpoint.save(path, trainer)  # no labels: the key is left out, as in checkpoints older than it
+    assert "classes" not in meta_of(path) and checkpoint.load(path).classes is None
+
+
+def test_a_checkpoint_from_before_the_loss_curve_loads_with_none(tmp_path: Path, small: data.Dataset) -> None:
+    path = tmp_path / "c.npz"
+    checkpoint.save(path, trained(small))
+    with_meta(path, lambda meta: meta.pop("loss_curve"))
+    assert checkpoint.load(path).loss_curve == []
+
+
+@pytest.mark.parametrize("classes", ["abcdefghij", ["a", "b"], [str(i) for i in range(12)]], ids=["text", "2", "12"])
+def test_class_labels_that_do_not_fit_the_outputs_are_refused(tmp_path: Path, small: data.Dataset, classes) -> None:
+    path = tmp_path / "c.npz"
+    checkpoint.save(path, trained(small))
+    with_meta(path, lambda meta: meta.update(classes=classes))
+    with pytest.raises(checkpoint.CheckpointError) as e:
+        checkpoint.load(path)
+    assert str(e.value) == (
+        f"{path}: a damaged or foreign checkpoint (ValueError: 10 output units but class labels {classes!r})"
+    )
+
+
+def test_class_labels_json_cannot_hold_are_refused_before_writing(tmp_path: Path, small: data.Dataset) -> None:
+    path = tmp_path / "c.npz"
+    ckpt = checkpoint.capture(trained(small), classes=[object()] * 10)
+    with pytest.raises(checkpoint.CheckpointError) as e:
+        checkpoint.write(path, ckpt)
+    assert str(e.value) == (
+        f"{path}: cannot record these class labels in a checkpoint (Object of type object is not JSON serializable)"
+    )
+    assert not path.exists()

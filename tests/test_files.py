@@ -630,3 +630,55 @@ def test_only_regular_stale_temporaries_are_removed_and_listed(tmp_path: Path, m
     monkeypatch.setattr(time, "time", lambda: now + 1)
     assert files.remove_stale_temporaries(tmp_path / "c.npz") == [mine]
     assert files.remove_stale_temporaries(tmp_path / "missing" / "c.npz") == []  # no directory: nothing to do
+
+
+def test_asking_whether_a_process_is_alive_sends_it_nothing(tmp_path: Path) -> None:
+    """kill(pid, 0) only asks; any other number would be a real signal to someone else's process."""
+    from gpunet import files
+
+    program = "import signal, time\nfor s in (1, 2, 15): signal.signal(s, signal.SIG_DFL)\nprint('ready', flush=True)\n"
+    child = subprocess.Popen([sys.executable, "-c", program + "time.sleep(60)"], stdout=subprocess.PIPE, text=True)
+    assert child.stdout.readline() == "ready\n"  # its signals are at their defaults (under nohup SIGHUP is ignored)
+    try:
+        assert files._is_alive(child.pid)
+        with pytest.raises(subprocess.TimeoutExpired):
+            child.wait(timeout=0.5)  # still running: it was sent no signal
+    finally:
+        child.kill()
+        child.wait(timeout=10)
+
+
+def test_a_temporary_that_cannot_be_removed_does_not_stop_the_others(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from gpunet import files
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale = [tmp_path / f".c.npz.{int(dead.stdout)}-{files._HOST}.{i}.tmp" for i in range(4)]
+    for path in stale:
+        path.write_text("x")
+    real_unlink, refused = os.unlink, []
+
+    def first_one_is_busy(path, *args, **kwargs):
+        if not refused:
+            refused.append(Path(path))
+            raise PermissionError(13, "Permission denied", path)  # another user's, on a shared disk
+        return real_unlink(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "unlink", first_one_is_busy)
+    removed = files.remove_stale_temporaries(tmp_path / "c.npz")
+    assert sorted(removed) == sorted(set(stale) - set(refused)) and len(removed) == 3
+
+
+def test_a_lock_note_that_is_not_text_still_names_something(tmp_path: Path) -> None:
+    import fcntl
+
+    out, lock = tmp_path / "c.npz", tmp_path / ".c.npz.lock"
+    lock.write_bytes(b"\xff\xfe4242\n")
+    fd = os.open(lock, os.O_RDWR)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    try:
+        with pytest.raises(OutputInUse, match="another gpunet process \\(pid \ufffd\ufffd4242\\)"):
+            claim_outputs({"--checkpoint": out})
+    finally:
+        os.close(fd)
