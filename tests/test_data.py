@@ -731,3 +731,16 @@ def test_a_dataset_has_one_label_per_sample() -> None:
         dataclasses.replace(ds, test_labels=ds.test_labels[:99])
     assert str(e.value) == "the test set has 100 samples but 99 labels"
     dataclasses.replace(ds, test_images=None, test_labels=None)  # no test split at all is fine
+
+
+def test_auto_names_every_place_it_looked_for_the_fallback(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    hide_system(monkeypatch, "mnist", "fashion-mnist")
+    (tmp_path / "mine").mkdir()
+    monkeypatch.setenv("GPUNET_DATA", str(tmp_path / "mine"))
+    with pytest.raises(DatasetMissing) as info:
+        data.load("auto", offline=True)
+    cache, mine = data.cache_dir(), tmp_path / "mine"
+    assert str(info.value).endswith(
+        f"; nor is Fashion-MNIST, the fallback, installed (looked in {mine}/fashion-mnist, {mine}, "
+        f"{cache}/fashion-mnist)"
+    )
