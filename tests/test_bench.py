@@ -70,10 +70,21 @@ def test_the_floor_measurement_is_exact_arithmetic_on_its_timings(monkeypatch: p
     def stub_best_time(fn, sync, repeats):
         kind = "copy" if fn.__name__ == "copy" else "matmul"
         timed.append((kind, repeats))
+        done = fn()  # the timed work is the work: a product, or a copy into the second vector
+        if kind == "matmul":
+            np.testing.assert_array_equal(done, np.full((2, 2), 2.0))
+        else:
+            np.testing.assert_array_equal(vectors[-1], vectors[-2])
         return seconds[kind]
+
+    vectors: list[np.ndarray] = []
 
     def ones(shape, dtype):  # numpy, without its gigabytes: the sizes asked for are what is checked
         allocated.append((shape, dtype))
+        if len(shape) == 2:
+            return np.ones((2, 2))
+        vectors.append(np.arange(3.0) if len(vectors) % 2 == 0 else np.zeros(3))  # source, then destination
+        return vectors[-1]
 
     monkeypatch.setattr(bench, "_best_time", stub_best_time)
     monkeypatch.setattr(bench, "np", SimpleNamespace(ones=ones, float32="f32", float64="f64", dtype=np.dtype))
@@ -363,7 +374,7 @@ def test_peak_memory_is_the_high_water_mark_linux_reports(monkeypatch: pytest.Mo
     # Without /proc: getrusage's peak, which Linux gives in kB and macOS in bytes; nothing to reset.
     StandInProc(monkeypatch, {}, absent=("/proc/self/status", "/proc/self/clear_refs"))
     usage = type("Usage", (), {"ru_maxrss": 777})()
-    monkeypatch.setattr(resource, "getrusage", lambda who: usage)
+    monkeypatch.setattr(resource, "getrusage", lambda who: usage if who == resource.RUSAGE_SELF else None)
     assert bench.peak_rss_bytes() == 777 * 1024
     monkeypatch.setattr(bench.sys, "platform", "darwin")
     assert bench.peak_rss_bytes() == 777
@@ -812,18 +823,19 @@ def test_each_backend_is_measured_against_its_own_devices_floor(monkeypatch: pyt
     assert report["date"].endswith("+00:00")  # in UTC, whatever the machine's time zone
 
 
+@pytest.mark.parametrize(("dtype", "itemsize"), [("float32", 4), ("float64", 8)])
 def test_the_sweep_measures_each_devices_floor_in_the_runs_dtype_and_closes_its_trainers(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, dtype: str, itemsize: int
 ) -> None:
     calls: list = []
     floors = stand_in_backends(monkeypatch, calls)
-    settings = bench.BenchSettings(TrainConfig(dtype="float64"), warmup=1, timed_steps=2, repeats=1)
+    settings = bench.BenchSettings(TrainConfig(dtype=dtype), warmup=1, timed_steps=2, repeats=1)
     out = bench.sweep(settings, data.synthetic(n_train=300, n_test=50), ["numpy", "torch-cuda"], (100,), ())
-    assert sorted(c for c in calls if c[0] == "floor") == [("floor", "cpu", "float64"), ("floor", "cuda", "float64")]
+    assert sorted(c for c in calls if c[0] == "floor") == [("floor", "cpu", dtype), ("floor", "cuda", dtype)]
     made = [c for c in calls if c[0] == "trainer"]
     assert made == [("trainer", "numpy", 100, 100), ("trainer", "torch-cuda", 100, 100)]  # images and labels cut alike
     assert calls.count("close") == len(made)  # each trainer's threads let go
-    flops, nbytes = bench.step_cost([784, 16, 16, 10], 100, 8)
+    flops, nbytes = bench.step_cost([784, 16, 16, 10], 100, itemsize)
     for row, kind in zip(out["sweep"], ["cpu", "cuda"]):
         assert (row["flops_per_step"], row["bytes_per_step"]) == (flops, nbytes)
         assert row["floor_ms"] == floors[kind].ms(flops, nbytes)
@@ -915,3 +927,17 @@ def test_the_cpu_floor_takes_torch_where_it_is_faster(monkeypatch: pytest.Monkey
     assert floor.measured_with == "matmul: torch, bandwidth: torch"
     assert [c[3] for c in calls if c[0] == "torch ones"] == ["cpu"] * 3 and "torch sync" not in calls
     assert floor.matmul_flops_per_s == 2 * 2048**3 / 0.5 and floor.bandwidth_bytes_per_s == 2 * 2**28 / 0.5
+
+
+def test_the_floor_takes_each_rate_from_the_library_best_at_it_the_first_on_a_tie(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import sys
+
+    calls: list = []
+    torch = fake_torch(calls)
+    torch.cuda.is_available = lambda: False
+    monkeypatch.setitem(sys.modules, "torch", torch)
+    seconds = iter([1.0, 1.0, 1.0, 0.5])  # the same matmul rate; torch copies twice as fast
+    monkeypatch.setattr(bench, "_best_time", lambda fn, sync, repeats: next(seconds))
+    assert bench.measure_floor("cpu").measured_with == "matmul: numpy, bandwidth: torch"
