@@ -3,7 +3,7 @@
 mutmut 3 leaves every decorated function alone (its trampoline would sit
 under the decorator), and here those are the fused math kernels (`@fusable`
 in model.py and optimizers.py), the atomic writer and the Ctrl-C handler
-(`@contextlib.contextmanager` in files.py and signals.py). Each bug below is one
+(`@contextlib.contextmanager` in files.py and signals.py), and two properties. Each bug below is one
 edit a developer could make; it is applied to a copy of HEAD and the module's
 tests (mutation/run.py's list) are run against it.
 
@@ -67,6 +67,9 @@ MUTANTS = [
     ("files", "0o666 & ~UMASK", "0o666"),
     ("files", "0o666 & ~UMASK", "0o600"),
     ("files", "        Path(tmp).unlink(missing_ok=True)\n", "        pass\n"),
+    # properties, which mutmut leaves alone like any decorated function
+    ("flat", "return sum(prod(s) for s in self.shapes)", "return sum(len(s) for s in self.shapes)"),
+    ("train", "        return self.history[-1]\n", "        return self.history[0]\n"),
     # signals.py: the handlers for Ctrl-C, SIGTERM and SIGHUP (contextmanagers, and a constant set at import)
     ("signals", "(signal.SIGINT, signal.SIGTERM, signal.SIGHUP)", "(signal.SIGINT, signal.SIGTERM)"),
     ("signals", "                signal.signal(s, handler)\n", "                pass\n"),
