@@ -76,11 +76,11 @@ def check_fits(config: TrainConfig, sizes: list[int], device: Device) -> None:
 
 def byte_size(n: float) -> str:
     """1234567 -> '1.23 MB'."""
-    for unit in ("B", "kB", "MB", "GB", "TB", "PB"):
-        if n < 1000:
-            return f"{n:.3g} {unit}"
-        if unit != "PB":
-            n /= 1000
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        rounded = float(f"{n:.3g}")  # rounded first: 999,999 B is "1 MB", not "1e+03 kB"
+        if rounded < 1000:
+            return f"{rounded:g} {unit}"
+        n /= 1000
     return f"{n:,.0f} PB"
 
 
