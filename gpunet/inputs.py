@@ -85,4 +85,4 @@ def kind(path: Path) -> str:
 
 def describe(name: str) -> str:
     """A kind from `kind`, for a message."""
-    return DESCRIPTIONS.get(name, f"a {name.upper()} picture" if name in PICTURES else name)
+    return DESCRIPTIONS.get(name) or f"a {name.upper()} picture"  # kind() names nothing else

@@ -38,12 +38,7 @@ TESTS = {
     "data": ["tests/test_data.py", "tests/test_download.py"],
     "download": ["tests/test_download.py", "tests/test_data.py"],
     # What a file holds, named from its first bytes: reached through every loader.
-    "inputs": [
-        "tests/test_checkpoint.py",
-        "tests/test_data.py",
-        "tests/test_files.py",
-        "tests/test_evaluate_predict.py",
-    ],
+    "inputs": ["tests/test_inputs.py", "tests/test_checkpoint.py", "tests/test_data.py"],
     "train": ["tests/test_train.py", "tests/test_checkpoint.py", "tests/test_not_learning.py"],
     "bench": ["tests/test_bench.py"],
     # Signals sent to this process (test_signals.py), and to real training runs (test_run_end.py).
