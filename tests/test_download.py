@@ -222,7 +222,15 @@ def test_progress_reports_a_total_of_0_when_the_server_sends_no_length(dest: Pat
     assert {total for _, total in calls} == {0}
 
 
-def test_ctrl_c_during_a_download_stops_it_at_once_leaving_no_file(dest: Path) -> None:
+@pytest.fixture
+def ctrl_c_raises() -> Iterator[None]:
+    """Ctrl-C as in an interactive Python (a test runner may have its own handler): KeyboardInterrupt."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+def test_ctrl_c_during_a_download_stops_it_at_once_leaving_no_file(dest: Path, ctrl_c_raises: None) -> None:
     calls: list[int] = []
 
     def ctrl_c(received: int, total: int) -> None:
