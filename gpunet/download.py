@@ -93,11 +93,22 @@ class _Watchdog:
         if self.timer is not None:
             self.timer.cancel()
 
+    def watch(self, sock: socket.socket) -> None:
+        """Watch this connection through a descriptor of its own: a TLS layer takes `sock`'s over (detach)."""
+        self.forget()
+        self.sock = sock.dup()
+
+    def forget(self) -> None:
+        sock, self.sock = self.sock, None
+        if sock is not None:
+            sock.close()
+
     def _fire(self) -> None:
         self.fired = True
-        if self.sock is not None:
-            with contextlib.suppress(OSError):  # already closed
-                self.sock.shutdown(socket.SHUT_RDWR)
+        sock = self.sock
+        if sock is not None:
+            with contextlib.suppress(OSError):  # closed by forget() meanwhile
+                sock.shutdown(socket.SHUT_RDWR)
 
     def opener(self) -> urllib.request.OpenerDirector:
         """urllib's usual opener (proxies, redirects, HTTPS) whose connections report their sockets here."""
@@ -109,9 +120,11 @@ class _Watchdog:
                     super().__init__(*args, **kwargs)
                     create = self._create_connection
 
-                    def create_and_watch(*a: Any, **k: Any) -> socket.socket:
-                        watchdog.sock = create(*a, **k)  # the raw socket, under any TLS layer
-                        return watchdog.sock
+                    # http.client passes (address, timeout, source_address), all positionally.
+                    def create_and_watch(*a: Any) -> socket.socket:
+                        sock = create(*a)  # the raw socket, under any TLS layer
+                        watchdog.watch(sock)
+                        return sock
 
                     self._create_connection = create_and_watch
 
@@ -123,7 +136,8 @@ class _Watchdog:
 
         class HTTPS(urllib.request.HTTPSHandler):
             def https_open(self, req: urllib.request.Request) -> Any:
-                return self.do_open(watched(http.client.HTTPSConnection), req, context=self._context)
+                # No context: HTTPSConnection makes the same default one urllib's handler would.
+                return self.do_open(watched(http.client.HTTPSConnection), req)
 
         return urllib.request.build_opener(HTTP(), HTTPS())
 
@@ -169,6 +183,7 @@ def _fetch(url: str, dest: Path, sha256: str, progress: Progress | None, deadlin
         raise MirrorFailed(_reason(e, received)) from e
     finally:
         watchdog.disarm()
+        watchdog.forget()
 
 
 def _reason(e: Exception, received: int) -> str:
@@ -177,7 +192,8 @@ def _reason(e: Exception, received: int) -> str:
     if isinstance(e, urllib.error.URLError):
         return f"cannot connect ({e.reason})"
     if isinstance(e, http.client.IncompleteRead):
-        return f"connection closed after {received + len(e.partial)} bytes"
+        # Under read1, e.partial is at most the chunked framing's CRLF, never body bytes.
+        return f"connection closed after {received} bytes"
     if isinstance(e, TimeoutError):
         return f"timed out: nothing received for a read's deadline ({received:,} bytes so far)"
     if isinstance(e, OSError | ValueError | http.client.HTTPException):  # ValueError: bad URL or header

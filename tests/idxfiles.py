@@ -86,6 +86,22 @@ class Trickled:
 
 
 @dataclass
+class Raw:
+    """A response sent exactly as `data`, status line and headers included; then the connection closes."""
+
+    data: bytes
+
+
+@dataclass
+class Paced:
+    """Headers with a Content-Length, then the body's `parts` one by one: each after the first only once
+    the test sets `go` (from a progress callback, say), so the client receives exactly one part per read."""
+
+    parts: list[bytes]
+    go: threading.Event
+
+
+@dataclass
 class LocalServer:
     base: str  # "http://127.0.0.1:PORT/"
     netloc: str
@@ -93,7 +109,7 @@ class LocalServer:
 
 
 @contextlib.contextmanager
-def serve(routes: dict[str, bytes | int | Announced]) -> Iterator[LocalServer]:
+def serve(routes: dict[str, bytes | int | Announced | Trickled | Raw | Paced]) -> Iterator[LocalServer]:
     """An HTTP server on 127.0.0.1 (any free port) answering GET path -> bytes, an error status or Announced.
 
     Paths not in `routes` get 404. Every requested path is recorded in `.requests`.
@@ -109,6 +125,12 @@ def serve(routes: dict[str, bytes | int | Announced]) -> Iterator[LocalServer]:
                 return
             if isinstance(route, Trickled):
                 self.trickle(route)
+                return
+            if isinstance(route, Raw):
+                self.wfile.write(route.data)
+                return
+            if isinstance(route, Paced):
+                self.pace(route)
                 return
             body, length = (route.body, route.content_length) if isinstance(route, Announced) else (route, len(route))
             self.send_response(200)
@@ -129,6 +151,16 @@ def serve(routes: dict[str, bytes | int | Announced]) -> Iterator[LocalServer]:
                     time.sleep(route.every_s)
             except OSError:  # the client gave up, as it should
                 pass
+
+        def pace(self, route: Paced) -> None:
+            self.wfile.write(f"HTTP/1.0 200 OK\r\nContent-Length: {sum(map(len, route.parts))}\r\n\r\n".encode())
+            for i, part in enumerate(route.parts):
+                if i:
+                    if not route.go.wait(timeout=5):
+                        return  # the client never asked for more
+                    route.go.clear()
+                self.wfile.write(part)
+                self.wfile.flush()
 
         def log_message(self, format: str, *args: object) -> None:  # keep the test output clean
             pass

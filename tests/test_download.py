@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import hashlib
 import os
+import signal
 import socket
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from idxfiles import Announced, Trickled, serve
+from idxfiles import Announced, Paced, Raw, Trickled, serve
 
+import gpunet.download
 from gpunet.download import CHUNK, Deadlines, download
 from gpunet.errors import DatasetError
 
@@ -178,3 +182,175 @@ def test_mirror_url_without_scheme_fails_that_mirror_only(dest: Path) -> None:
 
 def test_no_mirrors_is_a_dataset_error(dest: Path) -> None:
     assert failure([], dest).startswith("could not download")
+
+
+def test_each_failed_mirror_is_said_naming_exactly_the_next_one(dest: Path) -> None:
+    """Three mirrors, the middle one without a scheme (so it is named by its whole text)."""
+    said: list[str] = []
+    with serve({}) as missing, serve({"/f.gz": PAYLOAD}) as good:
+        urls = [missing.base + "f.gz", "example.invalid/f.gz", good.base + "f.gz"]
+        download(urls, dest, SHA, say=said.append)
+    assert said == [
+        f"mirror {missing.netloc}: HTTP 404 Not Found; trying example.invalid/f.gz",
+        f"mirror example.invalid/f.gz: ValueError: unknown url type: 'example.invalid/f.gz'; trying {good.netloc}",
+    ]
+    assert dest.read_bytes() == PAYLOAD
+
+
+def test_checksum_mismatch_names_both_sums_by_their_first_16_digits(dest: Path) -> None:
+    wrong = PAYLOAD[:-1] + b"X"
+    with serve({"/f.gz": wrong}) as server:
+        message = failure([server.base + "f.gz"], dest)
+    got = hashlib.sha256(wrong).hexdigest()
+    reason = f"checksum mismatch (got sha256 {got[:16]}…, expected {SHA[:16]}…)"
+    assert message == f"could not download {dest.name}: {server.netloc}: {reason}"
+
+
+def test_chunked_response_cut_short_names_the_bytes_received(dest: Path) -> None:
+    cut = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n3\r\nab"
+    with serve({"/f.gz": Raw(cut)}) as server:
+        message = failure([server.base + "f.gz"], dest)
+    assert message == f"could not download {dest.name}: {server.netloc}: connection closed after 7 bytes"
+
+
+def test_progress_reports_a_total_of_0_when_the_server_sends_no_length(dest: Path) -> None:
+    calls: list[tuple[int, int]] = []
+    with serve({"/f.gz": Raw(b"HTTP/1.0 200 OK\r\n\r\n" + PAYLOAD)}) as server:
+        download([server.base + "f.gz"], dest, SHA, progress=lambda n, total: calls.append((n, total)))
+    assert dest.read_bytes() == PAYLOAD
+    assert calls[-1] == (len(PAYLOAD), 0)
+    assert {total for _, total in calls} == {0}
+
+
+@pytest.fixture
+def ctrl_c_raises() -> Iterator[None]:
+    """Ctrl-C as in an interactive Python (a test runner may have its own handler): KeyboardInterrupt."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+def test_ctrl_c_during_a_download_stops_it_at_once_leaving_no_file(dest: Path, ctrl_c_raises: None) -> None:
+    calls: list[int] = []
+
+    def ctrl_c(received: int, total: int) -> None:
+        calls.append(received)
+        signal.raise_signal(signal.SIGINT)
+
+    with serve({"/f.gz": PAYLOAD}) as server, pytest.raises(KeyboardInterrupt):
+        download([server.base + "f.gz"], dest, SHA, progress=ctrl_c)
+    assert len(calls) == 1  # not held until the file is complete
+    assert os.listdir(dest.parent) == []  # neither the file nor its temporary
+
+
+class Clock:
+    """Stands in for the clock gpunet.download measures rates with, reading the time the test sets:
+    the rate arithmetic is then checked exactly, and no test waits for a mirror to be slow."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
+    fake = Clock()
+    monkeypatch.setattr(gpunet.download, "time", fake)
+    return fake
+
+
+def test_a_mirror_that_slows_down_fails_in_the_window_it_was_slow_in(dest: Path, clock: Clock) -> None:
+    go = threading.Event()
+    arrival = {1: 1.0, 2: 3.0}  # the first byte after 1 s (exactly the minimum rate), the second 2 s later
+
+    def progress(received: int, total: int) -> None:
+        clock.now = arrival[received]
+        go.set()  # the server sends the next byte
+
+    with serve({"/f.gz": Paced([b"a", b"b"], go)}) as server, pytest.raises(DatasetError) as info:
+        download([server.base + "f.gz"], dest, SHA, progress, Deadlines(min_rate=1, window_s=1))
+    assert str(info.value) == (
+        f"could not download {dest.name}: {server.netloc}: too slow: 1 bytes in 2 s, below the minimum "
+        "of 1 bytes/s (2 of 2 bytes received)"
+    )
+    assert os.listdir(dest.parent) == []
+
+
+def test_too_slow_without_a_length_says_the_total_is_unknown(dest: Path, clock: Clock) -> None:
+    def progress(received: int, total: int) -> None:
+        clock.now = 1.0
+
+    with serve({"/f.gz": Raw(b"HTTP/1.0 200 OK\r\n\r\nx")}) as server, pytest.raises(DatasetError) as info:
+        download([server.base + "f.gz"], dest, SHA, progress, Deadlines(min_rate=2, window_s=1))
+    assert str(info.value) == (
+        f"could not download {dest.name}: {server.netloc}: too slow: 1 bytes in 1 s, below the minimum "
+        "of 2 bytes/s (1 of ? bytes received)"
+    )
+
+
+def test_a_download_waiting_for_its_first_byte_never_keeps_the_process_alive(dest: Path) -> None:
+    """Python waits at exit for every thread not marked daemon: the deadline's timer must be one."""
+    before = set(threading.enumerate())
+    with socket.create_server(("127.0.0.1", 0)) as silent:
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}/f.gz"
+        downloader = threading.Thread(target=lambda: failure([url], dest, deadlines=Deadlines(first_byte_s=60)))
+        downloader.start()
+        connection, _ = silent.accept()  # the request is under way: the deadline is armed
+        started = set(threading.enumerate()) - before - {downloader}
+        connection.close()  # the download fails at once
+        downloader.join(timeout=5)
+    assert started and all(thread.daemon for thread in started)
+
+
+def test_an_https_mirror_that_never_answers_its_handshake_fails_at_the_first_byte_deadline(dest: Path) -> None:
+    """Only the watched connection can be shut down by the deadline; the read deadline (4 s) is far off."""
+    with socket.create_server(("127.0.0.1", 0)) as silent:
+        netloc = f"127.0.0.1:{silent.getsockname()[1]}"
+        url = f"https://{netloc}/f.gz"
+        start = time.monotonic()
+        message = failure([url], dest, deadlines=Deadlines(connect_s=4, first_byte_s=0.1))
+    assert time.monotonic() - start < 3  # a bounded wait, well before the read deadline
+    assert message == f"could not download {dest.name}: {netloc}: no response within 0.1 s of the request"
+
+
+@pytest.fixture
+def stuck_port() -> Iterator[int]:
+    """A port whose listen queue is full: connecting to it waits until the connect deadline."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        port = listener.getsockname()[1]
+        with socket.create_connection(("127.0.0.1", port)):  # fills the queue (never accepted)
+            yield port
+
+
+@pytest.fixture
+def thread_crashes(monkeypatch: pytest.MonkeyPatch) -> list[BaseException]:
+    """Exceptions escaping any thread: Python would print each as a traceback on stderr."""
+    crashes: list[BaseException] = []
+    monkeypatch.setattr(threading, "excepthook", lambda args: crashes.append(args.exc_value))
+    return crashes
+
+
+STUCK = Deadlines(connect_s=0.8, first_byte_s=0.1)
+
+
+def test_deadline_passing_while_still_connecting_fails_quietly(
+    dest: Path, stuck_port: int, thread_crashes: list[BaseException]
+) -> None:
+    message = failure([f"http://127.0.0.1:{stuck_port}/f.gz"], dest, deadlines=STUCK)
+    assert message == f"could not download {dest.name}: 127.0.0.1:{stuck_port}: no response within 0.1 s of the request"
+    assert thread_crashes == []
+
+
+def test_deadline_passing_while_connecting_to_a_redirect_fails_quietly(
+    dest: Path, stuck_port: int, thread_crashes: list[BaseException]
+) -> None:
+    """The deadline passes while the redirect's new connection is being made, the first one already closed."""
+    redirect = b"HTTP/1.0 302 Found\r\nLocation: http://127.0.0.1:%d/f.gz\r\nContent-Length: 0\r\n\r\n" % stuck_port
+    with serve({"/f.gz": Raw(redirect)}) as server:
+        message = failure([server.base + "f.gz"], dest, deadlines=STUCK)
+    assert message == f"could not download {dest.name}: {server.netloc}: no response within 0.1 s of the request"
+    assert thread_crashes == []
