@@ -24,6 +24,18 @@ from tests.conftest import numpy_device
 runner = CliRunner()
 
 
+def refusal(path: Path) -> str:
+    """The one line checkpoint.load refuses `path` with."""
+    with pytest.raises(checkpoint.CheckpointError) as caught:
+        checkpoint.load(path)
+    return str(caught.value)
+
+
+def meta_of(path: Path) -> dict:
+    with np.load(path, allow_pickle=False) as f:
+        return json.loads(str(f["meta"]))
+
+
 @pytest.fixture(scope="module")
 def small() -> data.Dataset:
     return data.synthetic(n_train=900, n_test=200)
@@ -384,16 +396,13 @@ def test_the_file_names_its_format_and_the_version_that_wrote_it(tmp_path: Path,
     Trainer(TrainConfig(iterations=1, eval_every=1), small, numpy_device()).run(
         save=lambda t: checkpoint.save(tmp_path / "c.npz", t)
     )
-    with np.load(tmp_path / "c.npz", allow_pickle=False) as f:
-        meta = json.loads(str(f["meta"]))
+    meta = meta_of(tmp_path / "c.npz")
     assert meta["format"] == checkpoint.FORMAT == 1 and meta["gpunet"] == gpunet.__version__
 
 
 def test_optimizer_state_that_does_not_fit_is_refused(tmp_path: Path, small: data.Dataset) -> None:
     path = checkpoint_with_a_cut_array(tmp_path, small, "slot_m_0", 10)
-    with pytest.raises(checkpoint.CheckpointError) as caught:
-        checkpoint.load(path)
-    assert str(caught.value) == (
+    assert refusal(path) == (
         f"{path}: a damaged or foreign checkpoint (ValueError: optimizer state does not fit the parameters)"
     )
 
@@ -468,11 +477,6 @@ def test_opening_a_checkpoint_never_unpickles(tmp_path: Path) -> None:
 def test_load_refusals_in_exact_words(tmp_path: Path, small: data.Dataset) -> None:
     import gpunet
 
-    def refusal(path: Path) -> str:
-        with pytest.raises(checkpoint.CheckpointError) as caught:
-            checkpoint.load(path)
-        return str(caught.value)
-
     assert refusal(tmp_path / "none.npz") == f"{tmp_path / 'none.npz'}: no such checkpoint"
     no_meta = tmp_path / "no-meta.npz"
     np.savez(no_meta, param_0=np.zeros(3))
@@ -507,16 +511,11 @@ def checkpoint_with_a_cut_array(tmp_path: Path, small: data.Dataset, name: str, 
 # --- what a checkpoint keeps for the Python API: class labels and the loss curve --------------
 
 
-def meta_of(path: Path) -> dict:
-    with np.load(path, allow_pickle=False) as f:
-        return json.loads(str(f["meta"]))
-
-
 def with_meta(path: Path, change) -> None:
     """Rewrite the checkpoint at `path` with its metadata changed by `change(meta)` (arrays kept)."""
+    meta = meta_of(path)
     with np.load(path, allow_pickle=False) as f:
         arrays = {name: f[name] for name in f.files if name != "meta"}
-        meta = json.loads(str(f["meta"]))
     change(meta)
     with open(path, "wb") as out:
         np.savez(out, meta=np.array(json.dumps(meta)), **arrays)
@@ -553,9 +552,7 @@ def test_class_labels_that_do_not_fit_the_outputs_are_refused(tmp_path: Path, sm
     path = tmp_path / "c.npz"
     checkpoint.save(path, trained(small))
     with_meta(path, lambda meta: meta.update(classes=classes))
-    with pytest.raises(checkpoint.CheckpointError) as e:
-        checkpoint.load(path)
-    assert str(e.value) == (
+    assert refusal(path) == (
         f"{path}: a damaged or foreign checkpoint (ValueError: 10 output units but class labels {classes!r})"
     )
 
