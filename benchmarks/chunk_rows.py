@@ -1,7 +1,7 @@
 """Time one full-batch gradient on the CPU for several chunk schedules, taking turns.
 
 Usage: python benchmarks/chunk_rows.py [--rounds N] [--json PATH]
-Why: gpunet.engine.CPU_CHUNK_ROWS is chosen from this measurement.
+Why: gpunet.training.engine.CPU_CHUNK_ROWS is chosen from this measurement.
 """
 
 from __future__ import annotations
@@ -13,12 +13,12 @@ from datetime import datetime, timezone
 
 import numpy as np
 
-from gpunet import data
-from gpunet.backend import resolve_device
-from gpunet.bench import machine_info
-from gpunet.engine import LocalEngine, cpu_cores
-from gpunet.initializers import he_normal
-from gpunet.train import DeviceData
+from gpunet.bench.suite import machine_info
+from gpunet.data import datasets
+from gpunet.device.backend import resolve_device
+from gpunet.training.engine import LocalEngine, cpu_cores
+from gpunet.training.initializers import he_normal
+from gpunet.training.train import DeviceData
 
 SCHEDULES = [(None, 1), (2048, 2), (4096, 2), (8192, 2), (15000, 2), (30000, 2)]
 
@@ -28,7 +28,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
-    ds = data.load("fashion-mnist", offline=True)
+    ds = datasets.load("fashion-mnist", offline=True)
     split = DeviceData.from_host(ds.train_images, ds.train_labels, resolve_device("cpu"), "float32", 10)
     params = he_normal([784, 16, 16, 10], seed=0)
     workers = cpu_cores()

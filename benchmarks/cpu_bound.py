@@ -26,11 +26,11 @@ from typing import Any
 
 import numpy as np
 
-from gpunet import data
-from gpunet.backend import resolve_device
-from gpunet.bench import machine_info, measure_floor, step_cost
-from gpunet.torch_reference import TorchTrainer
-from gpunet.train import TrainConfig, Trainer
+from gpunet.bench.suite import machine_info, measure_floor, step_cost
+from gpunet.bench.torch_reference import TorchTrainer
+from gpunet.data import datasets
+from gpunet.device.backend import resolve_device
+from gpunet.training.train import TrainConfig, Trainer
 
 
 def products_only(trainer: Trainer) -> Any:
@@ -64,7 +64,7 @@ def main() -> None:
     parser.add_argument("--per-turn", type=int, default=4)
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
-    dataset = data.load("fashion-mnist", offline=True)
+    dataset = datasets.load("fashion-mnist", offline=True)
     config = TrainConfig()
     trainer = Trainer(config, dataset, resolve_device("cpu"))
     torch_trainer = TorchTrainer(config, dataset, "cpu")

@@ -28,11 +28,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from gpunet import data
-from gpunet.backend import fusable, resolve_device
-from gpunet.bench import machine_info, step_cost
+from gpunet.bench.suite import machine_info, step_cost
+from gpunet.data import datasets
+from gpunet.device.backend import fusable, resolve_device
 from gpunet.errors import GpunetError
-from gpunet.train import TrainConfig, Trainer
+from gpunet.training.train import TrainConfig, Trainer
 
 VARIANTS = {"fused": True, "unfused": False}
 
@@ -132,7 +132,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     device = resolve_device(args.device)
-    dataset = data.load("fashion-mnist", data_dir=args.data_dir, offline=True)
+    dataset = datasets.load("fashion-mnist", data_dir=args.data_dir, offline=True)
     trainer = Trainer(TrainConfig(), dataset, device)
     for enabled in VARIANTS.values():  # warm-up: compiles the fused kernels, fills the memory pool
         fusable.enabled = enabled

@@ -25,7 +25,7 @@ from itertools import pairwise
 
 import numpy as np
 
-from gpunet import data
+from gpunet.data import datasets
 
 
 def run(x: np.ndarray, y: np.ndarray, iterations: int, alpha: float, *, scale: bool, report_every: int) -> list[dict]:
@@ -74,7 +74,7 @@ def main() -> None:
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
 
-    ds = data.load("fashion-mnist", data_dir=args.data_dir, offline=True)
+    ds = datasets.load("fashion-mnist", data_dir=args.data_dir, offline=True)
     x, y = ds.train_images, ds.train_labels.astype(np.int64)
     results = {
         "date": date.today().isoformat(),

@@ -9,7 +9,7 @@ The Python API is what this module names; everything else is internal:
 
 __version__ = "0.1.0"
 
+from gpunet.data.userdata import load_dataset
 from gpunet.estimator import MLPClassifier, NotFittedError, load
-from gpunet.userdata import load_dataset
 
 __all__ = ["MLPClassifier", "NotFittedError", "__version__", "load", "load_dataset"]

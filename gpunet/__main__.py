@@ -1,3 +1,3 @@
-from gpunet.cli import main
+from gpunet.cli.commands import main
 
 main()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gpunet import signals
+from gpunet.files import signals
 
 
 class GpunetError(Exception):
@@ -85,7 +85,7 @@ class DivergedError(GpunetError):
 
 
 class NotLearning(GpunetError):
-    """Training finished with finite losses but did not learn (see gpunet.train.learning_failure)."""
+    """Training finished with finite losses but did not learn (see gpunet.training.train.learning_failure)."""
 
     exit_code = 3
 

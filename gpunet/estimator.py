@@ -20,12 +20,13 @@ from typing import Any
 
 import numpy as np
 
-from gpunet import checkpoint, doctor, model
-from gpunet.arrays import as_array, check_rows, choose_device, device_of, encode_labels, native, to_device
-from gpunet.backend import Device, array_namespace, is_numpy_array, to_numpy
-from gpunet.data import Dataset
+from gpunet.core import model
+from gpunet.data.datasets import Dataset
+from gpunet.device.arrays import as_array, check_rows, choose_device, device_of, encode_labels, native, to_device
+from gpunet.device.backend import Device, array_namespace, is_numpy_array, to_numpy
 from gpunet.errors import Interrupted
-from gpunet.train import TrainConfig, Trainer, device_rows
+from gpunet.training import checkpoint, doctor
+from gpunet.training.train import TrainConfig, Trainer, device_rows
 
 Array = Any
 DEFAULT = TrainConfig()

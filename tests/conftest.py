@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gpunet.backend import Device, resolve_device
+from gpunet.device.backend import Device, resolve_device
 from gpunet.errors import DeviceError
 
 

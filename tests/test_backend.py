@@ -8,8 +8,8 @@ import types
 import numpy as np
 import pytest
 
-from gpunet import backend
-from gpunet.backend import array_namespace, fusable, resolve_device, to_numpy
+from gpunet.device import backend
+from gpunet.device.backend import array_namespace, fusable, resolve_device, to_numpy
 from gpunet.errors import DeviceError
 from tests.conftest import cuda_device, strict_device
 
@@ -148,8 +148,8 @@ def test_the_fused_path_traces_each_function_once_with_the_raw_module(monkeypatc
     # CI has no GPU, so a stand-in cupy checks the wiring of the fused path: each fusable function is
     # compiled once under its own kernel name and traced with the raw module (numpy here, cupy on a
     # GPU), not the array-API layer, so it may only use what both raw modules have.
-    from gpunet import model, optimizers
-    from gpunet.initializers import he_normal
+    from gpunet.core import model, optimizers
+    from gpunet.training.initializers import he_normal
 
     compiled: list[str] = []
 

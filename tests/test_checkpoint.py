@@ -15,10 +15,12 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from gpunet import checkpoint, data, model
-from gpunet.cli import app
+from gpunet.cli.commands import app
+from gpunet.core import model
+from gpunet.data import datasets
 from gpunet.errors import DivergedError, WriteFailed
-from gpunet.train import TrainConfig, Trainer
+from gpunet.training import checkpoint
+from gpunet.training.train import TrainConfig, Trainer
 from tests.conftest import numpy_device
 
 runner = CliRunner()
@@ -37,11 +39,11 @@ def meta_of(path: Path) -> dict:
 
 
 @pytest.fixture(scope="module")
-def small() -> data.Dataset:
-    return data.synthetic(n_train=900, n_test=200)
+def small() -> datasets.Dataset:
+    return datasets.synthetic(n_train=900, n_test=200)
 
 
-def run_through(config: TrainConfig, dataset: data.Dataset, stop_at: int | None, path: Path) -> Trainer:
+def run_through(config: TrainConfig, dataset: datasets.Dataset, stop_at: int | None, path: Path) -> Trainer:
     """Train to config.iterations; or save at `stop_at` and finish in a fresh trainer restored from the file."""
     if stop_at is None:
         straight = Trainer(config, dataset, numpy_device())
@@ -59,7 +61,7 @@ def run_through(config: TrainConfig, dataset: data.Dataset, stop_at: int | None,
     [("adam", None, 13), ("momentum", 200, 7), ("gd", 300, 6), ("adam", 128, 15)],
     ids=["adam-full", "momentum-mid-epoch", "gd-epoch-boundary", "adam-ragged-epoch"],
 )
-def test_resume_is_bit_identical(tmp_path: Path, small: data.Dataset, optimizer: str, batch_size, stop_at) -> None:
+def test_resume_is_bit_identical(tmp_path: Path, small: datasets.Dataset, optimizer: str, batch_size, stop_at) -> None:
     config = TrainConfig(optimizer=optimizer, lr=0.01, iterations=25, batch_size=batch_size, eval_every=5)
     straight = run_through(config, small, None, tmp_path / "unused.npz")
     resumed = run_through(config, small, stop_at, tmp_path / "run.npz")
@@ -71,7 +73,7 @@ def test_resume_is_bit_identical(tmp_path: Path, small: data.Dataset, optimizer:
     assert straight.history == [r for r in resumed.history if r.iteration % 5 == 0]
 
 
-def test_the_file_holds_no_pickle_and_the_whole_state(tmp_path: Path, small: data.Dataset) -> None:
+def test_the_file_holds_no_pickle_and_the_whole_state(tmp_path: Path, small: datasets.Dataset) -> None:
     trainer = Trainer(TrainConfig(iterations=4, eval_every=2, batch_size=100), small, numpy_device())
     trainer.run(save=lambda t: checkpoint.save(tmp_path / "c.npz", t))
     with np.load(tmp_path / "c.npz", allow_pickle=False) as f:
@@ -84,7 +86,7 @@ def test_the_file_holds_no_pickle_and_the_whole_state(tmp_path: Path, small: dat
     assert saved.step == 4 and len(saved.params) == 6 and [r.iteration for r in saved.history] == [0, 2, 4]
 
 
-def test_a_failed_write_leaves_the_previous_checkpoint(tmp_path: Path, small: data.Dataset, monkeypatch) -> None:
+def test_a_failed_write_leaves_the_previous_checkpoint(tmp_path: Path, small: datasets.Dataset, monkeypatch) -> None:
     path = tmp_path / "c.npz"
     trainer = Trainer(TrainConfig(iterations=2, eval_every=2), small, numpy_device())
     trainer.run(save=lambda t: checkpoint.save(path, t))
@@ -128,7 +130,7 @@ def test_unreadable_files_are_refused(tmp_path: Path) -> None:
             checkpoint.load(path)
 
 
-def test_a_checkpoint_with_nan_weights_is_refused(tmp_path: Path, small: data.Dataset) -> None:
+def test_a_checkpoint_with_nan_weights_is_refused(tmp_path: Path, small: datasets.Dataset) -> None:
     trainer = Trainer(TrainConfig(iterations=2, eval_every=1), small, numpy_device())
     trainer.flat_params[3] = np.nan  # a weight of the first layer
     checkpoint.save(tmp_path / "c.npz", trainer)
@@ -136,7 +138,7 @@ def test_a_checkpoint_with_nan_weights_is_refused(tmp_path: Path, small: data.Da
         checkpoint.load(tmp_path / "c.npz")
 
 
-def test_a_checkpoint_whose_arrays_do_not_fit_is_refused(tmp_path: Path, small: data.Dataset) -> None:
+def test_a_checkpoint_whose_arrays_do_not_fit_is_refused(tmp_path: Path, small: datasets.Dataset) -> None:
     path = checkpoint_with_a_cut_array(tmp_path, small, "param_0", 100)
     with pytest.raises(checkpoint.CheckpointError, match="do not fit layers"):
         checkpoint.load(path)
@@ -150,7 +152,9 @@ def test_a_checkpoint_whose_arrays_do_not_fit_is_refused(tmp_path: Path, small: 
         ({"optimizer": "gd"}, "optimizer adam, not gd"),
     ],
 )
-def test_a_checkpoint_of_another_run_is_refused(tmp_path: Path, small: data.Dataset, change: dict, text: str) -> None:
+def test_a_checkpoint_of_another_run_is_refused(
+    tmp_path: Path, small: datasets.Dataset, change: dict, text: str
+) -> None:
     config = TrainConfig(iterations=2, eval_every=2)
     Trainer(config, small, numpy_device()).run(save=lambda t: checkpoint.save(tmp_path / "c.npz", t))
     saved = checkpoint.load(tmp_path / "c.npz")
@@ -158,15 +162,15 @@ def test_a_checkpoint_of_another_run_is_refused(tmp_path: Path, small: data.Data
         checkpoint.check_matches(saved, replace(config, **change), small, tmp_path / "c.npz")
 
 
-def test_a_checkpoint_of_other_data_is_refused(tmp_path: Path, small: data.Dataset) -> None:
+def test_a_checkpoint_of_other_data_is_refused(tmp_path: Path, small: datasets.Dataset) -> None:
     config = TrainConfig(iterations=2, eval_every=2)
     Trainer(config, small, numpy_device()).run(save=lambda t: checkpoint.save(tmp_path / "c.npz", t))
-    other = data.synthetic(n_train=900, n_test=200, seed=99)
+    other = datasets.synthetic(n_train=900, n_test=200, seed=99)
     with pytest.raises(checkpoint.CheckpointError, match="dataset synthetic"):
         checkpoint.check_matches(checkpoint.load(tmp_path / "c.npz"), config, other, tmp_path / "c.npz")
 
 
-def training_loss(params: list[np.ndarray], dataset: data.Dataset) -> float:
+def training_loss(params: list[np.ndarray], dataset: datasets.Dataset) -> float:
     """The parameters' own mean cross-entropy on the training set, computed apart from the trainer."""
     x = (dataset.train_images / 255.0).astype(params[0].dtype)
     targets = model.one_hot(dataset.train_labels.astype(np.int64), 10, x.dtype)
@@ -192,14 +196,14 @@ def overflow_at_update(trainer: Trainer, update: int) -> None:
 
 
 @pytest.fixture(scope="module")
-def diverging() -> data.Dataset:
-    return data.synthetic(n_train=3000, n_test=200)  # plain gd at lr 1e5: the parameters after step 3 give NaN
+def diverging() -> datasets.Dataset:
+    return datasets.synthetic(n_train=3000, n_test=200)  # plain gd at lr 1e5: the parameters after step 3 give NaN
 
 
 @pytest.mark.parametrize("eval_every", [10, 2, 1])
 @pytest.mark.parametrize(("how", "lr", "bad"), [("nan", 1e5, 3), ("inf", 0.05, 4)])
 def test_divergence_keeps_the_last_good_checkpoint_and_it_resumes(
-    tmp_path: Path, diverging: data.Dataset, how: str, lr: float, bad: int, eval_every: int
+    tmp_path: Path, diverging: datasets.Dataset, how: str, lr: float, bad: int, eval_every: int
 ) -> None:
     """The kept checkpoint holds the last parameters whose own loss is finite, and training goes on from it."""
     path = tmp_path / "c.npz"
@@ -233,7 +237,7 @@ def test_divergence_keeps_the_last_good_checkpoint_and_it_resumes(
         assert result.final.loss < training_loss(saved.params, diverging)
 
 
-def test_a_run_diverging_at_its_first_step_saves_nothing(tmp_path: Path, small: data.Dataset) -> None:
+def test_a_run_diverging_at_its_first_step_saves_nothing(tmp_path: Path, small: datasets.Dataset) -> None:
     """The initial parameters are never saved by a run, so a run bad from step 1 leaves no checkpoint."""
     trainer = Trainer(TrainConfig(optimizer="gd", lr=1e30, iterations=50, eval_every=10), small, numpy_device())
     with pytest.raises(DivergedError) as caught:
@@ -320,7 +324,7 @@ def test_ctrl_c_writes_a_checkpoint_that_resumes_to_the_same_weights(tmp_path: P
 def test_a_step_that_cannot_be_computed_applies_nothing_and_saves_the_state_before_it(tmp_path: Path, small) -> None:
     """What the Dask engine does when its cluster cannot finish a step."""
     from gpunet.errors import StepFailed
-    from gpunet.train import LocalSource
+    from gpunet.training.train import LocalSource
 
     class FailsAtStep7(LocalSource):
         calls = 0
@@ -347,7 +351,7 @@ def test_a_step_that_cannot_be_computed_applies_nothing_and_saves_the_state_befo
 
 def test_cli_a_failed_step_says_where_the_checkpoint_is(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from gpunet.errors import StepFailed
-    from gpunet.train import LocalSource
+    from gpunet.training.train import LocalSource
 
     calls = []
     real = LocalSource.gradient
@@ -390,7 +394,7 @@ def test_cli_checkpoints_and_records_at_cadences_that_do_not_divide_the_run(tmp_
 # --- exact contents and words (mutation testing found them loose) ---------------------------------
 
 
-def test_the_file_names_its_format_and_the_version_that_wrote_it(tmp_path: Path, small: data.Dataset) -> None:
+def test_the_file_names_its_format_and_the_version_that_wrote_it(tmp_path: Path, small: datasets.Dataset) -> None:
     import gpunet
 
     Trainer(TrainConfig(iterations=1, eval_every=1), small, numpy_device()).run(
@@ -400,18 +404,18 @@ def test_the_file_names_its_format_and_the_version_that_wrote_it(tmp_path: Path,
     assert meta["format"] == checkpoint.FORMAT == 1 and meta["gpunet"] == gpunet.__version__
 
 
-def test_optimizer_state_that_does_not_fit_is_refused(tmp_path: Path, small: data.Dataset) -> None:
+def test_optimizer_state_that_does_not_fit_is_refused(tmp_path: Path, small: datasets.Dataset) -> None:
     path = checkpoint_with_a_cut_array(tmp_path, small, "slot_m_0", 10)
     assert refusal(path) == (
         f"{path}: a damaged or foreign checkpoint (ValueError: optimizer state does not fit the parameters)"
     )
 
 
-def test_every_mismatch_is_named_in_one_line(tmp_path: Path, small: data.Dataset) -> None:
+def test_every_mismatch_is_named_in_one_line(tmp_path: Path, small: datasets.Dataset) -> None:
     path = tmp_path / "c.npz"
     config = TrainConfig(iterations=1, eval_every=1)
     Trainer(config, small, numpy_device()).run(save=lambda t: checkpoint.save(path, t))
-    other = data.synthetic(n_train=900, n_test=200, seed=99)
+    other = datasets.synthetic(n_train=900, n_test=200, seed=99)
     with pytest.raises(checkpoint.CheckpointError) as caught:
         checkpoint.check_matches(checkpoint.load(path), replace(config, dtype="float64", optimizer="gd"), other, path)
     assert str(caught.value) == (
@@ -474,7 +478,7 @@ def test_opening_a_checkpoint_never_unpickles(tmp_path: Path) -> None:
     assert not trap.exists()
 
 
-def test_load_refusals_in_exact_words(tmp_path: Path, small: data.Dataset) -> None:
+def test_load_refusals_in_exact_words(tmp_path: Path, small: datasets.Dataset) -> None:
     import gpunet
 
     assert refusal(tmp_path / "none.npz") == f"{tmp_path / 'none.npz'}: no such checkpoint"
@@ -497,7 +501,7 @@ def test_load_refusals_in_exact_words(tmp_path: Path, small: data.Dataset) -> No
     assert refusal(path) == f"{path}: its layer 2 biases hold NaN or infinite values; this checkpoint cannot be used"
 
 
-def checkpoint_with_a_cut_array(tmp_path: Path, small: data.Dataset, name: str, keep: int) -> Path:
+def checkpoint_with_a_cut_array(tmp_path: Path, small: datasets.Dataset, name: str, keep: int) -> Path:
     """A real one-step checkpoint whose array `name` is cut to its first `keep` elements."""
     path = tmp_path / "c.npz"
     Trainer(TrainConfig(iterations=1, eval_every=1), small, numpy_device()).run(save=lambda t: checkpoint.save(path, t))
@@ -521,14 +525,14 @@ def with_meta(path: Path, change) -> None:
         np.savez(out, meta=np.array(json.dumps(meta)), **arrays)
 
 
-def trained(small: data.Dataset) -> Trainer:
+def trained(small: datasets.Dataset) -> Trainer:
     trainer = Trainer(TrainConfig(hidden=(12, 11), iterations=6, eval_every=3), small, numpy_device())
     trainer.run()
     assert len(trainer.step_loss_curve) == 6  # the premise: a curve to keep
     return trainer
 
 
-def test_class_labels_and_the_loss_curve_come_back_as_saved(tmp_path: Path, small: data.Dataset) -> None:
+def test_class_labels_and_the_loss_curve_come_back_as_saved(tmp_path: Path, small: datasets.Dataset) -> None:
     trainer, path = trained(small), tmp_path / "c.npz"
     labels = ["t-shirt", "trouser", 2, 3.5, "dress", "coat", "sandal", "shirt", "sneaker", "bag"]
     checkpoint.write(path, checkpoint.capture(trainer, classes=labels))
@@ -540,7 +544,7 @@ def test_class_labels_and_the_loss_curve_come_back_as_saved(tmp_path: Path, smal
     assert "classes" not in meta_of(path) and checkpoint.load(path).classes is None
 
 
-def test_a_checkpoint_from_before_the_loss_curve_loads_with_none(tmp_path: Path, small: data.Dataset) -> None:
+def test_a_checkpoint_from_before_the_loss_curve_loads_with_none(tmp_path: Path, small: datasets.Dataset) -> None:
     path = tmp_path / "c.npz"
     checkpoint.save(path, trained(small))
     with_meta(path, lambda meta: meta.pop("loss_curve"))
@@ -548,7 +552,7 @@ def test_a_checkpoint_from_before_the_loss_curve_loads_with_none(tmp_path: Path,
 
 
 @pytest.mark.parametrize("classes", ["abcdefghij", ["a", "b"], [str(i) for i in range(12)]], ids=["text", "2", "12"])
-def test_class_labels_that_do_not_fit_the_outputs_are_refused(tmp_path: Path, small: data.Dataset, classes) -> None:
+def test_class_labels_that_do_not_fit_the_outputs_are_refused(tmp_path: Path, small: datasets.Dataset, classes) -> None:
     path = tmp_path / "c.npz"
     checkpoint.save(path, trained(small))
     with_meta(path, lambda meta: meta.update(classes=classes))
@@ -557,7 +561,7 @@ def test_class_labels_that_do_not_fit_the_outputs_are_refused(tmp_path: Path, sm
     )
 
 
-def test_class_labels_json_cannot_hold_are_refused_before_writing(tmp_path: Path, small: data.Dataset) -> None:
+def test_class_labels_json_cannot_hold_are_refused_before_writing(tmp_path: Path, small: datasets.Dataset) -> None:
     path = tmp_path / "c.npz"
     ckpt = checkpoint.capture(trained(small), classes=[object()] * 10)
     with pytest.raises(checkpoint.CheckpointError) as e:

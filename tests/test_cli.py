@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from gpunet.cli import app
+from gpunet.cli.commands import app
 from tests.conftest import FASHION_DIR, cuda_device
 
 runner = CliRunner()
@@ -148,9 +148,9 @@ def test_auto_dataset_announces_the_fashion_fallback_first() -> None:
 
 
 def test_auto_dataset_with_nothing_available(monkeypatch: pytest.MonkeyPatch) -> None:
-    import gpunet.data
+    import gpunet.data.datasets
 
-    monkeypatch.setattr(gpunet.data, "search_dirs", lambda name, data_dir=None: [])
+    monkeypatch.setattr(gpunet.data.datasets, "search_dirs", lambda name, data_dir=None: [])
     line = assert_one_line_error(invoke("train", "--offline"), code=1)
     assert "no dataset available" in line
 
@@ -281,7 +281,7 @@ def test_history_csv_and_curves_are_written(tmp_path: Path) -> None:
 
 
 def test_plot_without_matplotlib_fails_before_training(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from gpunet import plots
+    from gpunet.bench import plots
     from gpunet.errors import ConfigError
 
     def missing():

@@ -15,15 +15,15 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from gpunet import data
-from gpunet.cli import app
-from gpunet.train import TrainConfig, Trainer
+from gpunet.cli.commands import app
+from gpunet.data import datasets
+from gpunet.training.train import TrainConfig, Trainer
 from tests.conftest import FASHION_DIR, numpy_device
 
 distributed = pytest.importorskip("distributed", reason="the dist extra; CI installs it with the dev extra")
-import gpunet.distributed  # noqa: E402
-from gpunet import checkpoint  # noqa: E402
-from gpunet.distributed import (  # noqa: E402
+import gpunet.training.distributed  # noqa: E402
+from gpunet.training import checkpoint  # noqa: E402
+from gpunet.training.distributed import (  # noqa: E402
     DaskSource,
     EngineError,
     ShardSpec,
@@ -34,8 +34,8 @@ from gpunet.distributed import (  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def fashion() -> data.Dataset:
-    return data.load("fashion-mnist", data_dir=FASHION_DIR, offline=True)
+def fashion() -> datasets.Dataset:
+    return datasets.load("fashion-mnist", data_dir=FASHION_DIR, offline=True)
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +50,7 @@ def relative_difference(a: list[np.ndarray], b: list[np.ndarray]) -> float:
     return max(float(np.linalg.norm(x - y) / np.linalg.norm(y)) for x, y in zip(a, b))
 
 
-def train_both(fashion: data.Dataset, config: TrainConfig, scheduler: str, say=lambda _: None, on_step=None):
+def train_both(fashion: datasets.Dataset, config: TrainConfig, scheduler: str, say=lambda _: None, on_step=None):
     device = numpy_device()
     source = DaskSource(fashion, Path(FASHION_DIR), config.dtype, device, scheduler=scheduler, say=say)
     remote = Trainer(config, fashion, device, source=source)
@@ -132,7 +132,7 @@ def test_rows_past_the_dataset_are_distorted_copies() -> None:
     spec = ShardSpec("fashion-mnist", FASHION_DIR, 59_990, 60_010, "float32")
     images, labels = shard_images(spec)
     again, _ = shard_images(spec)
-    base = data.load("fashion-mnist", data_dir=FASHION_DIR, offline=True)
+    base = datasets.load("fashion-mnist", data_dir=FASHION_DIR, offline=True)
     np.testing.assert_array_equal(images, again)
     np.testing.assert_array_equal(images[:10], base.train_images[59_990:])  # the dataset itself
     np.testing.assert_array_equal(labels[10:], base.train_labels[:10])  # copies keep their labels
@@ -182,7 +182,7 @@ def test_checkpoints_move_between_the_dask_and_the_local_engine(tmp_path: Path, 
 
 def test_a_scheduler_that_accepts_but_never_answers_fails_within_the_deadline(fashion, monkeypatch) -> None:
     """A real socket on 127.0.0.1 that accepts connections and never says a word."""
-    monkeypatch.setattr(gpunet.distributed, "CONNECT_TIMEOUT_S", 1)
+    monkeypatch.setattr(gpunet.training.distributed, "CONNECT_TIMEOUT_S", 1)
     with socket.socket() as silent:
         silent.bind(("127.0.0.1", 0))
         silent.listen(8)  # the kernel completes the TCP handshake; nothing ever reads or writes
@@ -238,7 +238,7 @@ DASK_RUN += ["--engine", "dask", "--iterations", "100000", "--eval-every", "50",
 def test_every_worker_killed_ends_the_run_with_the_checkpoint_and_one_line(
     doomed_cluster, tmp_path: Path, monkeypatch
 ) -> None:
-    monkeypatch.setattr(gpunet.distributed, "WORKERLESS_TIMEOUT_S", 1)
+    monkeypatch.setattr(gpunet.training.distributed, "WORKERLESS_TIMEOUT_S", 1)
     address, workers = doomed_cluster
     saved = tmp_path / "run.npz"
     killer = kill_when_saved(saved, workers)

@@ -10,19 +10,21 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from gpunet import data, initializers, model
-from gpunet.backend import Device, array_namespace, resolve_device
-from gpunet.doctor import CHECKS, Check, doctor_command, run_checks
+from gpunet.core import model
+from gpunet.data import datasets
+from gpunet.device.backend import Device, array_namespace, resolve_device
 from gpunet.errors import ConfigError, DeviceError
-from gpunet.train import DeviceData, TrainConfig
+from gpunet.training import initializers
+from gpunet.training.doctor import CHECKS, Check, doctor_command, run_checks
+from gpunet.training.train import DeviceData, TrainConfig
 from tests.conftest import FASHION_DIR, strict_device
 
 INPUTS, INIT_LOSS, GRADIENTS, ACCURACY, BIASES, FIRST_STEPS, OVERFIT, DEAD = range(1, 9)
 
 
 @pytest.fixture(scope="module")
-def synthetic() -> data.Dataset:
-    return data.synthetic()
+def synthetic() -> datasets.Dataset:
+    return datasets.synthetic()
 
 
 @pytest.fixture
@@ -64,7 +66,7 @@ def seed_cross_entropy_sum(z, z_max, sum_e, targets):
     return -xp.sum(targets * xp.log(xp.exp(z) / xp.sum(xp.exp(z), axis=0)))
 
 
-def test_doctor_passes_on_the_real_model_with_synthetic_data(synthetic: data.Dataset, cpu: Device) -> None:
+def test_doctor_passes_on_the_real_model_with_synthetic_data(synthetic: datasets.Dataset, cpu: Device) -> None:
     checks = run_checks(synthetic, cpu, TrainConfig())
     assert_only_fails(checks, set())
     assert all(c.detail == "" and c.value for c in checks)
@@ -72,7 +74,7 @@ def test_doctor_passes_on_the_real_model_with_synthetic_data(synthetic: data.Dat
 
 
 def test_doctor_passes_on_fashion_mnist_quickly(cpu: Device) -> None:
-    ds = data.load("fashion-mnist", data_dir=FASHION_DIR, offline=True)
+    ds = datasets.load("fashion-mnist", data_dir=FASHION_DIR, offline=True)
     start = time.perf_counter()
     checks = run_checks(ds, cpu, TrainConfig())
     seconds = time.perf_counter() - start
@@ -80,7 +82,7 @@ def test_doctor_passes_on_fashion_mnist_quickly(cpu: Device) -> None:
     assert seconds < 30, f"the doctor took {seconds:.1f} s on Fashion-MNIST"
 
 
-def test_doctor_passes_on_array_api_strict_as_it_must_on_cupy(synthetic: data.Dataset) -> None:
+def test_doctor_passes_on_array_api_strict_as_it_must_on_cupy(synthetic: datasets.Dataset) -> None:
     # No GPU here: array-api-strict rejects the numpy-only habits (flat slices, slicing past
     # the end) that would break on cupy, and its arrays reach the host only through to_numpy.
     checks = run_checks(synthetic, strict_device(), TrainConfig(hidden=(8,)))
@@ -232,7 +234,7 @@ def test_command_prints_the_failure_and_exits_1(monkeypatch) -> None:
 
 @pytest.mark.parametrize("args", [["--hidden", "16,x"], ["--hidden", "16,0"], ["--dtype", "float16"]])
 def test_command_rejects_bad_options_before_loading_data(args: list[str], monkeypatch) -> None:
-    monkeypatch.setattr(data, "load", lambda *a, **k: pytest.fail("data loaded despite a bad option"))
+    monkeypatch.setattr(datasets, "load", lambda *a, **k: pytest.fail("data loaded despite a bad option"))
     result = invoke(*args)
     assert isinstance(result.exception, ConfigError), result.output
 

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from idxfiles import Announced, Paced, Raw, Trickled, serve
 
-import gpunet.download
-from gpunet.download import CHUNK, Deadlines, download
+import gpunet.data.download
+from gpunet.data.download import CHUNK, Deadlines, download
 from gpunet.errors import DatasetError
 
 PAYLOAD = bytes(range(256)) * 1024  # 256 KiB: several chunks, so several progress calls
@@ -244,7 +244,7 @@ def test_ctrl_c_during_a_download_stops_it_at_once_leaving_no_file(dest: Path, c
 
 
 class Clock:
-    """Stands in for the clock gpunet.download measures rates with, reading the time the test sets:
+    """Stands in for the clock gpunet.data.download measures rates with, reading the time the test sets:
     the rate arithmetic is then checked exactly, and no test waits for a mirror to be slow."""
 
     def __init__(self) -> None:
@@ -257,7 +257,7 @@ class Clock:
 @pytest.fixture
 def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
     fake = Clock()
-    monkeypatch.setattr(gpunet.download, "time", fake)
+    monkeypatch.setattr(gpunet.data.download, "time", fake)
     return fake
 
 

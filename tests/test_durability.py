@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from gpunet import files
+from gpunet.files import outputs
 
 
 def test_the_temporary_file_is_flushed_and_synced_before_it_is_renamed(tmp_path: Path, monkeypatch) -> None:
@@ -30,11 +30,11 @@ def test_the_temporary_file_is_flushed_and_synced_before_it_is_renamed(tmp_path:
         events.append(("rename", Path(dst).name))
         real_link(src, dst)
 
-    monkeypatch.setattr(files.os, "fsync", recording_fsync)
-    monkeypatch.setattr(files.os, "replace", recording_replace)
-    monkeypatch.setattr(files.os, "link", recording_link)
+    monkeypatch.setattr(outputs.os, "fsync", recording_fsync)
+    monkeypatch.setattr(outputs.os, "replace", recording_replace)
+    monkeypatch.setattr(outputs.os, "link", recording_link)
     target = tmp_path / "out.bin"
-    with files.atomic_file(target) as f:
+    with outputs.atomic_file(target) as f:
         f.write(payload)
         f.write(b"tail")  # still in the buffer until flushed
     assert events[:2] == [("fsync", len(payload) + 4), ("rename", "out.bin")]
@@ -44,7 +44,7 @@ def test_the_temporary_file_is_flushed_and_synced_before_it_is_renamed(tmp_path:
 def test_a_failure_while_writing_leaves_the_old_file_and_no_temporary(tmp_path: Path) -> None:
     target = tmp_path / "out.bin"
     target.write_bytes(b"old")
-    with pytest.raises(RuntimeError), files.atomic_file(target) as f:
+    with pytest.raises(RuntimeError), outputs.atomic_file(target) as f:
         f.write(b"half of the new")
         raise RuntimeError("crash mid-write")
     assert target.read_bytes() == b"old" and os.listdir(tmp_path) == ["out.bin"]
@@ -54,12 +54,13 @@ def test_an_unexpected_error_keeps_its_traceback(tmp_path: Path) -> None:
     """Expected failures are one line; a bug is not one of them: its traceback is what a bug report needs."""
     program = (
         "import sys\n"
-        "from gpunet import cli, train\n"
+        "from gpunet.cli import commands\n"
+        "from gpunet.training import train\n"
         "def a_bug(*args, **kwargs):\n"
         "    raise ZeroDivisionError('a bug deep in the loop')\n"
         "train.Trainer.run = a_bug\n"
         "sys.argv = ['gpunet', 'train', '--dataset', 'synthetic', '--device', 'cpu', '--iterations', '2']\n"
-        "cli.main()\n"
+        "commands.main()\n"
     )
     env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path), "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     done = subprocess.run(
@@ -73,7 +74,7 @@ def test_an_unexpected_error_keeps_its_traceback(tmp_path: Path) -> None:
 def test_the_umask_is_read_without_being_changed() -> None:
     previous = os.umask(0o027)
     try:
-        assert files._read_umask() == 0o027
+        assert outputs._read_umask() == 0o027
         assert os.umask(0o027) == 0o027  # and left as it was
     finally:
         os.umask(previous)
@@ -82,8 +83,8 @@ def test_the_umask_is_read_without_being_changed() -> None:
 def test_a_written_file_has_the_usual_permissions_not_the_temporary_files(tmp_path: Path, monkeypatch) -> None:
     """mkstemp makes a private file; what lands under the real name gets 0o666 less the umask, like open()."""
     for umask in (0o022, 0o077):
-        monkeypatch.setattr(files, "UMASK", umask)
+        monkeypatch.setattr(outputs, "UMASK", umask)
         target = tmp_path / f"out-{umask:o}.bin"
-        with files.atomic_file(target) as f:
+        with outputs.atomic_file(target) as f:
             f.write(b"data")
         assert target.stat().st_mode & 0o777 == 0o666 & ~umask

@@ -7,10 +7,10 @@ import os
 import numpy as np
 import pytest
 
-from gpunet import model
-from gpunet.backend import Device, to_numpy
-from gpunet.engine import CPU_CHUNK_ROWS, LocalEngine, cpu_cores
-from gpunet.initializers import he_normal
+from gpunet.core import model
+from gpunet.device.backend import Device, to_numpy
+from gpunet.training.engine import CPU_CHUNK_ROWS, LocalEngine, cpu_cores
+from gpunet.training.initializers import he_normal
 
 SCHEDULES = [(None, 1), (7, 1), (7, 3), (16, 2), (1000, 4)]
 
@@ -59,7 +59,7 @@ def test_threads_add_their_sums_in_a_fixed_order_whichever_finishes_first(rng, m
     """Threads are held back so that they finish in a chosen order: the sum must not follow it."""
     import time
 
-    import gpunet.engine as engine_module
+    import gpunet.training.engine as engine_module
 
     x, targets, _, params = problem(rng, n=500)
     x32, t32, p32 = x.astype(np.float32), targets.astype(np.float32), [p.astype(np.float32) for p in params]

@@ -15,16 +15,16 @@ from array_api_strict._array_object import Array as StrictArray
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 import gpunet
-from gpunet import data
-from gpunet.train import TrainConfig, train
+from gpunet.data import datasets
+from gpunet.training.train import TrainConfig, train
 from tests.conftest import numpy_device
 
 QUICK = {"iterations": 60, "eval_every": 20}
 
 
 @pytest.fixture(scope="module")
-def small() -> data.Dataset:
-    return data.synthetic(n_train=600, n_test=200)
+def small() -> datasets.Dataset:
+    return datasets.synthetic(n_train=600, n_test=200)
 
 
 # The checks scikit-learn itself skips here, and why they cannot apply. Every other check runs and passes.
@@ -50,7 +50,7 @@ def test_public_api_is_what_gpunet_names() -> None:
     assert gpunet.MLPClassifier.__doc__ and gpunet.load.__doc__ and gpunet.load_dataset.__doc__
 
 
-def test_fit_is_the_cli_trainer_on_the_same_rows(small: data.Dataset) -> None:
+def test_fit_is_the_cli_trainer_on_the_same_rows(small: datasets.Dataset) -> None:
     """One training core: the estimator's weights are the Trainer's, bit for bit."""
     estimator = gpunet.MLPClassifier(device="cpu", **QUICK).fit(small.train_images, small.train_labels)
     result = train(TrainConfig(**QUICK), small, numpy_device())
@@ -62,7 +62,7 @@ def test_fit_is_the_cli_trainer_on_the_same_rows(small: data.Dataset) -> None:
     assert estimator.score(small.test_images, small.test_labels) == pytest.approx(result.final.test_accuracy)
 
 
-def test_uint8_is_scaled_and_floats_are_used_as_given(small: data.Dataset) -> None:
+def test_uint8_is_scaled_and_floats_are_used_as_given(small: datasets.Dataset) -> None:
     pixels = gpunet.MLPClassifier(device="cpu", **QUICK).fit(small.train_images, small.train_labels)
     scaled = small.train_images.astype(np.float32) / np.float32(255)
     floats = gpunet.MLPClassifier(device="cpu", **QUICK).fit(scaled, small.train_labels)
@@ -70,7 +70,7 @@ def test_uint8_is_scaled_and_floats_are_used_as_given(small: data.Dataset) -> No
     np.testing.assert_array_equal(pixels.predict(small.test_images), floats.predict(small.test_images / 255))
 
 
-def test_unscaled_inputs_get_a_warning_naming_the_seeds_failure(small: data.Dataset) -> None:
+def test_unscaled_inputs_get_a_warning_naming_the_seeds_failure(small: datasets.Dataset) -> None:
     raw = small.train_images.astype(np.float32)  # 0..255 as floats: the seed's mistake
     with pytest.warns(UserWarning, match=r"far outside a unit range.*divided by 255"):
         gpunet.MLPClassifier(device="cpu", iterations=2).fit(raw, small.train_labels)
@@ -107,7 +107,7 @@ def test_labels_of_any_values_map_through_classes(names: np.ndarray, tmp_path: P
     np.testing.assert_array_equal(loaded.predict(x), estimator.predict(x))
 
 
-def test_warm_start_continues_exactly_where_fit_stopped(small: data.Dataset) -> None:
+def test_warm_start_continues_exactly_where_fit_stopped(small: datasets.Dataset) -> None:
     x, y = small.train_images, small.train_labels
     for batch_size in (None, 128):
         whole = gpunet.MLPClassifier(device="cpu", iterations=40, batch_size=batch_size).fit(x, y)
@@ -120,7 +120,7 @@ def test_warm_start_continues_exactly_where_fit_stopped(small: data.Dataset) -> 
     assert cold.n_iter_ == 20  # without warm_start, fit starts afresh
 
 
-def test_warm_start_refuses_another_network(small: data.Dataset) -> None:
+def test_warm_start_refuses_another_network(small: datasets.Dataset) -> None:
     estimator = gpunet.MLPClassifier(device="cpu", iterations=2, warm_start=True).fit(
         small.train_images, small.train_labels
     )
@@ -130,7 +130,7 @@ def test_warm_start_refuses_another_network(small: data.Dataset) -> None:
         estimator.set_params(hidden=(16, 16)).fit(small.train_images[:, :100], small.train_labels)
 
 
-def test_bad_parameters_are_a_value_error_at_fit(small: data.Dataset) -> None:
+def test_bad_parameters_are_a_value_error_at_fit(small: datasets.Dataset) -> None:
     for bad in ({"lr": -1}, {"hidden": (0,)}, {"optimizer": "sgd"}, {"dtype": "float16"}, {"hidden": "big"}):
         estimator = gpunet.MLPClassifier(**bad)  # stored as given, refused when used
         with pytest.raises(ValueError):
@@ -155,7 +155,7 @@ def _host_reads(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, ...]]:
     return reads
 
 
-def test_arrays_of_another_namespace_train_where_they_are(small: data.Dataset, monkeypatch) -> None:
+def test_arrays_of_another_namespace_train_where_they_are(small: datasets.Dataset, monkeypatch) -> None:
     """The CPU's stand-in for a cupy array on a GPU: array-api-strict arrays train in their own
     namespace, and only a handful of numbers (metrics, the weights at the end) reach numpy."""
     x = array_api_strict.asarray(small.train_images)
@@ -190,9 +190,9 @@ class _Foreign:
         return self.a.__dlpack_device__()
 
 
-def test_dlpack_arrays_enter_without_a_copy(small: data.Dataset) -> None:
+def test_dlpack_arrays_enter_without_a_copy(small: datasets.Dataset) -> None:
     """An array of another library comes in through DLPack, sharing its memory."""
-    from gpunet.arrays import as_array
+    from gpunet.device.arrays import as_array
 
     pixels = small.train_images.astype(np.float32) / 255
     wrappers = [_Foreign]
@@ -216,8 +216,8 @@ def test_works_without_scikit_learn(tmp_path: Path) -> None:
 import sys
 sys.modules["sklearn"] = None  # import sklearn now raises ImportError
 import numpy as np, gpunet
-from gpunet import data
-ds = data.synthetic(n_train=300, n_test=100)
+from gpunet.data import datasets
+ds = datasets.synthetic(n_train=300, n_test=100)
 try:
     gpunet.MLPClassifier().predict(ds.test_images)
 except gpunet.NotFittedError as e:
@@ -239,7 +239,7 @@ print("sklearn loaded:", any(k.startswith("sklearn.") for k in sys.modules))
     assert lines[3] == "sklearn loaded: False"
 
 
-def test_unfitted_and_mismatched_inputs_are_clear(small: data.Dataset) -> None:
+def test_unfitted_and_mismatched_inputs_are_clear(small: datasets.Dataset) -> None:
     with pytest.raises(gpunet.NotFittedError, match="not fitted yet"):
         gpunet.MLPClassifier().predict(small.test_images)
     with pytest.raises(gpunet.NotFittedError):
@@ -256,7 +256,7 @@ def test_unfitted_and_mismatched_inputs_are_clear(small: data.Dataset) -> None:
 
 def test_load_dataset_returns_the_built_in_arrays() -> None:
     x_train, y_train, x_test, y_test = gpunet.load_dataset("synthetic")
-    reference = data.synthetic()
+    reference = datasets.synthetic()
     np.testing.assert_array_equal(x_train, reference.train_images)
     np.testing.assert_array_equal(y_test, reference.test_labels)
     assert x_train.dtype == np.uint8 and x_train.shape == (3000, 784) and x_test.shape == (1000, 784)

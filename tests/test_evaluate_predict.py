@@ -11,9 +11,11 @@ from idxfiles import write_idx
 from PIL import Image
 from typer.testing import CliRunner
 
-from gpunet import checkpoint, data, model
-from gpunet.cli import app
-from gpunet.train import TrainConfig, Trainer
+from gpunet.cli.commands import app
+from gpunet.core import model
+from gpunet.data import datasets
+from gpunet.training import checkpoint
+from gpunet.training.train import TrainConfig, Trainer
 from tests.conftest import numpy_device
 
 runner = CliRunner()
@@ -21,7 +23,7 @@ runner = CliRunner()
 
 def trained(path: Path, config: TrainConfig) -> tuple[Path, Trainer]:
     """A model trained on the synthetic set and saved at `path`."""
-    trainer = Trainer(config, data.synthetic(), numpy_device())
+    trainer = Trainer(config, datasets.synthetic(), numpy_device())
     trainer.run(save=lambda t: checkpoint.save(path, t))
     return path, trainer
 
@@ -43,7 +45,7 @@ def test_evaluate_reports_accuracy_per_class_and_confusion(imperfect, tmp_path: 
     result = runner.invoke(app, ["evaluate", str(path), "--device", "cpu", "--json", str(out)])
     assert result.exit_code == 0, result.output
     report = json.loads(out.read_text())
-    test = data.synthetic()
+    test = datasets.synthetic()
     labels = test.test_labels.astype(np.int64)
     x = test.test_images / np.float32(255)
     predicted = model.predict(trainer.host_params(), x)
@@ -56,7 +58,7 @@ def test_evaluate_reports_accuracy_per_class_and_confusion(imperfect, tmp_path: 
     precision = np.diag(expected) / np.maximum(expected.sum(axis=0), 1)
     assert np.abs(recall - precision).max() > 0.05  # so precision shown as per-class accuracy would show
     assert list(report["per_class_accuracy"].values()) == pytest.approx(recall.tolist())
-    assert list(report["per_class_accuracy"]) == data.class_names("synthetic")
+    assert list(report["per_class_accuracy"]) == datasets.class_names("synthetic")
     assert 0.2 < report["accuracy"] < 0.9
     assert report["accuracy"] == pytest.approx(np.mean(predicted == labels))
     assert report["accuracy"] == pytest.approx(trainer.history[-1].test_accuracy)
@@ -65,7 +67,7 @@ def test_evaluate_reports_accuracy_per_class_and_confusion(imperfect, tmp_path: 
     assert report["samples"] == len(labels) and report["step"] == 8 and report["split"] == "test"
     assert "confusion matrix" in result.output and f"accuracy {report['accuracy']:.4f}" in result.output
     # The printed table holds the same rows: true class i, its counts by predicted class, its accuracy.
-    names = data.class_names("synthetic")
+    names = datasets.class_names("synthetic")
     for i in range(10):
         row = f"{i} {names[i]}"
         line = next(line for line in result.output.splitlines() if row in line)
@@ -92,7 +94,7 @@ def predictions(path: Path, *files: Path) -> list[dict]:
 
 def test_predict_npy_png_and_idx_agree_with_the_model(saved, tmp_path: Path) -> None:
     path, trainer = saved
-    images = data.synthetic().test_images[:4]
+    images = datasets.synthetic().test_images[:4]
     expected = model.predict(trainer.host_params(), images / np.float32(255))
     np.save(tmp_path / "four.npy", images.reshape(4, 28, 28))
     write_idx(tmp_path / "four-idx3-ubyte.gz", images.reshape(4, 28, 28))
@@ -144,7 +146,7 @@ def test_predict_missing_file_and_missing_checkpoint(saved, tmp_path: Path) -> N
 
 def test_a_picture_is_read_as_a_picture_whatever_its_name(saved, tmp_path: Path) -> None:
     path, trainer = saved
-    image = data.synthetic().test_images[0]
+    image = datasets.synthetic().test_images[0]
     Image.fromarray(image.reshape(28, 28)).save(tmp_path / "named-like-an-array.npy", format="PNG")
     (found,) = predictions(path, tmp_path / "named-like-an-array.npy")
     assert found["class"] == model.predict(trainer.host_params(), image[None] / np.float32(255))[0]
@@ -156,7 +158,7 @@ def test_a_checkpoint_with_nan_weights_is_refused_by_evaluate_and_predict(saved,
         arrays = dict(f)
     arrays["param_2"] = np.full_like(arrays["param_2"], np.nan)  # the second layer's weights
     np.savez(broken, **arrays)
-    np.save(tmp_path / "one.npy", data.synthetic().test_images[:1])
+    np.save(tmp_path / "one.npy", datasets.synthetic().test_images[:1])
     for args in (["evaluate", str(broken)], ["predict", str(broken), str(tmp_path / "one.npy")]):
         result = runner.invoke(app, [*args, "--device", "cpu", "--json", str(tmp_path / "out.json")])
         assert result.exit_code == 1, result.output

@@ -1,6 +1,6 @@
 """Issue 12, class 1: no output destroys an input, another output or a system file, and none fails silently.
 
-Every command's outputs are claimed before any work (gpunet.files.claim_outputs):
+Every command's outputs are claimed before any work (gpunet.files.outputs.claim_outputs):
 these tests give the CLI clashing, non-file, unwritable and busy outputs, on
 real character devices, FIFOs, sockets, immutable directories, read-only and
 full file systems, and check that nothing that existed before was changed.
@@ -22,11 +22,11 @@ from filesystems import ROOT, fill, run_privileged, tmpfs
 from idxfiles import write_dataset
 from typer.testing import CliRunner
 
-from gpunet import checkpoint
-from gpunet.cli import app
+from gpunet.cli.commands import app
 from gpunet.errors import OutputInUse, OutputRefused, WriteFailed
-from gpunet.files import atomic_file, claim_outputs
-from gpunet.train import TrainConfig, Trainer
+from gpunet.files.outputs import atomic_file, claim_outputs
+from gpunet.training import checkpoint
+from gpunet.training.train import TrainConfig, Trainer
 from tests.conftest import numpy_device
 
 runner = CliRunner()
@@ -257,9 +257,9 @@ def test_a_full_disk_is_reported_and_the_previous_checkpoint_survives(tmp_path: 
 
 
 def numpy_synthetic():
-    from gpunet import data
+    from gpunet.data import datasets
 
-    return data.synthetic(n_train=300, n_test=100)
+    return datasets.synthetic(n_train=300, n_test=100)
 
 
 def test_claim_outputs_api(tmp_path: Path) -> None:
@@ -280,7 +280,7 @@ def test_claim_outputs_api(tmp_path: Path) -> None:
 
 
 def test_signals_module_restores_handlers() -> None:
-    from gpunet import signals
+    from gpunet.files import signals
 
     before = {s: signal.getsignal(s) for s in signals.STOP_SIGNALS}
     with signals.handling(), signals.deferred():
@@ -305,7 +305,7 @@ def test_the_default_model_file_is_claimed_like_any_output(tmp_path: Path, monke
 
 
 def test_a_failure_is_said_as_a_user_reads_it() -> None:
-    from gpunet.files import failure_reason
+    from gpunet.files.outputs import failure_reason
 
     assert failure_reason(OSError(28, "No space left on device")) == "no space left on device"
     assert failure_reason(ValueError("bad value")) == "bad value"
@@ -313,18 +313,18 @@ def test_a_failure_is_said_as_a_user_reads_it() -> None:
 
 
 def test_a_temporary_files_creator_is_alive_while_its_process_runs(monkeypatch: pytest.MonkeyPatch) -> None:
-    from gpunet import files
+    from gpunet.files import outputs
 
-    assert files._is_alive(os.getpid())
+    assert outputs._is_alive(os.getpid())
     child = subprocess.Popen([sys.executable, "-c", "pass"])
     child.wait()
-    assert not files._is_alive(child.pid)  # exited and reaped: no such process
+    assert not outputs._is_alive(child.pid)  # exited and reaped: no such process
 
     def not_ours(pid: int, signum: int) -> None:
         raise PermissionError(1, "Operation not permitted")
 
     monkeypatch.setattr(os, "kill", not_ours)
-    assert files._is_alive(12345)  # another user's process: alive, and its files are not ours to remove
+    assert outputs._is_alive(12345)  # another user's process: alive, and its files are not ours to remove
 
 
 def test_inputs_named_before_an_output_is_added_still_protect_it(tmp_path: Path) -> None:
@@ -378,7 +378,7 @@ def test_a_busy_output_names_the_process_that_holds_it(tmp_path: Path) -> None:
 
 
 def test_a_lock_file_has_the_usual_permissions(tmp_path: Path) -> None:
-    from gpunet.files import UMASK
+    from gpunet.files.outputs import UMASK
 
     with claim_outputs({"--json": tmp_path / "r.json"}):
         assert stat.S_IMODE(os.stat(tmp_path / ".r.json.lock").st_mode) == 0o666 & ~UMASK
@@ -386,7 +386,7 @@ def test_a_lock_file_has_the_usual_permissions(tmp_path: Path) -> None:
 
 def test_each_output_at_the_end_is_reported_in_one_line_and_returned() -> None:
     from gpunet.errors import ConfigError
-    from gpunet.files import write_each
+    from gpunet.files.outputs import write_each
 
     lines: list[str] = []
 
@@ -473,7 +473,7 @@ def test_the_writability_probe_is_named_as_a_temporary_a_later_run_removes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Killed between creating and removing its probe, a run leaves a file the next run knows to remove."""
-    from gpunet import files
+    from gpunet.files import outputs
 
     removed: list[str] = []
     real_unlink = os.unlink
@@ -482,13 +482,13 @@ def test_the_writability_probe_is_named_as_a_temporary_a_later_run_removes(
     )
     with claim_outputs({"--json": tmp_path / "r.json"}):
         (probe,) = removed
-    m = files._TMP_NAME.fullmatch(Path(probe).name)
+    m = outputs._TMP_NAME.fullmatch(Path(probe).name)
     assert m is not None and m["target"] == "r.json" and int(m["pid"]) == os.getpid()
 
 
 def test_a_directory_replaced_by_a_file_while_checking_is_refused(tmp_path: Path) -> None:
     """A race only (a file where the directory was, between the two checks); said in one line all the same."""
-    from gpunet.files import Claim
+    from gpunet.files.outputs import Claim
 
     blocker = tmp_path / "runs"
     blocker.write_text("a file, not a directory")
@@ -498,7 +498,7 @@ def test_a_directory_replaced_by_a_file_while_checking_is_refused(tmp_path: Path
 
 
 def test_what_stands_in_an_outputs_place_is_named() -> None:
-    from gpunet.files import _kind
+    from gpunet.files.outputs import _kind
 
     kinds = [stat.S_IFREG, stat.S_IFDIR, stat.S_IFCHR, stat.S_IFBLK, stat.S_IFIFO, stat.S_IFSOCK, stat.S_IFLNK, 0]
     assert [_kind(k | 0o644) for k in kinds] == [
@@ -607,40 +607,40 @@ def test_an_output_below_a_file_is_refused(tmp_path: Path) -> None:
 def test_only_regular_stale_temporaries_are_removed_and_listed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import time
 
-    from gpunet import files
+    from gpunet.files import outputs
 
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    stale = [tmp_path / f".c.npz.{int(dead.stdout)}-{files._HOST}.{i}.tmp" for i in range(3)]
+    stale = [tmp_path / f".c.npz.{int(dead.stdout)}-{outputs._HOST}.{i}.tmp" for i in range(3)]
     for i, path in enumerate(stale):
         (tmp_path / f"unrelated-{i}").write_text("x")  # other names, listed in between, are passed over
         path.write_text("x")
-    keep = tmp_path / f".c.npz.{int(dead.stdout)}-{files._HOST}.dir.tmp"
+    keep = tmp_path / f".c.npz.{int(dead.stdout)}-{outputs._HOST}.dir.tmp"
     keep.mkdir()  # named like a leftover, but a directory: not gpunet's
-    link = tmp_path / f".c.npz.{int(dead.stdout)}-{files._HOST}.link.tmp"
+    link = tmp_path / f".c.npz.{int(dead.stdout)}-{outputs._HOST}.link.tmp"
     link.symlink_to(tmp_path / "unrelated-0")  # a link to a regular file: not gpunet's either
-    assert sorted(files.remove_stale_temporaries(tmp_path / "c.npz")) == sorted(stale)
+    assert sorted(outputs.remove_stale_temporaries(tmp_path / "c.npz")) == sorted(stale)
     assert keep.is_dir() and link.is_symlink() and not any(p.exists() for p in stale)
     # Age alone: exactly a day old is not yet stale, a second more is.
-    mine = tmp_path / f".c.npz.{os.getpid()}-{files._HOST}.mine.tmp"
+    mine = tmp_path / f".c.npz.{os.getpid()}-{outputs._HOST}.mine.tmp"
     mine.write_text("x")
     now = time.time()
-    os.utime(mine, (now - files.STALE_AFTER_S, now - files.STALE_AFTER_S))
+    os.utime(mine, (now - outputs.STALE_AFTER_S, now - outputs.STALE_AFTER_S))
     monkeypatch.setattr(time, "time", lambda: now)
-    assert files.remove_stale_temporaries(tmp_path / "c.npz") == [] and mine.exists()
+    assert outputs.remove_stale_temporaries(tmp_path / "c.npz") == [] and mine.exists()
     monkeypatch.setattr(time, "time", lambda: now + 1)
-    assert files.remove_stale_temporaries(tmp_path / "c.npz") == [mine]
-    assert files.remove_stale_temporaries(tmp_path / "missing" / "c.npz") == []  # no directory: nothing to do
+    assert outputs.remove_stale_temporaries(tmp_path / "c.npz") == [mine]
+    assert outputs.remove_stale_temporaries(tmp_path / "missing" / "c.npz") == []  # no directory: nothing to do
 
 
 def test_asking_whether_a_process_is_alive_sends_it_nothing(tmp_path: Path) -> None:
     """kill(pid, 0) only asks; any other number would be a real signal to someone else's process."""
-    from gpunet import files
+    from gpunet.files import outputs
 
     program = "import signal, time\nfor s in (1, 2, 15): signal.signal(s, signal.SIG_DFL)\nprint('ready', flush=True)\n"
     child = subprocess.Popen([sys.executable, "-c", program + "time.sleep(60)"], stdout=subprocess.PIPE, text=True)
     assert child.stdout.readline() == "ready\n"  # its signals are at their defaults (under nohup SIGHUP is ignored)
     try:
-        assert files._is_alive(child.pid)
+        assert outputs._is_alive(child.pid)
         with pytest.raises(subprocess.TimeoutExpired):
             child.wait(timeout=0.5)  # still running: it was sent no signal
     finally:
@@ -651,10 +651,10 @@ def test_asking_whether_a_process_is_alive_sends_it_nothing(tmp_path: Path) -> N
 def test_a_temporary_that_cannot_be_removed_does_not_stop_the_others(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from gpunet import files
+    from gpunet.files import outputs
 
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    stale = [tmp_path / f".c.npz.{int(dead.stdout)}-{files._HOST}.{i}.tmp" for i in range(4)]
+    stale = [tmp_path / f".c.npz.{int(dead.stdout)}-{outputs._HOST}.{i}.tmp" for i in range(4)]
     for path in stale:
         path.write_text("x")
     real_unlink, refused = os.unlink, []
@@ -666,7 +666,7 @@ def test_a_temporary_that_cannot_be_removed_does_not_stop_the_others(
         return real_unlink(path, *args, **kwargs)
 
     monkeypatch.setattr(os, "unlink", first_one_is_busy)
-    removed = files.remove_stale_temporaries(tmp_path / "c.npz")
+    removed = outputs.remove_stale_temporaries(tmp_path / "c.npz")
     assert sorted(removed) == sorted(set(stale) - set(refused)) and len(removed) == 3
 
 

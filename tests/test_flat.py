@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from gpunet.backend import to_numpy
-from gpunet.flat import Layout, flatten
-from gpunet.initializers import he_normal
+from gpunet.core.flat import Layout, flatten
+from gpunet.device.backend import to_numpy
+from gpunet.training.initializers import he_normal
 
 
 def test_views_undo_flatten(device) -> None:

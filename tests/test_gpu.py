@@ -5,22 +5,23 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from gpunet import data, model
-from gpunet.backend import fusable, to_numpy
-from gpunet.initializers import he_normal
-from gpunet.optimizers import OPTIMIZERS, make_optimizer
-from gpunet.train import TrainConfig, train
+from gpunet.core import model
+from gpunet.core.optimizers import OPTIMIZERS, make_optimizer
+from gpunet.data import datasets
+from gpunet.device.backend import fusable, to_numpy
+from gpunet.training.initializers import he_normal
+from gpunet.training.train import TrainConfig, train
 from tests.conftest import FASHION_DIR, cuda_device, numpy_device
 
 pytestmark = pytest.mark.gpu
 
 
 @pytest.fixture(scope="module")
-def fashion() -> data.Dataset:
-    return data.load("fashion-mnist", data_dir=FASHION_DIR, offline=True)
+def fashion() -> datasets.Dataset:
+    return datasets.load("fashion-mnist", data_dir=FASHION_DIR, offline=True)
 
 
-def test_numpy_and_cupy_agree_after_20_full_batch_steps(fashion: data.Dataset) -> None:
+def test_numpy_and_cupy_agree_after_20_full_batch_steps(fashion: datasets.Dataset) -> None:
     config = TrainConfig(iterations=20, eval_every=20)
     cpu = train(config, fashion, numpy_device())
     gpu = train(config, fashion, cuda_device())
@@ -30,7 +31,7 @@ def test_numpy_and_cupy_agree_after_20_full_batch_steps(fashion: data.Dataset) -
     assert gpu.history[0].loss == pytest.approx(cpu.history[0].loss, rel=1e-5)
 
 
-def test_cuda_training_reaches_the_cpu_accuracy(fashion: data.Dataset) -> None:
+def test_cuda_training_reaches_the_cpu_accuracy(fashion: datasets.Dataset) -> None:
     config = TrainConfig(iterations=200, eval_every=50)
     cpu = train(config, fashion, numpy_device())
     gpu = train(config, fashion, cuda_device())
@@ -38,7 +39,7 @@ def test_cuda_training_reaches_the_cpu_accuracy(fashion: data.Dataset) -> None:
     assert abs(gpu.final.test_accuracy - cpu.final.test_accuracy) <= 0.005
 
 
-def test_minibatches_on_cuda_match_numpy(fashion: data.Dataset) -> None:
+def test_minibatches_on_cuda_match_numpy(fashion: datasets.Dataset) -> None:
     config = TrainConfig(iterations=30, eval_every=30, batch_size=4096, dtype="float64")
     cpu = train(config, fashion, numpy_device())
     gpu = train(config, fashion, cuda_device())

@@ -12,9 +12,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from idxfiles import gzipped, idx_bytes, write_idx
 
-from gpunet import idx
+from gpunet.data import idx
+from gpunet.data.idx import IDX_TYPES, check_split, parse_idx, read_idx
 from gpunet.errors import DatasetError
-from gpunet.idx import IDX_TYPES, check_split, parse_idx, read_idx
 
 
 def header(type_code: int, *dims: int) -> bytes:

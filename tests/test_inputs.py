@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from gpunet import inputs
+from gpunet.files import inputs
 
 
 def test_why_a_path_cannot_be_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

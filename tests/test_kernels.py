@@ -9,7 +9,7 @@ arrays over memory that is never touched:
   as its result says (a result smaller than its inputs is a reduction);
 - every operation's loop is in the run's float dtype: no float16 (what cupy
   picks for arithmetic between two scalars), no float64 in a float32 run;
-- no operation has only scalar inputs (the rule in gpunet.backend.fusable);
+- no operation has only scalar inputs (the rule in gpunet.device.backend.fusable);
 - NVRTC compiles the generated CUDA source for compute_90;
 - the traced operations, run by numpy in the dtypes cupy chose, give what
   the unfused function gives on numpy.
@@ -28,11 +28,11 @@ import numpy as np
 import pytest
 
 import gpunet
-from gpunet import data
-from gpunet.backend import fusable, resolve_device
-from gpunet.engine import LocalEngine
-from gpunet.optimizers import OPTIMIZERS, make_optimizer
-from gpunet.train import DTYPES, TrainConfig, Trainer
+from gpunet.core.optimizers import OPTIMIZERS, make_optimizer
+from gpunet.data import datasets
+from gpunet.device.backend import fusable, resolve_device
+from gpunet.training.engine import LocalEngine
+from gpunet.training.train import DTYPES, TrainConfig, Trainer
 from tests import cupy_fusion
 from tests.conftest import FASHION_DIR
 
@@ -42,10 +42,10 @@ MINI_BATCH = 1000
 def package_fusables() -> dict[str, fusable]:
     """Every fusable function defined anywhere in gpunet, by name."""
     found: dict[str, fusable] = {}
-    for module in pkgutil.iter_modules(gpunet.__path__):
-        if module.name == "__main__":  # running it is the CLI
+    for module in pkgutil.walk_packages(gpunet.__path__, "gpunet."):
+        if module.name == "gpunet.__main__":  # running it is the CLI
             continue
-        for value in vars(importlib.import_module(f"gpunet.{module.name}")).values():
+        for value in vars(importlib.import_module(module.name)).values():
             if isinstance(value, fusable):
                 found[value.__name__] = value
     return found
@@ -78,7 +78,7 @@ def step_calls(dtype: str) -> dict[str, dict[tuple, tuple[Any, ...]]]:
         calls.setdefault(self.__name__, {}).setdefault(layout, tuple(kept(a) for a in args))
         return real_call(self, *args)
 
-    fashion = data.load("fashion-mnist", data_dir=FASHION_DIR, offline=True)
+    fashion = datasets.load("fashion-mnist", data_dir=FASHION_DIR, offline=True)
     trainer = Trainer(TrainConfig(dtype=dtype, eval_every=1000), fashion, resolve_device("cpu"))
     trainer.source.engine = LocalEngine(None, 1)
     try:
@@ -156,7 +156,7 @@ def test_every_operation_runs_in_the_input_dtype(dtype: str, name: str) -> None:
 
 @all_kernels
 def test_no_arithmetic_between_scalars(dtype: str, name: str) -> None:
-    # The rule of gpunet.backend.fusable: such operations are typed by cupy's tracer, as float16.
+    # The rule of gpunet.device.backend.fusable: such operations are typed by cupy's tracer, as float16.
     for _args, t in each_case(dtype, name):
         found = [str(op) for op in t.scalar_only_ops()]
         assert not found, f"{name}: compute these on the host and pass them in: {found}"

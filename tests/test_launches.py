@@ -17,10 +17,10 @@ from typing import ClassVar
 import numpy as np
 import pytest
 
-from gpunet import data
-from gpunet.backend import fusable, resolve_device
-from gpunet.engine import LocalEngine
-from gpunet.train import TrainConfig, Trainer
+from gpunet.data import datasets
+from gpunet.device.backend import fusable, resolve_device
+from gpunet.training.engine import LocalEngine
+from gpunet.training.train import TrainConfig, Trainer
 
 VIEWS = {"reshape", "transpose", "permute_dims", "asarray", "shape", "ndim", "result_type", "can_cast"}
 
@@ -77,7 +77,7 @@ def concatenate_launches(arrays) -> list[str]:
 
 
 def launches_per_step(monkeypatch: pytest.MonkeyPatch, fused: bool) -> list[str]:
-    dataset = data.synthetic(n_train=512, n_test=64)
+    dataset = datasets.synthetic(n_train=512, n_test=64)
     trainer = Trainer(TrainConfig(), dataset, resolve_device("cpu"))
     trainer.source.engine = LocalEngine(None, 1)  # the GPU's schedule: the whole batch, one chunk
     trainer.flat_params = trainer.flat_params.view(Counted)

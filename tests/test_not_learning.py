@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from gpunet import data
-from gpunet.backend import resolve_device
-from gpunet.cli import app
+from gpunet.cli.commands import app
+from gpunet.data import datasets
+from gpunet.device.backend import resolve_device
 from gpunet.errors import NotLearning
-from gpunet.train import Record, TrainConfig, Trainer, learning_failure
+from gpunet.training.train import Record, TrainConfig, Trainer, learning_failure
 
 LN10 = math.log(10)
 
@@ -49,7 +49,7 @@ def test_runs_that_learn_or_merely_learn_slowly_pass(points) -> None:
 
 def test_the_trainer_applies_the_rule_and_names_the_step_from_its_per_step_losses() -> None:
     config = TrainConfig(optimizer="gd", lr=50.0, iterations=40, eval_every=20)
-    trainer = Trainer(config, data.synthetic(), resolve_device("cpu"))
+    trainer = Trainer(config, datasets.synthetic(), resolve_device("cpu"))
     saved = []
     with pytest.raises(NotLearning) as caught:
         trainer.run(save=lambda t: saved.append(t.steps_done))

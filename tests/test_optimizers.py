@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from gpunet.backend import to_numpy
-from gpunet.flat import Layout
-from gpunet.optimizers import OPTIMIZERS, make_optimizer
+from gpunet.core.flat import Layout
+from gpunet.core.optimizers import OPTIMIZERS, make_optimizer
+from gpunet.device.backend import to_numpy
 
 
 def run(device, name: str, steps: int, lr: float = 0.1) -> list[np.ndarray]:

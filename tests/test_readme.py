@@ -18,7 +18,9 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from gpunet import bench, checkpoint, data
+from gpunet.bench import suite
+from gpunet.data import datasets
+from gpunet.training import checkpoint
 from tests.conftest import FASHION_DIR
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -80,7 +82,7 @@ def shape(text: str) -> str:
 
 
 def run(args: list[str]):
-    return runner.invoke(__import__("gpunet.cli", fromlist=["app"]).app, args)
+    return runner.invoke(__import__("gpunet.cli.commands", fromlist=["app"]).app, args)
 
 
 @pytest.fixture(autouse=True)
@@ -140,7 +142,7 @@ def test_readme_commands_run_as_written(commands: list[list[str]]) -> None:
     own_data()
     for args in commands:
         result = run(small(args))
-        if args[0] == "bench" and "torch-cpu" in " ".join(args) and bench.unavailable("torch-cpu"):
+        if args[0] == "bench" and "torch-cpu" in " ".join(args) and suite.unavailable("torch-cpu"):
             # Without the documented set-up (./setup.sh --bench) the example says how to get it.
             assert result.exit_code == 1 and "--index-url https://download.pytorch.org/whl/cpu" in result.stderr
             continue
@@ -152,7 +154,7 @@ def own_data() -> None:
     """The files the README's --data examples name: mine.npz and the IDX folder my-images/ (small)."""
     from idxfiles import FILE_NAMES, write_idx
 
-    ds = data.synthetic(n_train=300, n_test=100)
+    ds = datasets.synthetic(n_train=300, n_test=100)
     np.savez("mine.npz", x_train=ds.train_images, y_train=ds.train_labels, x_test=ds.test_images, y_test=ds.test_labels)
     for name, array in zip(FILE_NAMES, (ds.train_images, ds.train_labels, ds.test_images, ds.test_labels)):
         write_idx(Path("my-images") / name, array.reshape(len(array), 28, 28) if array.ndim == 2 else array)

@@ -24,9 +24,11 @@ import pytest
 from filesystems import fill, tmpfs
 from typer.testing import CliRunner
 
-from gpunet import checkpoint, cli, files
-from gpunet.cli import app
-from gpunet.train import Record
+from gpunet.cli import commands
+from gpunet.cli.commands import app
+from gpunet.files import outputs
+from gpunet.training import checkpoint
+from gpunet.training.train import Record
 
 runner = CliRunner()
 QUICK = ["train", "--dataset", "synthetic", "--iterations", "20", "--eval-every", "10", "--device", "cpu"]
@@ -110,9 +112,9 @@ def test_the_history_is_written_atomically(tmp_path: Path, monkeypatch: pytest.M
         def writerows(self, rows: object) -> None:
             raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(cli.csv, "writer", Broken)
-    with pytest.raises(cli.WriteFailed, match="no space left on device"):
-        cli.write_history_csv(path, history)
+    monkeypatch.setattr(commands.csv, "writer", Broken)
+    with pytest.raises(commands.WriteFailed, match="no space left on device"):
+        commands.write_history_csv(path, history)
     assert path.read_text() == "the previous history\n" and os.listdir(tmp_path) == ["h.csv"]
 
 
@@ -218,7 +220,7 @@ def test_kill_9_during_a_save_leaves_a_temporary_file_that_the_next_run_removes(
 def test_which_temporary_files_are_stale(tmp_path: Path) -> None:
     """Removed: gpunet's, for this target, of a process gone from this host or older than a day."""
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    dead_pid, me, host = int(dead.stdout), os.getpid(), files._HOST
+    dead_pid, me, host = int(dead.stdout), os.getpid(), outputs._HOST
     other_host = "0" * 8 if host != "0" * 8 else "1" * 8
     names = {
         f".c.npz.{dead_pid}-{host}.abc123.tmp": False,  # its process has exited
@@ -232,7 +234,7 @@ def test_which_temporary_files_are_stale(tmp_path: Path) -> None:
         (tmp_path / name).write_text("x")
     two_days_ago = time.time() - 2 * 24 * 3600
     os.utime(tmp_path / f".c.npz.{me}-{host}.old999.tmp", (two_days_ago, two_days_ago))
-    files.remove_stale_temporaries(tmp_path / "c.npz")
+    outputs.remove_stale_temporaries(tmp_path / "c.npz")
     assert {name: (tmp_path / name).exists() for name in names} == names
 
 

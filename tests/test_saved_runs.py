@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from gpunet import checkpoint
-from gpunet.cli import app
+from gpunet.cli.commands import app
+from gpunet.training import checkpoint
 
 runner = CliRunner()
 QUICK = ["train", "--dataset", "synthetic", "--device", "cpu", "--iterations", "10", "--eval-every", "5"]
@@ -110,11 +110,11 @@ def test_more_and_iterations_together_are_refused() -> None:
 
 
 def test_an_interrupted_run_resumes_to_the_total_it_was_started_with(tmp_path: Path) -> None:
-    from gpunet import data
-    from gpunet.backend import resolve_device
-    from gpunet.train import TrainConfig, Trainer
+    from gpunet.data import datasets
+    from gpunet.device.backend import resolve_device
+    from gpunet.training.train import TrainConfig, Trainer
 
-    trainer = Trainer(TrainConfig(iterations=10, eval_every=5), data.synthetic(), resolve_device("cpu"))
+    trainer = Trainer(TrainConfig(iterations=10, eval_every=5), datasets.synthetic(), resolve_device("cpu"))
     for _ in range(4):  # stopped part-way, as Ctrl-C would
         trainer.step()
     trainer.check_losses()
@@ -140,7 +140,7 @@ def test_the_hint_names_gpunet_as_it_can_be_typed_again(
     import shutil
     import sys
 
-    from gpunet.cli import command_name
+    from gpunet.cli.commands import command_name
 
     monkeypatch.setattr(sys, "argv", [typed])
     monkeypatch.setattr(shutil, "which", lambda name: on_path)

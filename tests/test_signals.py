@@ -1,7 +1,7 @@
 """Ctrl-C, SIGTERM and SIGHUP in this process: raised, asked to stop, or held back during a save.
 
 The end-to-end tests (a real `gpunet train` killed mid-run) are in test_run_end.py and
-test_checkpoint.py; these check each rule of gpunet/signals.py directly, signal by signal.
+test_checkpoint.py; these check each rule of gpunet/files/signals.py directly, signal by signal.
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import threading
 
 import pytest
 
-from gpunet import signals
-from gpunet.signals import Terminated
+from gpunet.files import signals
+from gpunet.files.signals import Terminated
 
 
 def current_handlers() -> dict[int, object]:

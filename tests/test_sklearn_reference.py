@@ -5,17 +5,18 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from gpunet import bench, data
-from gpunet.sklearn_reference import SklearnTrainer
-from gpunet.train import TrainConfig
+from gpunet.bench import suite
+from gpunet.bench.sklearn_reference import SklearnTrainer
+from gpunet.data import datasets
+from gpunet.training.train import TrainConfig
 
 
 @pytest.fixture(scope="module")
-def small() -> data.Dataset:
-    return data.synthetic(n_train=1000, n_test=300)
+def small() -> datasets.Dataset:
+    return datasets.synthetic(n_train=1000, n_test=300)
 
 
-def test_same_architecture_batch_and_optimizer_settings(small: data.Dataset) -> None:
+def test_same_architecture_batch_and_optimizer_settings(small: datasets.Dataset) -> None:
     config = TrainConfig(hidden=(16, 8), lr=0.003)
     trainer = SklearnTrainer(config, small)
     trainer.step()
@@ -29,9 +30,9 @@ def test_same_architecture_batch_and_optimizer_settings(small: data.Dataset) -> 
     assert (trainer.model.n_iter_, trainer.model.t_) == (1, 1000)  # one pass of one batch: one Adam update
 
 
-def test_bench_puts_scikit_learn_in_the_same_table(small: data.Dataset) -> None:
-    settings = bench.BenchSettings(TrainConfig(iterations=40, eval_every=10), 0.5, warmup=1, timed_steps=2, repeats=1)
-    report = bench.run_bench(settings, small, ["numpy", "sklearn"])
+def test_bench_puts_scikit_learn_in_the_same_table(small: datasets.Dataset) -> None:
+    settings = suite.BenchSettings(TrainConfig(iterations=40, eval_every=10), 0.5, warmup=1, timed_steps=2, repeats=1)
+    report = suite.run_bench(settings, small, ["numpy", "sklearn"])
     rows = {r["backend"]: r for r in report["results"]}
     assert set(rows) == {"numpy", "sklearn"}
     for row in rows.values():
@@ -40,10 +41,10 @@ def test_bench_puts_scikit_learn_in_the_same_table(small: data.Dataset) -> None:
     assert "sklearn" not in report["agreement"]  # its own initial weights: accuracy is compared, not weights
 
 
-def test_mini_batches_are_refused_with_the_reason(small: data.Dataset) -> None:
-    reason = bench.unavailable("sklearn", TrainConfig(batch_size=100))
+def test_mini_batches_are_refused_with_the_reason(small: datasets.Dataset) -> None:
+    reason = suite.unavailable("sklearn", TrainConfig(batch_size=100))
     assert reason and "full batch only" in reason
-    report = bench.run_bench(
-        bench.BenchSettings(TrainConfig(iterations=2, batch_size=100), 0.5, 0, 1, 1), small, ["numpy", "sklearn"]
+    report = suite.run_bench(
+        suite.BenchSettings(TrainConfig(iterations=2, batch_size=100), 0.5, 0, 1, 1), small, ["numpy", "sklearn"]
     )
     assert "full batch only" in report["skipped"]["sklearn"]

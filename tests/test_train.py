@@ -13,22 +13,23 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-import gpunet.train as train_module
-from gpunet import data, model
-from gpunet.backend import Device
+import gpunet.training.train as train_module
+from gpunet.core import model
+from gpunet.data import datasets
+from gpunet.device.backend import Device
 from gpunet.errors import ConfigError, DivergedError, Interrupted, NotLearning, StepFailed, WriteFailed
-from gpunet.train import DeviceData, TrainConfig, Trainer, train
+from gpunet.training.train import DeviceData, TrainConfig, Trainer, train
 from tests.conftest import FASHION_DIR, numpy_device, strict_device
 
 QUICK = TrainConfig(iterations=30, eval_every=10)
 
 
 @pytest.fixture(scope="module")
-def small() -> data.Dataset:
-    return data.synthetic(n_train=600, n_test=200)
+def small() -> datasets.Dataset:
+    return datasets.synthetic(n_train=600, n_test=200)
 
 
-def test_learns_the_synthetic_task(small: data.Dataset) -> None:
+def test_learns_the_synthetic_task(small: datasets.Dataset) -> None:
     result = train(QUICK, small, numpy_device())
     assert [r.iteration for r in result.history] == [0, 10, 20, 30]
     assert result.history[0].loss == pytest.approx(math.log(10), abs=0.05)
@@ -36,7 +37,7 @@ def test_learns_the_synthetic_task(small: data.Dataset) -> None:
     assert result.final.test_accuracy > 0.9
 
 
-def test_same_seed_same_run_and_another_seed_another(small: data.Dataset) -> None:
+def test_same_seed_same_run_and_another_seed_another(small: datasets.Dataset) -> None:
     config = TrainConfig(iterations=12, eval_every=4, batch_size=100)
     a = train(config, small, numpy_device())
     b = train(config, small, numpy_device())
@@ -47,14 +48,14 @@ def test_same_seed_same_run_and_another_seed_another(small: data.Dataset) -> Non
     assert not np.array_equal(a.params[0], c.params[0])
 
 
-def test_batch_size_changes_the_order_not_the_initial_weights(small: data.Dataset) -> None:
+def test_batch_size_changes_the_order_not_the_initial_weights(small: datasets.Dataset) -> None:
     full = train(TrainConfig(iterations=5, eval_every=5), small, numpy_device())
     mini = train(TrainConfig(iterations=5, eval_every=5, batch_size=64), small, numpy_device())
     assert full.history[0] == mini.history[0]
     assert full.history[-1] != mini.history[-1]
 
 
-def test_minibatch_epochs_cover_every_sample_once(small: data.Dataset) -> None:
+def test_minibatch_epochs_cover_every_sample_once(small: datasets.Dataset) -> None:
     split = DeviceData.from_host(small.train_images, small.train_labels, numpy_device(), "float64", 10)
     stream = train_module.BatchOrder(split, 250, np.random.default_rng(0), numpy_device())
     epoch = [next(stream) for _ in range(3)]  # 600 samples: 250 + 250 + 100
@@ -64,7 +65,7 @@ def test_minibatch_epochs_cover_every_sample_once(small: data.Dataset) -> None:
     np.testing.assert_array_equal(rows[order], split.x[np.lexsort(split.x.T)])
 
 
-def test_training_runs_unchanged_on_array_api_strict(small: data.Dataset) -> None:
+def test_training_runs_unchanged_on_array_api_strict(small: datasets.Dataset) -> None:
     """The loop, not only the math, is array-agnostic: batches, buffers and evaluation."""
     config = TrainConfig(iterations=6, eval_every=3, batch_size=250, dtype="float64", optimizer="momentum")
     strict = train(config, small, strict_device())
@@ -104,7 +105,9 @@ def host_reads(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
 
 
 @pytest.mark.parametrize(("optimizer", "batch_size"), [("gd", None), ("momentum", 250), ("adam", 250)])
-def test_no_host_reads_between_evaluations(small: data.Dataset, host_reads: list[bool], batch_size, optimizer) -> None:
+def test_no_host_reads_between_evaluations(
+    small: datasets.Dataset, host_reads: list[bool], batch_size, optimizer
+) -> None:
     """Results travel to the host only at evaluations, loss checks and the end: a step never reads a device value."""
     config = TrainConfig(iterations=12, eval_every=5, batch_size=batch_size, optimizer=optimizer, dtype="float64")
     trainer = Trainer(config, small, strict_device())
@@ -132,7 +135,7 @@ def test_no_host_reads_between_evaluations(small: data.Dataset, host_reads: list
         float(trainer.step_losses[0])
 
 
-def test_divergence_names_the_step(small: data.Dataset) -> None:
+def test_divergence_names_the_step(small: datasets.Dataset) -> None:
     config = TrainConfig(optimizer="gd", lr=1e30, iterations=50, eval_every=50)
     with pytest.raises(DivergedError) as caught:
         train(config, small, numpy_device())
@@ -143,14 +146,14 @@ def test_divergence_names_the_step(small: data.Dataset) -> None:
     assert err.result.history[0].iteration == 0  # what was done before is kept
 
 
-def test_the_recorded_metrics_are_the_models(small: data.Dataset) -> None:
+def test_the_recorded_metrics_are_the_models(small: datasets.Dataset) -> None:
     result = train(TrainConfig(iterations=10, eval_every=10, dtype="float64"), small, numpy_device())
     x = small.test_images / 255.0
     expected = np.mean(model.predict(result.params, x) == small.test_labels)
     assert result.final.test_accuracy == pytest.approx(expected)
 
 
-def test_zero_iterations_evaluates_the_initial_network(small: data.Dataset) -> None:
+def test_zero_iterations_evaluates_the_initial_network(small: datasets.Dataset) -> None:
     result = train(TrainConfig(iterations=0), small, numpy_device())
     assert [r.iteration for r in result.history] == [0]
 
@@ -179,7 +182,7 @@ def test_nonsensical_settings_are_refused(bad: dict) -> None:
 @pytest.mark.slow
 def test_learns_real_fashion_mnist() -> None:
     """The functional check: 200 full-batch Adam steps on all 60000 images reach 0.80 on the test set."""
-    fashion = data.load("fashion-mnist", data_dir=FASHION_DIR, offline=True)
+    fashion = datasets.load("fashion-mnist", data_dir=FASHION_DIR, offline=True)
     result = train(TrainConfig(iterations=200, eval_every=50), fashion, numpy_device())
     assert result.history[0].loss == pytest.approx(math.log(10), abs=0.05)
     assert result.final.test_accuracy >= 0.80
@@ -188,7 +191,7 @@ def test_learns_real_fashion_mnist() -> None:
 
 
 def test_a_run_that_never_evaluates_holds_a_bounded_loss_buffer_and_still_pins_divergence(
-    small: data.Dataset, monkeypatch: pytest.MonkeyPatch
+    small: datasets.Dataset, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """--iterations 10**12 --eval-every 10**12 allocates LOSS_SLOTS losses, not 10**12, and checks when full."""
     huge = 10**12
@@ -207,7 +210,7 @@ def test_a_run_that_never_evaluates_holds_a_bounded_loss_buffer_and_still_pins_d
     assert info.value.step == 6 and trainer.steps_done == 8  # found when the buffer filled, at step 8
 
 
-def test_a_network_too_big_for_the_memory_is_refused_before_allocating(small: data.Dataset) -> None:
+def test_a_network_too_big_for_the_memory_is_refused_before_allocating(small: datasets.Dataset) -> None:
     with pytest.raises(ConfigError, match="784-10000000000-10 alone need 127 TB, more than the"):
         Trainer(TrainConfig(hidden=(10**10,)), small, numpy_device())
 
@@ -226,7 +229,7 @@ def test_a_network_too_big_for_the_memory_is_refused_before_allocating(small: da
     ],
 )
 def test_records_and_checkpoints_land_on_exactly_their_steps(
-    small: data.Dataset, iterations, eval_every, save_every, records, saves
+    small: datasets.Dataset, iterations, eval_every, save_every, records, saves
 ) -> None:
     config = TrainConfig(iterations=iterations, eval_every=eval_every, batch_size=250)
     trainer = Trainer(config, small, numpy_device())
@@ -327,7 +330,7 @@ def test_byte_size(n: float, text: str) -> None:
     assert train_module.byte_size(n) == text
 
 
-def test_the_summary_holds_the_final_record_and_the_settings(small: data.Dataset) -> None:
+def test_the_summary_holds_the_final_record_and_the_settings(small: datasets.Dataset) -> None:
     config = TrainConfig(hidden=(8,), optimizer="momentum", lr=0.02, iterations=3, batch_size=100, seed=4, eval_every=2)
     result = train(config, small, numpy_device())
     final = result.history[-1]
@@ -360,19 +363,19 @@ def test_the_summary_holds_the_final_record_and_the_settings(small: data.Dataset
 
 
 @pytest.mark.parametrize(("batch_size", "rows"), [(None, 600), (250, 250), (1000, 600)])
-def test_the_source_describes_its_schedule_for_the_rows_of_a_step(small: data.Dataset, batch_size, rows) -> None:
+def test_the_source_describes_its_schedule_for_the_rows_of_a_step(small: datasets.Dataset, batch_size, rows) -> None:
     trainer = Trainer(TrainConfig(iterations=1, batch_size=batch_size), small, numpy_device())
     assert trainer.source.describe() == trainer.engine.describe(rows)
 
 
-def test_train_reports_each_record_and_step(small: data.Dataset) -> None:
+def test_train_reports_each_record_and_step(small: datasets.Dataset) -> None:
     records, steps = [], []
     result = train(TrainConfig(iterations=4, eval_every=2), small, numpy_device(), records.append, steps.append)
     assert records == result.history and [r.iteration for r in records] == [0, 2, 4]
     assert steps == [1, 2, 3, 4]
 
 
-def test_a_restored_batch_order_saves_the_same_state_before_any_step(small: data.Dataset) -> None:
+def test_a_restored_batch_order_saves_the_same_state_before_any_step(small: datasets.Dataset) -> None:
     """A checkpoint written right after a resume (Ctrl-C at once) must resume the same way again."""
     split = DeviceData.from_host(small.train_images, small.train_labels, numpy_device(), "float64", 10)
     order = train_module.BatchOrder(split, 250, np.random.default_rng(0), numpy_device())
@@ -403,7 +406,7 @@ def test_the_not_learning_rule_at_its_edges(points, flagged: bool) -> None:
     assert (train_module.learning_failure(_history(*points), 10, 1.0) is not None) == flagged
 
 
-def test_a_steps_loss_is_the_mean_loss_of_the_parameters_it_started_from(small: data.Dataset) -> None:
+def test_a_steps_loss_is_the_mean_loss_of_the_parameters_it_started_from(small: datasets.Dataset) -> None:
     """What divergence checks and the not-learning rule read: in full batch, the loss of the parameters before it."""
     trainer = Trainer(TrainConfig(iterations=3, eval_every=3, dtype="float64"), small, numpy_device())
     for k in range(3):
@@ -456,12 +459,12 @@ class ScriptedSource:
         pass
 
 
-def scripted_trainer(small: data.Dataset, config: TrainConfig, losses, evaluations) -> Trainer:
+def scripted_trainer(small: datasets.Dataset, config: TrainConfig, losses, evaluations) -> Trainer:
     sizes = train_module.layer_sizes(config, small)
     return Trainer(config, small, numpy_device(), source=ScriptedSource(sizes, losses, evaluations))
 
 
-def test_the_not_learning_verdict_names_the_first_step_whose_loss_took_off(small: data.Dataset) -> None:
+def test_the_not_learning_verdict_names_the_first_step_whose_loss_took_off(small: datasets.Dataset) -> None:
     """Step 5's loss (of the parameters after 4 updates) is the first above 1.5x the start: 'step 4'."""
     config = TrainConfig(iterations=6, eval_every=3, lr=5.0)
     trainer = scripted_trainer(small, config, [2.0, 2.0, 2.0, 2.0, 9.0, 9.0], [(2.0, 0.1)] * 3)
@@ -475,14 +478,14 @@ def test_the_not_learning_verdict_names_the_first_step_whose_loss_took_off(small
     assert trainer.took_off_at == 4
 
 
-def test_a_loss_of_exactly_one_and_a_half_times_the_start_has_not_taken_off(small: data.Dataset) -> None:
+def test_a_loss_of_exactly_one_and_a_half_times_the_start_has_not_taken_off(small: datasets.Dataset) -> None:
     trainer = scripted_trainer(small, TrainConfig(iterations=4, eval_every=2), [3.0] * 4, [(2.0, 0.1)] * 3)
     result = trainer.run()  # at chance, but the loss never rose above the limit: a slow learner
     assert trainer.took_off_at is None and trainer.step_loss_curve == [3.0] * 4
     assert [r.iteration for r in result.history] == [0, 2, 4]
 
 
-def test_losses_checked_before_any_evaluation_are_only_checked_for_being_finite(small: data.Dataset) -> None:
+def test_losses_checked_before_any_evaluation_are_only_checked_for_being_finite(small: datasets.Dataset) -> None:
     """A caller stepping by hand (as `gpunet train --resume` tests do) has no start to compare with."""
     trainer = Trainer(TrainConfig(iterations=10, eval_every=5), small, numpy_device())
     trainer.step()
@@ -491,7 +494,7 @@ def test_losses_checked_before_any_evaluation_are_only_checked_for_being_finite(
     assert len(trainer.step_loss_curve) == 2 and trainer.took_off_at is None
 
 
-def test_losses_left_unchecked_past_the_buffer_are_a_callers_error(small: data.Dataset) -> None:
+def test_losses_left_unchecked_past_the_buffer_are_a_callers_error(small: datasets.Dataset) -> None:
     trainer = Trainer(TrainConfig(iterations=10, eval_every=2), small, numpy_device())
     for _ in range(3):
         trainer.step()
@@ -505,14 +508,14 @@ def test_losses_left_unchecked_past_the_buffer_are_a_callers_error(small: data.D
     [(100, 10, "float32", 10), (3, 10, "float64", 3), (1, 10, "float32", 1), (0, 10, "float32", 1)],
 )
 def test_the_loss_buffer_holds_one_loss_per_step_between_checks_in_the_runs_dtype(
-    small: data.Dataset, iterations: int, eval_every: int, dtype: str, slots: int
+    small: datasets.Dataset, iterations: int, eval_every: int, dtype: str, slots: int
 ) -> None:
     """The device memory a run holds for its losses: no more steps than it can take between two checks."""
     losses = Trainer(TrainConfig(iterations=iterations, eval_every=eval_every, dtype=dtype), small, numpy_device())
     assert losses.step_losses.shape == (slots,) and losses.step_losses.dtype == np.dtype(dtype)
 
 
-def test_a_run_without_a_test_split_records_nan_test_accuracy(small: data.Dataset) -> None:
+def test_a_run_without_a_test_split_records_nan_test_accuracy(small: datasets.Dataset) -> None:
     """What a fit on arrays (the Python API) trains on: no held-out set."""
     arrays = dataclasses.replace(small, test_images=None, test_labels=None)
     result = train(TrainConfig(iterations=2, eval_every=2), arrays, numpy_device())
@@ -524,7 +527,7 @@ def test_a_run_without_a_test_split_records_nan_test_accuracy(small: data.Datase
 
 @pytest.mark.parametrize("device", [numpy_device(), strict_device()], ids=["numpy", "array-api-strict"])
 def test_when_the_training_set_cannot_evaluate_the_test_split_vouches_for_the_saved_state(
-    small: data.Dataset, device: Device
+    small: datasets.Dataset, device: Device
 ) -> None:
     """The source fails at the evaluation after step 3 (a cluster gone): step 3 is still saved, its loss
     shown finite on the test split."""
@@ -549,7 +552,7 @@ def test_when_the_training_set_cannot_evaluate_the_test_split_vouches_for_the_sa
         np.testing.assert_array_equal(a, b)
 
 
-def test_a_stopped_runs_state_that_overflows_is_not_saved_and_the_divergence_reported(small: data.Dataset) -> None:
+def test_a_stopped_runs_state_that_overflows_is_not_saved_and_the_divergence_reported(small: datasets.Dataset) -> None:
     """As above, but the parameters after step 3 overflow: a divergence at step 3, quietly (no numpy
     warnings burying the message), and nothing saved."""
     trainer = Trainer(TrainConfig(iterations=6, eval_every=3), small, numpy_device())
@@ -571,7 +574,7 @@ def test_a_stopped_runs_state_that_overflows_is_not_saved_and_the_divergence_rep
     assert caught.value.result.history[-1].iteration == 0
 
 
-def test_a_diverging_run_reports_its_step_without_numpy_warnings(small: data.Dataset) -> None:
+def test_a_diverging_run_reports_its_step_without_numpy_warnings(small: datasets.Dataset) -> None:
     config = TrainConfig(optimizer="gd", lr=1e30, iterations=20, eval_every=10)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
@@ -581,7 +584,7 @@ def test_a_diverging_run_reports_its_step_without_numpy_warnings(small: data.Dat
 
 @pytest.mark.parametrize(("signum", "text", "code"), [(signal.SIGTERM, "SIGTERM", 143), (signal.SIGINT, "Ctrl-C", 130)])
 def test_a_stop_signal_ends_the_run_after_its_step_with_that_step_saved(
-    small: data.Dataset, signum: int, text: str, code: int
+    small: datasets.Dataset, signum: int, text: str, code: int
 ) -> None:
     trainer = Trainer(TrainConfig(iterations=10, eval_every=5), small, numpy_device())
 
@@ -596,7 +599,7 @@ def test_a_stop_signal_ends_the_run_after_its_step_with_that_step_saved(
     assert caught.value.step == 3 and saved == [3] and trainer.steps_done == 3
 
 
-def test_a_step_abandoned_for_a_signal_is_an_interruption_after_the_last_step(small: data.Dataset) -> None:
+def test_a_step_abandoned_for_a_signal_is_an_interruption_after_the_last_step(small: datasets.Dataset) -> None:
     """A cluster's source gives a step up when SIGTERM asks to stop: the user reads an interruption."""
     config = TrainConfig(iterations=10, eval_every=5)
     sizes = train_module.layer_sizes(config, small)
@@ -615,7 +618,7 @@ def test_a_step_abandoned_says_for_which_signal() -> None:
     assert abandoned.signum == signal.SIGTERM and str(abandoned) == "abandoned for signal 15"
 
 
-def test_a_save_that_fails_is_kept_as_the_error_and_retried_at_the_end(small: data.Dataset) -> None:
+def test_a_save_that_fails_is_kept_as_the_error_and_retried_at_the_end(small: datasets.Dataset) -> None:
     trainer = Trainer(TrainConfig(iterations=4, eval_every=2), small, numpy_device())
     failure = WriteFailed("c.npz", "disk full")
     attempts = []
@@ -629,13 +632,13 @@ def test_a_save_that_fails_is_kept_as_the_error_and_retried_at_the_end(small: da
     assert trainer.save_error is failure and trainer.last_saved_step is None
 
 
-def test_a_run_that_saves_nothing_has_no_save_error(small: data.Dataset) -> None:
+def test_a_run_that_saves_nothing_has_no_save_error(small: datasets.Dataset) -> None:
     trainer = Trainer(TrainConfig(iterations=2, eval_every=2), small, numpy_device())
     trainer.run()
     assert trainer.save_error is None and trainer.last_saved_step is None
 
 
-def test_train_seconds_is_the_time_the_run_took(small: data.Dataset) -> None:
+def test_train_seconds_is_the_time_the_run_took(small: datasets.Dataset) -> None:
     began = time.perf_counter()
     result = train(TrainConfig(iterations=2, eval_every=2), small, numpy_device())
     assert 0 < result.train_seconds <= time.perf_counter() - began
@@ -662,7 +665,7 @@ def test_labels_go_to_the_device_as_int64_copied_only_when_they_are_not() -> Non
 
 
 @pytest.mark.parametrize("batch_size", [600, 700])
-def test_a_batch_as_large_as_the_training_set_is_the_full_batch(small: data.Dataset, batch_size: int) -> None:
+def test_a_batch_as_large_as_the_training_set_is_the_full_batch(small: datasets.Dataset, batch_size: int) -> None:
     """600 rows of 784 features: 600 or 700 rows per batch means the whole set, unshuffled, each step."""
     split = DeviceData.from_host(small.train_images, small.train_labels, numpy_device(), "float32", 10)
     order = train_module.BatchOrder(split, batch_size, np.random.default_rng(0), numpy_device())
@@ -672,7 +675,7 @@ def test_a_batch_as_large_as_the_training_set_is_the_full_batch(small: data.Data
         assert x is split.x and targets is split.targets
 
 
-def test_each_epoch_of_mini_batches_covers_every_sample_once(small: data.Dataset) -> None:
+def test_each_epoch_of_mini_batches_covers_every_sample_once(small: datasets.Dataset) -> None:
     split = DeviceData.from_host(small.train_images, small.train_labels, numpy_device(), "float64", 10)
     stream = train_module.BatchOrder(split, 250, np.random.default_rng(0), numpy_device())
     batches = [next(stream)[0] for _ in range(6)]  # two epochs of 250 + 250 + 100
@@ -683,7 +686,7 @@ def test_each_epoch_of_mini_batches_covers_every_sample_once(small: data.Dataset
         np.testing.assert_array_equal(rows[np.lexsort(rows.T)], everything)
 
 
-def test_the_batch_order_is_the_seeds_first_child_stream(small: data.Dataset) -> None:
+def test_the_batch_order_is_the_seeds_first_child_stream(small: datasets.Dataset) -> None:
     """What the PyTorch reference draws too: numpy's SeedSequence(seed).spawn(1)[0], not the weights' stream."""
     trainer = Trainer(TrainConfig(iterations=1, batch_size=250, seed=3), small, numpy_device())
     expected = np.random.default_rng(np.random.SeedSequence(3).spawn(1)[0]).permutation(600)

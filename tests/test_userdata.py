@@ -12,10 +12,13 @@ from idxfiles import FILE_NAMES, write_dataset, write_idx
 from typer.testing import CliRunner
 
 import gpunet
-from gpunet import arrays, checkpoint, data, doctor, estimator, train, userdata
-from gpunet.backend import to_numpy
-from gpunet.cli import app
+from gpunet import estimator
+from gpunet.cli.commands import app
+from gpunet.data import datasets, userdata
+from gpunet.device import arrays
+from gpunet.device.backend import to_numpy
 from gpunet.errors import DatasetError
+from gpunet.training import checkpoint, doctor, train
 from tests.conftest import FASHION_DIR
 
 runner = CliRunner()
@@ -57,7 +60,7 @@ def idx_folder(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def npz_file(tmp_path: Path) -> Path:
-    ds = data.synthetic(n_train=600, n_test=200)
+    ds = datasets.synthetic(n_train=600, n_test=200)
     path = tmp_path / "mine.npz"
     np.savez(path, x_train=ds.train_images, y_train=ds.train_labels, x_test=ds.test_images, y_test=ds.test_labels)
     return path
@@ -217,7 +220,7 @@ def test_predict_takes_the_rows_a_model_of_your_data_takes(idx_folder: Path, tmp
 
 
 def test_python_labels_name_the_classes_in_the_cli(tmp_path: Path) -> None:
-    ds = data.synthetic(n_train=300, n_test=50)
+    ds = datasets.synthetic(n_train=300, n_test=50)
     names = np.array(["ant", "bee", "cat", "doe", "eel", "fox", "gnu", "hen", "ibis", "jay"])
     estimator = gpunet.MLPClassifier(iterations=30, device="cpu").fit(ds.train_images, names[ds.train_labels])
     estimator.save(tmp_path / "animals.npz")
@@ -314,7 +317,7 @@ def test_pixel_permuted_fashion_mnist_learns_as_well_as_the_original(tmp_path: P
     """An MLP does not care where a pixel sits: Fashion-MNIST with its pixels shuffled (the same
     shuffle for every image), written as IDX files in a fresh folder, trains with default settings,
     through `train --data` and through MLPClassifier().fit, to within 0.5 points of the original."""
-    fashion = data.load("fashion-mnist", data_dir=Path(FASHION_DIR), offline=True)
+    fashion = datasets.load("fashion-mnist", data_dir=Path(FASHION_DIR), offline=True)
     permutation = np.random.default_rng(7).permutation(784)
     folder = tmp_path / "permuted-fashion"
     splits = (fashion.train_images, fashion.train_labels, fashion.test_images, fashion.test_labels)

@@ -3,7 +3,7 @@
 Each check isolates one way a from-scratch network fails quietly (inputs, initialisation,
 gradients, the accuracy read-out, the optimizer's first steps) and prints PASS or FAIL with the
 number it saw. The checks call the project's own math through its modules at call time, so a
-bug put into `gpunet.model`, `gpunet.initializers` or `DeviceData.from_host` shows up here.
+bug put into `gpunet.core.model`, `gpunet.training.initializers` or `DeviceData.from_host` shows up here.
 """
 
 from __future__ import annotations
@@ -17,12 +17,15 @@ from typing import Any
 import numpy as np
 import typer
 
-from gpunet import backend, data, initializers, model, train, userdata
-from gpunet.backend import Device, array_namespace, to_numpy
-from gpunet.data import Dataset
+from gpunet.cli.options import DataDirOpt, DataOpt, DatasetOpt, DeviceOpt, DtypeOpt, HiddenOpt, OfflineOpt, SeedOpt
+from gpunet.core import model
+from gpunet.data import datasets, userdata
+from gpunet.data.datasets import Dataset
+from gpunet.device import backend
+from gpunet.device.backend import Device, array_namespace, to_numpy
 from gpunet.errors import ConfigError
-from gpunet.options import DataDirOpt, DataOpt, DatasetOpt, DeviceOpt, DtypeOpt, HiddenOpt, OfflineOpt, SeedOpt
-from gpunet.train import TrainConfig, layer_sizes, parse_hidden
+from gpunet.training import initializers, train
+from gpunet.training.train import TrainConfig, layer_sizes, parse_hidden
 
 BATCH = 1000  # samples for the accuracy and bias-gradient checks
 SUBSET = 10_000  # samples for the first steps and the dead-unit count: enough, and quick on a CPU
@@ -259,15 +262,15 @@ def doctor_command(
     config.validate()  # bad options fail before any data is read
     if user_data is not None and (data_dir is not None or ctx.get_parameter_source("dataset").name == "COMMANDLINE"):
         raise ConfigError("--data names the data itself: give it without --dataset or --data-dir")
-    if user_data is None and dataset not in data.DATASET_NAMES:
-        raise ConfigError(f"unknown dataset '{dataset}': choose one of {', '.join(data.DATASET_NAMES)}")
+    if user_data is None and dataset not in datasets.DATASET_NAMES:
+        raise ConfigError(f"unknown dataset '{dataset}': choose one of {', '.join(datasets.DATASET_NAMES)}")
     dev = backend.resolve_device(device)
-    train.check_fits(config, [data.IMAGE_PIXELS, *config.hidden, data.NUM_CLASSES], dev)
+    train.check_fits(config, [datasets.IMAGE_PIXELS, *config.hidden, datasets.NUM_CLASSES], dev)
     if user_data is not None:
         ds = userdata.load_path(user_data, say=print)
         print(userdata.describe(ds))
     else:
-        ds = data.load(dataset, data_dir, offline, say=print)
+        ds = datasets.load(dataset, data_dir, offline, say=print)
     if dev.note:
         print(dev.note)
     network = "-".join(map(str, layer_sizes(config, ds)))

@@ -19,10 +19,10 @@ from typing import Any
 
 import numpy as np
 
-from gpunet import inputs
-from gpunet.download import Progress, download
+from gpunet.data.download import Progress, download
+from gpunet.data.idx import check_split, parse_idx, read_bytes
 from gpunet.errors import DatasetError, DatasetMissing, ForeignFile, shown
-from gpunet.idx import check_split, parse_idx, read_bytes
+from gpunet.files import inputs
 
 NUM_CLASSES = 10
 IMAGE_PIXELS = 28 * 28  # every dataset gpunet knows; files of another size are read as they are

@@ -33,13 +33,13 @@ from typing import Any
 
 import numpy as np
 
-from gpunet import data
-from gpunet.backend import Device, resolve_device, to_numpy
-from gpunet.engine import CPU_CHUNK_ROWS, LocalEngine
+from gpunet.core.flat import flatten
+from gpunet.data import datasets
+from gpunet.device.backend import Device, resolve_device, to_numpy
 from gpunet.errors import ConfigError, GpunetError, StepFailed
-from gpunet.flat import flatten
-from gpunet.signals import stop_requested
-from gpunet.train import StepAbandoned
+from gpunet.files.signals import stop_requested
+from gpunet.training.engine import CPU_CHUNK_ROWS, LocalEngine
+from gpunet.training.train import StepAbandoned
 
 Array = Any
 # Every wait on the cluster has a deadline (seconds; module constants so tests can shorten them).
@@ -74,8 +74,8 @@ class ShardSpec:
 
 
 @functools.lru_cache(maxsize=2)
-def _dataset(name: str, data_dir: str | None) -> data.Dataset:
-    return data.load(name, Path(data_dir) if data_dir else None, offline=True)
+def _dataset(name: str, data_dir: str | None) -> datasets.Dataset:
+    return datasets.load(name, Path(data_dir) if data_dir else None, offline=True)
 
 
 def shard_images(spec: ShardSpec) -> tuple[np.ndarray, np.ndarray]:
@@ -150,11 +150,11 @@ class Shard:
 
 
 def build_shard(spec: ShardSpec) -> Shard:
-    from gpunet.train import DeviceData  # the trainer's own scaling and one-hot, on the worker's device
+    from gpunet.training.train import DeviceData  # the trainer's own scaling and one-hot, on the worker's device
 
     images, labels = shard_images(spec)
     device = _device(spec.device)
-    rows = DeviceData.from_host(images, labels, device, spec.dtype, data.NUM_CLASSES)
+    rows = DeviceData.from_host(images, labels, device, spec.dtype, datasets.NUM_CLASSES)
     return Shard(rows.x, rows.targets, rows.labels, spec.device)
 
 
@@ -299,7 +299,7 @@ class DaskSource:
 
     def __init__(
         self,
-        dataset: data.Dataset,
+        dataset: datasets.Dataset,
         data_dir: Path | None,
         dtype: str,
         device: Device,
@@ -402,7 +402,7 @@ class DaskSource:
             raise EngineError("every Dask worker is gone")
 
     def gradient(self, params: list[Array]) -> tuple[Array, Array]:
-        """Mean loss and mean gradient (one flat vector, as gpunet.train.LocalSource gives it)."""
+        """Mean loss and mean gradient (one flat vector, as gpunet.training.train.LocalSource gives it)."""
         loss_sum, grad_sums, seconds = self._reduce(shard_gradient_sums, params)
         self.last_compute_s = max(seconds)
         n = self.samples
@@ -431,7 +431,7 @@ class DaskSource:
 
 def bench_dask(
     config: Any,
-    dataset: data.Dataset,
+    dataset: datasets.Dataset,
     data_dir: Path | None,
     workers: int,
     scheduler: str | None,
@@ -444,7 +444,7 @@ def bench_dask(
 
     The local engine's step on the same samples is timed beside it where they fit in memory here.
     """
-    from gpunet.train import Trainer
+    from gpunet.training.train import Trainer
 
     device = resolve_device("cpu")
     rows = []

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from gpunet.errors import ConfigError
-from gpunet.files import atomic_file
+from gpunet.files.outputs import atomic_file
 
 
 def _pyplot() -> Any:

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import numpy as np
 
-from gpunet import inputs
+from gpunet.data.idx import read_idx
 from gpunet.errors import DatasetError
-from gpunet.idx import read_idx
+from gpunet.files import inputs
 
 SIDE = 28
 

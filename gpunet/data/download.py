@@ -24,7 +24,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from gpunet.errors import DatasetError
-from gpunet.files import atomic_file
+from gpunet.files.outputs import atomic_file
 
 CHUNK = 1 << 16
 

@@ -12,9 +12,9 @@ from typing import Any
 
 import numpy as np
 
-from gpunet.data import Dataset
-from gpunet.initializers import he_normal
-from gpunet.train import Record, TrainConfig, layer_sizes, shuffle_rng
+from gpunet.data.datasets import Dataset
+from gpunet.training.initializers import he_normal
+from gpunet.training.train import Record, TrainConfig, layer_sizes, shuffle_rng
 
 TORCH_CPU_HINT = (
     "for PyTorch's CPU build run ./setup.sh --bench, "
@@ -35,7 +35,7 @@ def torch_unavailable(device: str) -> str | None:
 
 
 class TorchTrainer:
-    """The interface of gpunet.train.Trainer that the benchmark uses: step, evaluate, synchronize."""
+    """The interface of gpunet.training.train.Trainer that the benchmark uses: step, evaluate, synchronize."""
 
     schedule = "PyTorch eager, whole batch"
 

@@ -28,8 +28,8 @@ from typing import Any
 
 import numpy as np
 
-from gpunet import model
-from gpunet.backend import Device, is_numpy_array
+from gpunet.core import model
+from gpunet.device.backend import Device, is_numpy_array
 
 Array = Any
 CPU_CHUNK_ROWS = 8192

@@ -5,7 +5,7 @@ diverging run, Ctrl-C) ends as one line on stderr and a non-zero exit code:
 2 for bad options, 1 for data, devices, clusters and outputs that could not be
 written, 3 for a run that diverged or did not learn, 128 + the signal for Ctrl-C (130), SIGTERM (143)
 and SIGHUP (129). Every command claims its output files before it starts
-(gpunet.files.claim_outputs) and writes them atomically.
+(gpunet.files.outputs.claim_outputs) and writes them atomically.
 """
 
 from __future__ import annotations
@@ -24,26 +24,9 @@ import typer
 from rich.table import Table
 from typer.core import TyperGroup
 
-from gpunet import __version__, checkpoint, data, model, signals, userdata
-from gpunet.backend import Device, describe, resolve_device, to_numpy
-from gpunet.bench import BenchSettings
-from gpunet.doctor import doctor_command
-from gpunet.engine import LocalEngine
-from gpunet.errors import (
-    ConfigError,
-    DatasetError,
-    DeviceError,
-    DivergedError,
-    GpunetError,
-    Interrupted,
-    NotLearning,
-    OutputRefused,
-    StepFailed,
-    WriteFailed,
-)
-from gpunet.files import Claim, atomic_file, claim_outputs, failure_reason, write_each
-from gpunet.images import read_images
-from gpunet.options import (
+from gpunet import __version__
+from gpunet.bench.suite import BenchSettings
+from gpunet.cli.options import (
     BatchOpt,
     DataDirOpt,
     DataOpt,
@@ -62,8 +45,38 @@ from gpunet.options import (
     SeedOpt,
     WorkersOpt,
 )
-from gpunet.report import Reporter, forgiving_output, safe_output, stderr_line
-from gpunet.train import DeviceData, Record, TrainConfig, Trainer, TrainResult, byte_size, check_fits, parse_hidden
+from gpunet.cli.report import Reporter, forgiving_output, safe_output, stderr_line
+from gpunet.core import model
+from gpunet.data import datasets, userdata
+from gpunet.data.images import read_images
+from gpunet.device.backend import Device, describe, resolve_device, to_numpy
+from gpunet.errors import (
+    ConfigError,
+    DatasetError,
+    DeviceError,
+    DivergedError,
+    GpunetError,
+    Interrupted,
+    NotLearning,
+    OutputRefused,
+    StepFailed,
+    WriteFailed,
+)
+from gpunet.files import signals
+from gpunet.files.outputs import Claim, atomic_file, claim_outputs, failure_reason, write_each
+from gpunet.training import checkpoint
+from gpunet.training.doctor import doctor_command
+from gpunet.training.engine import LocalEngine
+from gpunet.training.train import (
+    DeviceData,
+    Record,
+    TrainConfig,
+    Trainer,
+    TrainResult,
+    byte_size,
+    check_fits,
+    parse_hidden,
+)
 
 # Typer bundles its own click in recent releases and uses the public one in
 # older ones; the base class of its exceptions is found either way.
@@ -176,16 +189,16 @@ BENCH_DEFAULT = BenchSettings()  # the Python API's defaults are the CLI's
 
 def load_dataset(
     name: str, data_dir: Path | None, offline: bool, out: Reporter, user_data: Path | None = None
-) -> data.Dataset:
+) -> datasets.Dataset:
     """A built-in dataset by name, or the user's --data (format-checked, no published checksum)."""
     if user_data is not None:
         ds = userdata.load_path(user_data, out.say)
         out.say(userdata.describe(ds))
         return ds
-    if name not in data.DATASET_NAMES:
-        raise ConfigError(f"unknown dataset '{name}': choose one of {', '.join(data.DATASET_NAMES)}")
+    if name not in datasets.DATASET_NAMES:
+        raise ConfigError(f"unknown dataset '{name}': choose one of {', '.join(datasets.DATASET_NAMES)}")
     with out.downloads():
-        ds = data.load(name, data_dir, offline, out.download_progress, out.say)
+        ds = datasets.load(name, data_dir, offline, out.download_progress, out.say)
     out.say(
         f"dataset: {ds.name} from {ds.source} ({len(ds.train_images):,} train, {len(ds.test_images):,} test images)"
     )
@@ -288,18 +301,18 @@ def train_command(
     # Every option is checked before any data is read or any process started: bad ones fail at once.
     config.validate()
     check_data_options(ctx, user_data, data_dir)
-    if user_data is None and dataset not in data.DATASET_NAMES and saved is not None:
+    if user_data is None and dataset not in datasets.DATASET_NAMES and saved is not None:
         raise ConfigError(f"{resume} was trained on your data '{dataset}': give it again with --data PATH")
     if user_data is not None and engine == "dask":
         raise ConfigError("--engine dask reads the built-in datasets only; train --data with --engine local")
     if plot:
-        from gpunet import plots
+        from gpunet.bench import plots
 
         plots.require(plot)
     if checkpoint_every is not None and checkpoint_every < 1:
         raise ConfigError(f"--checkpoint-every must be at least 1, got {checkpoint_every}")
-    if user_data is None and dataset not in data.DATASET_NAMES:
-        raise ConfigError(f"unknown dataset '{dataset}': choose one of {', '.join(data.DATASET_NAMES)}")
+    if user_data is None and dataset not in datasets.DATASET_NAMES:
+        raise ConfigError(f"unknown dataset '{dataset}': choose one of {', '.join(datasets.DATASET_NAMES)}")
     check_engine_options(ctx, engine, workers, scheduler)
     if engine == "dask" and config.batch_size is not None:
         raise ConfigError("--engine dask trains on the full batch: omit --batch-size")
@@ -307,7 +320,7 @@ def train_command(
         raise ConfigError("--engine dask reads its shards from files on the workers: use mnist or fashion-mnist")
     dev = resolve_device(device)
     if user_data is None:  # the built-in datasets' sizes are known before reading them; --data's are checked after
-        check_fits(config, [data.IMAGE_PIXELS, *config.hidden, data.NUM_CLASSES], dev)
+        check_fits(config, [datasets.IMAGE_PIXELS, *config.hidden, datasets.NUM_CLASSES], dev)
     out = Reporter(quiet)
     ds = load_dataset(dataset, data_dir, offline, out, user_data)
     outputs.check_inputs({"dataset file": ds.files})
@@ -433,7 +446,7 @@ def train_command(
 
 
 def plot_history(history: list[Record], path: Path, title: str) -> None:
-    from gpunet import plots
+    from gpunet.bench import plots
 
     plots.plot_history(history, path, title=title)
 
@@ -472,7 +485,7 @@ def check_engine_options(ctx: typer.Context, engine: str, workers: int, schedule
         if _given(ctx, "workers"):
             raise ConfigError("--workers sizes a local cluster; with --scheduler the cluster's own workers are used")
         return
-    from gpunet.distributed import check_workers  # Dask itself is not imported for this
+    from gpunet.training.distributed import check_workers  # Dask itself is not imported for this
 
     check_workers(workers)
 
@@ -488,12 +501,12 @@ def check_data_options(ctx: typer.Context, user_data: Path | None, data_dir: Pat
 
 
 def make_source(
-    engine: str, config: TrainConfig, ds: data.Dataset, dev: Device, workers: int, scheduler: str | None, say: Any
+    engine: str, config: TrainConfig, ds: datasets.Dataset, dev: Device, workers: int, scheduler: str | None, say: Any
 ) -> Any:
     """Where the training samples live: None for this process's device, or shards on Dask workers."""
     if engine == "local":
         return None
-    from gpunet.distributed import DaskSource
+    from gpunet.training.distributed import DaskSource
 
     return DaskSource(ds, Path(ds.source), config.dtype, dev, scheduler, workers, say=say)
 
@@ -551,15 +564,17 @@ def bench_command(
     ] = "60000,1000000",
 ) -> None:
     """Train the same configuration on every backend; compare ms/step, time to target and accuracy."""
-    from gpunet import bench
+    from gpunet.bench import suite
 
     config = TrainConfig(parse_hidden(hidden), optimizer, lr, iterations, batch_size, dtype, seed, eval_every)
-    settings = bench.BenchSettings(config, target_accuracy, warmup, timed_steps, repeats)
+    settings = suite.BenchSettings(config, target_accuracy, warmup, timed_steps, repeats)
     settings.validate()
     check_data_options(ctx, user_data, data_dir)
-    check_fits(config, [data.IMAGE_PIXELS, *config.hidden, data.NUM_CLASSES], resolve_device("cpu"))  # host memory
+    check_fits(
+        config, [datasets.IMAGE_PIXELS, *config.hidden, datasets.NUM_CLASSES], resolve_device("cpu")
+    )  # host memory
     if plot:
-        from gpunet import plots
+        from gpunet.bench import plots
 
         plots.require(plot)
     check_engine_options(ctx, engine, workers, scheduler)
@@ -578,16 +593,16 @@ def bench_command(
         return bench_dask_command(
             settings, dataset, data_dir, offline, workers, scheduler, dask_samples, json_path, outputs
         )
-    chosen = [b.strip() for b in backends.split(",") if b.strip()] if backends else list(bench.BACKENDS)
+    chosen = [b.strip() for b in backends.split(",") if b.strip()] if backends else list(suite.BACKENDS)
     if backends:  # asked for by name: a backend that cannot run is an error, not a footnote
         for b in chosen:
-            reason = bench.unavailable(b, config)
+            reason = suite.unavailable(b, config)
             if reason:
-                raise (ConfigError if b not in bench.BACKENDS else DeviceError)(f"backend {b}: {reason}")
+                raise (ConfigError if b not in suite.BACKENDS else DeviceError)(f"backend {b}: {reason}")
     out = Reporter()
     ds = load_dataset(dataset, data_dir, offline, out, user_data)
     outputs.check_inputs({"dataset file": ds.files})
-    report = bench.run_bench(settings, ds, chosen, out.say, progress=out)
+    report = suite.run_bench(settings, ds, chosen, out.say, progress=out)
     out.console.print(bench_table(report))
     for name, detail in report["agreement"].items():
         out.say(
@@ -595,10 +610,10 @@ def bench_command(
             f"(relative), test accuracy by {100 * detail['test_accuracy_difference']:+.2f} points"
         )
     if sweep:
-        floors = {kind: bench.Floor(**f) for kind, f in report["floors"].items()}  # one floor per run
-        report["sweep"] = bench.sweep(settings, ds, chosen, say=out.say, floors=floors)["sweep"]
+        floors = {kind: suite.Floor(**f) for kind, f in report["floors"].items()}  # one floor per run
+        report["sweep"] = suite.sweep(settings, ds, chosen, say=out.say, floors=floors)["sweep"]
         out.console.print(sweep_table(report["sweep"]))
-    from gpunet import plots
+    from gpunet.bench import plots
 
     jobs = [
         ("results", json_path, lambda: write_json(json_path, report)),
@@ -624,8 +639,8 @@ def bench_dask_command(
     json_path: Path | None,
     outputs: Claim,
 ) -> None:
-    from gpunet import bench
-    from gpunet.distributed import bench_dask
+    from gpunet.bench import suite
+    from gpunet.training.distributed import bench_dask
 
     try:
         sizes = tuple(int(n) for n in dask_samples.split(","))
@@ -635,7 +650,7 @@ def bench_dask_command(
         raise ConfigError(f"--dask-samples sizes must be at least 1, got '{dask_samples}'")
     if scheduler is None:  # a local cluster holds every shard in this machine's memory
         host = resolve_device("cpu")
-        needed = max(sizes) * data.IMAGE_PIXELS * (1 + np.dtype(settings.config.dtype).itemsize)
+        needed = max(sizes) * datasets.IMAGE_PIXELS * (1 + np.dtype(settings.config.dtype).itemsize)
         if needed > host.memory_bytes():
             raise ConfigError(
                 f"--dask-samples {max(sizes):,}: the shards would need {byte_size(needed)} on a local cluster, "
@@ -660,7 +675,7 @@ def bench_dask_command(
         )
     out.console.print(table)
     if json_path:
-        report = {"machine": bench.machine_info(), "config": {**asdict(settings.config), "dataset": ds.name}}
+        report = {"machine": suite.machine_info(), "config": {**asdict(settings.config), "dataset": ds.name}}
         write_json(json_path, {**report, "dask": rows})
         out.say(f"results written to {json_path}")
 
@@ -729,10 +744,10 @@ def model_class_names(saved: checkpoint.Checkpoint) -> list[str]:
     """What each output unit stands for: the labels a Python fit recorded, else the dataset's names."""
     if saved.classes is not None:
         return [str(c) for c in saved.classes]
-    return data.class_names(saved.dataset, saved.sizes[-1])
+    return datasets.class_names(saved.dataset, saved.sizes[-1])
 
 
-def check_model_fits_data(saved: checkpoint.Checkpoint, ds: data.Dataset, path: Path) -> None:
+def check_model_fits_data(saved: checkpoint.Checkpoint, ds: datasets.Dataset, path: Path) -> None:
     """The data's rows and labels must fit the model's input and output layers."""
     features = ds.train_images.shape[1]
     if features != saved.sizes[0]:
@@ -770,7 +785,7 @@ def evaluate_command(
     outputs = claim(ctx, {"--json": json_path}, inputs=inputs)
     saved, dev, params = load_model(checkpoint_file, device)
     name = dataset or saved.dataset
-    if user_data is None and name not in data.DATASET_NAMES:
+    if user_data is None and name not in datasets.DATASET_NAMES:
         where = "in Python (gpunet.MLPClassifier)" if saved.dataset == "arrays" else f"on your data '{name}'"
         raise ConfigError(f"{checkpoint_file} was trained {where}: say what to evaluate it on with --data PATH")
     out = Reporter()
@@ -834,7 +849,7 @@ def predict_command(
     predictions = []
     for path in files:
         # A model of a built-in dataset takes pictures; one of your own data, your kind of rows.
-        pixels, labels = read_images(path, saved.sizes[0], pixels=saved.dataset in data.DATASET_NAMES)
+        pixels, labels = read_images(path, saved.sizes[0], pixels=saved.dataset in datasets.DATASET_NAMES)
         x = dev.asarray(pixels.astype(saved.config.dtype))
         probabilities = np.exp(to_numpy(model.log_softmax(model.logits_t(params, x), axis=0))).T
         for label, p in zip(labels, probabilities):
@@ -863,13 +878,13 @@ def datasets_command(ctx: typer.Context, data_dir: DataDirOpt = None) -> None:
     if ctx.invoked_subcommand is not None:
         return
     problems = 0
-    for spec in data.SPECS.values():
+    for spec in datasets.SPECS.values():
         try:
-            found, searched = data.locate(spec, data_dir)
+            found, searched = datasets.locate(spec, data_dir)
             if found is None:
                 where = "not found; looked in " + ", ".join(map(str, searched))
             else:  # files present are not enough: train would refuse a corrupt or foreign one
-                checked = "verified" if data.load_dir(spec, found).verified else "format-checked only"
+                checked = "verified" if datasets.load_dir(spec, found).verified else "format-checked only"
                 where = f"found in {found} ({checked})"
         except DatasetError as e:
             where = f"problem: {e}"
@@ -877,7 +892,7 @@ def datasets_command(ctx: typer.Context, data_dir: DataDirOpt = None) -> None:
         print(f"{spec.name:<14} {where}")
     print(f"{'synthetic':<14} generated on demand (10 classes, 28x28, 3,000 train / 1,000 test)")
     if problems:  # the listing is complete, but a script must be able to tell that something is wrong
-        raise DatasetError(f"{problems} of {len(data.SPECS)} datasets have a problem (listed above)")
+        raise DatasetError(f"{problems} of {len(datasets.SPECS)} datasets have a problem (listed above)")
 
 
 @datasets_app.command("download")
@@ -885,15 +900,15 @@ def download_command(
     name: Annotated[str, typer.Argument(help="mnist or fashion-mnist.")], data_dir: DataDirOpt = None
 ) -> None:
     """Fetch a dataset into the cache (if it is not found locally) and verify it."""
-    if name not in data.SPECS:
-        raise ConfigError(f"cannot download '{name}': choose one of {', '.join(data.SPECS)}")
-    spec = data.SPECS[name]
+    if name not in datasets.SPECS:
+        raise ConfigError(f"cannot download '{name}': choose one of {', '.join(datasets.SPECS)}")
+    spec = datasets.SPECS[name]
     out = Reporter()
-    found, _ = data.locate(spec, data_dir)
+    found, _ = datasets.locate(spec, data_dir)
     if found is None:  # into --data-dir where given, else the cache
         with out.downloads():
-            found = data.fetch(spec, out.download_progress, data_dir / spec.name if data_dir else None, out.say)
-    ds = data.load_dir(spec, found)
+            found = datasets.fetch(spec, out.download_progress, data_dir / spec.name if data_dir else None, out.say)
+    ds = datasets.load_dir(spec, found)
     state = (
         "verified against published checksums" if ds.verified else "format-checked (no published checksum covers it)"
     )

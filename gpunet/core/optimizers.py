@@ -1,6 +1,6 @@
 """Update rules over one flat parameter vector, in place, on its own device.
 
-Parameters, gradients and each state slot are single vectors (gpunet.flat),
+Parameters, gradients and each state slot are single vectors (gpunet.core.flat),
 and each rule's arithmetic is one `fusable` function: one kernel per update on
 a GPU, whatever the number of layers.
 """
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from gpunet.backend import array_namespace, fusable
+from gpunet.device.backend import array_namespace, fusable
 
 Array = Any
 
@@ -41,7 +41,7 @@ def adam_update(
     eps: float,
     xp: Any,
 ) -> None:
-    # 1 - beta is computed on the host and passed in: see the rule in gpunet.backend.fusable.
+    # 1 - beta is computed on the host and passed in: see the rule in gpunet.device.backend.fusable.
     m *= beta1
     m += one_minus_beta1 * g
     v *= beta2

@@ -11,14 +11,15 @@ from typing import Any
 
 import numpy as np
 
-from gpunet import initializers, model
-from gpunet.backend import Device, to_numpy
-from gpunet.data import Dataset
-from gpunet.engine import LocalEngine
+from gpunet.core import model
+from gpunet.core.flat import Layout, flatten
+from gpunet.core.optimizers import OPTIMIZERS, make_optimizer
+from gpunet.data.datasets import Dataset
+from gpunet.device.backend import Device, to_numpy
 from gpunet.errors import ConfigError, DivergedError, GpunetError, Interrupted, NotLearning, StepFailed, WriteFailed
-from gpunet.flat import Layout, flatten
-from gpunet.optimizers import OPTIMIZERS, make_optimizer
-from gpunet.signals import deferred, stop_requests
+from gpunet.files.signals import deferred, stop_requests
+from gpunet.training import initializers
+from gpunet.training.engine import LocalEngine
 
 Array = Any
 DTYPES = ("float32", "float64")
@@ -274,7 +275,7 @@ class LocalSource:
     """The training set on the trainer's own device: batches from BatchOrder, gradients from a LocalEngine.
 
     A trainer asks its source for a step's gradient and for the training-set
-    metrics; another source (gpunet.distributed) keeps the samples elsewhere.
+    metrics; another source (gpunet.training.distributed) keeps the samples elsewhere.
     """
 
     def __init__(
@@ -287,7 +288,7 @@ class LocalSource:
         self.order = BatchOrder(self.data, config.batch_size, rng, device)
 
     def gradient(self, params: list[Array]) -> tuple[Array, Array]:
-        """Mean loss and the mean gradient as one flat vector (gpunet.flat), over the next batch."""
+        """Mean loss and the mean gradient as one flat vector (gpunet.core.flat), over the next batch."""
         x, targets = next(self.order)
         loss_sum, grad_sums = self.engine.gradient_sums(params, x, targets)
         grads = flatten(grad_sums)  # a new vector: divided in place, no second allocation

@@ -10,7 +10,7 @@ the arrays it is given, so the same lines run on numpy, cupy and
 array-api-strict. Nothing here reads a value back to the host.
 
 The elementwise steps of the training gradient are `fusable` functions: each
-is one kernel on a GPU (see gpunet.backend.fusable) and plain array code
+is one kernel on a GPU (see gpunet.device.backend.fusable) and plain array code
 elsewhere. They take `xp` as an argument rather than deriving it, because
 cupy's fusion traces them with the raw cupy module.
 """
@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from gpunet.backend import array_namespace, fusable
+from gpunet.device.backend import array_namespace, fusable
 
 Array = Any
 

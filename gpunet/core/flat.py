@@ -17,7 +17,7 @@ from itertools import accumulate, pairwise
 from math import prod
 from typing import Any
 
-from gpunet.backend import array_namespace
+from gpunet.device.backend import array_namespace
 
 Array = Any
 

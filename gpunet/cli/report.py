@@ -21,8 +21,8 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
-from gpunet.download import Progress as ByteProgress
-from gpunet.train import Record
+from gpunet.data.download import Progress as ByteProgress
+from gpunet.training.train import Record
 
 
 def format_record(r: Record) -> str:

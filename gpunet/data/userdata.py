@@ -25,9 +25,9 @@ from pathlib import Path
 
 import numpy as np
 
-from gpunet import data
+from gpunet.data import datasets
+from gpunet.data.idx import parse_idx, read_bytes
 from gpunet.errors import DatasetError
-from gpunet.idx import parse_idx, read_bytes
 
 IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 NPZ_SPLITS = ("x_train", "y_train", "x_test", "y_test")
@@ -36,7 +36,7 @@ SPLIT_SEED = 0
 MAX_CLASSES = 65536
 
 
-def load_path(path: Path, say: Callable[[str], None] = lambda _: None) -> data.Dataset:
+def load_path(path: Path, say: Callable[[str], None] = lambda _: None) -> datasets.Dataset:
     """Read and check a user's .npz file or IDX folder, or raise DatasetError saying what is wrong."""
     path = Path(path)
     if path.is_dir():
@@ -48,7 +48,7 @@ def load_path(path: Path, say: Callable[[str], None] = lambda _: None) -> data.D
     return _load_npz(path, say)
 
 
-def describe(ds: data.Dataset) -> str:
+def describe(ds: datasets.Dataset) -> str:
     """One line saying what was read."""
     x = ds.train_images
     kind = "uint8 pixels, scaled to [0, 1]" if x.dtype == np.uint8 else f"{x.dtype} numbers, used as given"
@@ -71,7 +71,7 @@ def _idx_file(folder: Path, name: str) -> Path:
     )
 
 
-def _load_idx_folder(folder: Path) -> data.Dataset:
+def _load_idx_folder(folder: Path) -> datasets.Dataset:
     paths = [_idx_file(folder, name) for name in IDX_FILES]
     arrays, shas = [], []
     for path in paths:
@@ -80,7 +80,7 @@ def _load_idx_folder(folder: Path) -> data.Dataset:
         shas.append(hashlib.sha256(contents).hexdigest())
     return _dataset(
         folder,
-        *data.checked_splits(arrays, paths, MAX_CLASSES),
+        *datasets.checked_splits(arrays, paths, MAX_CLASSES),
         hashlib.sha256("".join(shas).encode()).hexdigest(),  # as for the built-in datasets
         tuple(paths),
     )
@@ -89,7 +89,7 @@ def _load_idx_folder(folder: Path) -> data.Dataset:
 # --- .npz files -------------------------------------------------------------------------------
 
 
-def _load_npz(path: Path, say: Callable[[str], None]) -> data.Dataset:
+def _load_npz(path: Path, say: Callable[[str], None]) -> datasets.Dataset:
     try:
         with np.load(path, allow_pickle=False) as f:
             if not isinstance(f, np.lib.npyio.NpzFile):
@@ -167,11 +167,11 @@ def _dataset(
     test_y: np.ndarray,
     checksum: str,
     files: tuple[Path, ...],
-) -> data.Dataset:
+) -> datasets.Dataset:
     num_classes = int(max(train_y.max(), test_y.max())) + 1
     if num_classes < 2:
         raise DatasetError("every label is 0: a classifier needs at least two classes", path)
-    return data.Dataset(
+    return datasets.Dataset(
         name=path.resolve().name,
         source=str(path),
         train_images=train_x,
@@ -194,8 +194,8 @@ def load_dataset(
     unless `offline`, as the command line does), or a path. Images come as
     (n, pixels) uint8 rows, labels as integer arrays.
     """
-    if isinstance(name, Path) or str(name) not in data.DATASET_NAMES:
+    if isinstance(name, Path) or str(name) not in datasets.DATASET_NAMES:
         ds = load_path(Path(name))
     else:
-        ds = data.load(str(name), Path(data_dir) if data_dir else None, offline)
+        ds = datasets.load(str(name), Path(data_dir) if data_dir else None, offline)
     return ds.train_images, ds.train_labels, ds.test_images, ds.test_labels

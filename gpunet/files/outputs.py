@@ -20,14 +20,14 @@ Two things every command that writes files uses:
   Options whose value is None are skipped. `updates` names the outputs allowed
   to be the same file as one input (a resumed checkpoint written back in place).
   A CLI command does this with `claim(ctx, outputs, inputs=..., updates=...)`
-  (gpunet/cli.py), which releases the claim when the command ends.
+  (gpunet/cli/commands.py), which releases the claim when the command ends.
 
 - `atomic_file(path)`: a temporary file beside `path` (`.<name>.<pid>-<host>.<random>.tmp`),
   flushed to disk and then renamed onto `path`; if anything fails, the
   temporary file is removed and `path` is untouched. At rename time it refuses
   to replace anything that is not a regular file, whatever the checks found
   earlier. Ctrl-C, SIGTERM and SIGHUP arriving while it writes are held until
-  the file is complete (gpunet.signals.deferred). Before writing, it removes
+  the file is complete (gpunet.files.signals.deferred). Before writing, it removes
   stale temporary files of the same target: those whose creating process on
   this machine has exited, or that are older than STALE_AFTER_S.
 
@@ -53,8 +53,8 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any
 
-from gpunet import signals
 from gpunet.errors import GpunetError, OutputInUse, OutputRefused, WriteFailed, shown
+from gpunet.files import signals
 
 STALE_AFTER_S = 24 * 3600  # a temporary file this old is nobody's write in progress
 # For tests only: seconds every atomic write waits before it is finished, so a

@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from gpunet.data import Dataset
-from gpunet.train import Record, TrainConfig
+from gpunet.data.datasets import Dataset
+from gpunet.training.train import Record, TrainConfig
 
 
 def sklearn_unavailable(config: TrainConfig | None = None) -> str | None:
@@ -40,7 +40,7 @@ def _rows(images: np.ndarray, dtype: str) -> np.ndarray:
 
 
 class SklearnTrainer:
-    """The interface of gpunet.train.Trainer that the benchmark uses: step, evaluate, synchronize."""
+    """The interface of gpunet.training.train.Trainer that the benchmark uses: step, evaluate, synchronize."""
 
     schedule = "scikit-learn partial_fit, whole batch"
 

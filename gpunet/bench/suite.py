@@ -30,14 +30,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from gpunet import __version__
-from gpunet.backend import Device, blas_info, cupy_version, describe, resolve_device
-from gpunet.data import Dataset
-from gpunet.engine import cpu_cores
+from gpunet.data.datasets import Dataset
+from gpunet.device.backend import Device, blas_info, cupy_version, describe, resolve_device
 from gpunet.errors import ConfigError, DeviceError
-from gpunet.train import Record, TrainConfig, Trainer, layer_sizes
+from gpunet.training.engine import cpu_cores
+from gpunet.training.train import Record, TrainConfig, Trainer, layer_sizes
 
 if TYPE_CHECKING:
-    from gpunet.report import Reporter
+    from gpunet.cli.report import Reporter
 
 BACKENDS = ("numpy", "cupy", "torch-cpu", "torch-cuda", "sklearn")
 # Backends that start from gpunet's initial weights and batch order, so their final weights are comparable.
@@ -80,10 +80,10 @@ def unavailable(backend: str, config: TrainConfig | None = None) -> str | None:
             return str(e)
         return None
     if backend == "sklearn":
-        from gpunet.sklearn_reference import sklearn_unavailable
+        from gpunet.bench.sklearn_reference import sklearn_unavailable
 
         return sklearn_unavailable(config)
-    from gpunet.torch_reference import torch_unavailable
+    from gpunet.bench.torch_reference import torch_unavailable
 
     return torch_unavailable(device_kind(backend))
 
@@ -93,10 +93,10 @@ def make_trainer(backend: str, config: TrainConfig, dataset: Dataset) -> Any:
     if backend in ("numpy", "cupy"):
         return Trainer(config, dataset, resolve_device(device_kind(backend)))
     if backend == "sklearn":
-        from gpunet.sklearn_reference import SklearnTrainer
+        from gpunet.bench.sklearn_reference import SklearnTrainer
 
         return SklearnTrainer(config, dataset)
-    from gpunet.torch_reference import TorchTrainer
+    from gpunet.bench.torch_reference import TorchTrainer
 
     return TorchTrainer(config, dataset, device_kind(backend))
 

@@ -1,0 +1,1 @@
+"""Datasets: the built-in ones (found, fetched, checked), a user's own files, pictures to predict."""

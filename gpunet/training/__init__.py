@@ -1,0 +1,1 @@
+"""Training: the one Trainer every front end uses, its engines (local, Dask), checkpoints and checks."""
