@@ -7,9 +7,8 @@ The Python API is what this module names; everything else is internal:
     load_dataset()  the arrays of a built-in dataset, or of a user's .npz file or IDX folder
 """
 
-__version__ = "0.1.0"
-
 from gpunet.data.userdata import load_dataset
 from gpunet.estimator import MLPClassifier, NotFittedError, load
+from gpunet.version import __version__
 
 __all__ = ["MLPClassifier", "NotFittedError", "__version__", "load", "load_dataset"]

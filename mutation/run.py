@@ -28,21 +28,31 @@ REPO = Path(__file__).resolve().parents[1]
 
 # The tests that can notice a bug in each module: fast ones, enough to reach every function.
 TESTS = {
-    "flat": ["tests/test_flat.py", "tests/test_optimizers.py"],
-    "files": ["tests/test_files.py", "tests/test_durability.py", "tests/test_checkpoint.py", "tests/test_run_end.py"],
-    "optimizers": ["tests/test_optimizers.py", "tests/test_checkpoint.py"],
-    "idx": ["tests/test_idx.py"],  # test_data.py reads the real Fashion-MNIST: minutes per mutant
-    "model": ["tests/test_model.py", "tests/test_engine.py", "tests/test_train.py", "tests/test_evaluate_predict.py"],
-    "checkpoint": ["tests/test_checkpoint.py", "tests/test_evaluate_predict.py"],
-    "engine": ["tests/test_engine.py", "tests/test_train.py"],
-    "data": ["tests/test_data.py", "tests/test_download.py"],
-    "download": ["tests/test_download.py", "tests/test_data.py"],
+    "core/flat": ["tests/test_flat.py", "tests/test_optimizers.py"],
+    "files/outputs": [
+        "tests/test_files.py",
+        "tests/test_durability.py",
+        "tests/test_checkpoint.py",
+        "tests/test_run_end.py",
+    ],
+    "core/optimizers": ["tests/test_optimizers.py", "tests/test_checkpoint.py"],
+    "data/idx": ["tests/test_idx.py"],  # test_data.py reads the real Fashion-MNIST: minutes per mutant
+    "core/model": [
+        "tests/test_model.py",
+        "tests/test_engine.py",
+        "tests/test_train.py",
+        "tests/test_evaluate_predict.py",
+    ],
+    "training/checkpoint": ["tests/test_checkpoint.py", "tests/test_evaluate_predict.py"],
+    "training/engine": ["tests/test_engine.py", "tests/test_train.py"],
+    "data/datasets": ["tests/test_data.py", "tests/test_download.py"],
+    "data/download": ["tests/test_download.py", "tests/test_data.py"],
     # What a file holds, named from its first bytes: reached through every loader.
-    "inputs": ["tests/test_inputs.py", "tests/test_checkpoint.py", "tests/test_data.py"],
-    "train": ["tests/test_train.py", "tests/test_checkpoint.py", "tests/test_not_learning.py"],
-    "bench": ["tests/test_bench.py"],
+    "files/inputs": ["tests/test_inputs.py", "tests/test_checkpoint.py", "tests/test_data.py"],
+    "training/train": ["tests/test_train.py", "tests/test_checkpoint.py", "tests/test_not_learning.py"],
+    "bench/suite": ["tests/test_bench.py"],
     # Signals sent to this process (test_signals.py), and to real training runs (test_run_end.py).
-    "signals": ["tests/test_signals.py", "tests/test_run_end.py"],
+    "files/signals": ["tests/test_signals.py", "tests/test_run_end.py"],
 }
 
 

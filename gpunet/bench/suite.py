@@ -25,19 +25,29 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from itertools import pairwise
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 
-from gpunet import __version__
 from gpunet.data.datasets import Dataset
 from gpunet.device.backend import Device, blas_info, cupy_version, describe, resolve_device
 from gpunet.errors import ConfigError, DeviceError
 from gpunet.training.engine import cpu_cores
 from gpunet.training.train import Record, TrainConfig, Trainer, layer_sizes
+from gpunet.version import __version__
 
-if TYPE_CHECKING:
-    from gpunet.cli.report import Reporter
+
+class Progress(Protocol):
+    """What the bench shows its progress on (the CLI's Reporter is one): a bar per phase, evaluations, steps."""
+
+    def training(
+        self, total_steps: int, label: str = ..., redraw_on_update: bool = ...
+    ) -> contextlib.AbstractContextManager[Any]: ...
+
+    def record(self, r: Record) -> None: ...
+
+    def step(self, step: int) -> None: ...
+
 
 BACKENDS = ("numpy", "cupy", "torch-cpu", "torch-cuda", "sklearn")
 # Backends that start from gpunet's initial weights and batch order, so their final weights are comparable.
@@ -423,7 +433,7 @@ def run_bench(
     dataset: Dataset,
     backends: Sequence[str],
     say: Callable[[str], None] = lambda _: None,
-    progress: Reporter | None = None,
+    progress: Progress | None = None,
 ) -> dict[str, Any]:
     """Every requested backend in turn; unavailable ones are listed with the reason.
 
@@ -507,7 +517,7 @@ def _agreement(results: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def _showing(progress: Reporter | None, total: int, label: str) -> contextlib.AbstractContextManager[Any]:
+def _showing(progress: Progress | None, total: int, label: str) -> contextlib.AbstractContextManager[Any]:
     return progress.training(total, label, redraw_on_update=True) if progress else contextlib.nullcontext()
 
 

@@ -24,7 +24,6 @@ import typer
 from rich.table import Table
 from typer.core import TyperGroup
 
-from gpunet import __version__
 from gpunet.bench.suite import BenchSettings
 from gpunet.cli.options import (
     BatchOpt,
@@ -64,8 +63,7 @@ from gpunet.errors import (
 )
 from gpunet.files import signals
 from gpunet.files.outputs import Claim, atomic_file, claim_outputs, failure_reason, write_each
-from gpunet.training import checkpoint
-from gpunet.training.doctor import doctor_command
+from gpunet.training import checkpoint, doctor
 from gpunet.training.engine import LocalEngine
 from gpunet.training.train import (
     DeviceData,
@@ -75,8 +73,10 @@ from gpunet.training.train import (
     TrainResult,
     byte_size,
     check_fits,
+    layer_sizes,
     parse_hidden,
 )
+from gpunet.version import __version__
 
 # Typer bundles its own click in recent releases and uses the public one in
 # older ones; the base class of its exceptions is found either way.
@@ -862,7 +862,45 @@ def predict_command(
         write_json(json_path, {"checkpoint": str(checkpoint_file), "predictions": predictions})
 
 
-app.command("doctor")(doctor_command)
+@app.command("doctor")
+def doctor_command(
+    ctx: typer.Context,
+    dataset: DatasetOpt = "auto",
+    user_data: DataOpt = None,
+    data_dir: DataDirOpt = None,
+    offline: OfflineOpt = False,
+    device: DeviceOpt = "auto",
+    hidden: HiddenOpt = "16,16",
+    dtype: DtypeOpt = "float32",
+    seed: SeedOpt = 0,
+) -> None:
+    """Check the inputs, initial loss, gradients, accuracy read-out and first steps; exit 1 if any fails."""
+    config = TrainConfig(hidden=parse_hidden(hidden), dtype=dtype, seed=seed)
+    config.validate()  # bad options fail before any data is read
+    if user_data is not None and (data_dir is not None or ctx.get_parameter_source("dataset").name == "COMMANDLINE"):
+        raise ConfigError("--data names the data itself: give it without --dataset or --data-dir")
+    if user_data is None and dataset not in datasets.DATASET_NAMES:
+        raise ConfigError(f"unknown dataset '{dataset}': choose one of {', '.join(datasets.DATASET_NAMES)}")
+    dev = resolve_device(device)
+    check_fits(config, [datasets.IMAGE_PIXELS, *config.hidden, datasets.NUM_CLASSES], dev)
+    if user_data is not None:
+        ds = userdata.load_path(user_data, say=print)
+        print(userdata.describe(ds))
+    else:
+        ds = datasets.load(dataset, data_dir, offline, say=print)
+    if dev.note:
+        print(dev.note)
+    network = "-".join(map(str, layer_sizes(config, ds)))
+    print(f"checking {network} on {ds.name} ({len(ds.train_images):,} train images), {dtype} on {dev.name}")
+    checks = doctor.run_checks(ds, dev, config)
+    for number, c in enumerate(checks, 1):
+        line = f"{'PASS' if c.passed else 'FAIL'}  {number}. {c.name}  ({c.value})"
+        print(line if c.passed or not c.detail else f"{line} — {c.detail}")
+    failed = sum(not c.passed for c in checks)
+    summary = f"{len(checks) - failed} passed" + (f", {failed} FAILED" if failed else "")
+    print(f"{len(checks)} checks: {summary}")
+    if failed:
+        raise typer.Exit(1)
 
 
 @app.command("devices")

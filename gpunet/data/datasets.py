@@ -15,14 +15,16 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from gpunet.data.download import Progress, download
 from gpunet.data.idx import check_split, parse_idx, read_bytes
 from gpunet.errors import DatasetError, DatasetMissing, ForeignFile, shown
 from gpunet.files import inputs
+
+if TYPE_CHECKING:  # the downloader (urllib, http.client) is imported only when a download is due
+    from gpunet.data.download import Progress
 
 NUM_CLASSES = 10
 IMAGE_PIXELS = 28 * 28  # every dataset gpunet knows; files of another size are read as they are
@@ -302,6 +304,8 @@ def fetch(
     for f in spec.files:
         if _file_in(target, f) is None:
             urls = [base + f.name + ".gz" for base in mirrors(spec)]
+            from gpunet.data.download import download
+
             download(urls, target / f"{f.name}.gz", f.gz_sha256, progress(f.name) if progress else None, say=say)
     return target
 

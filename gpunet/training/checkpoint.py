@@ -20,13 +20,13 @@ from typing import Any
 
 import numpy as np
 
-from gpunet import __version__
 from gpunet.core.flat import flatten
 from gpunet.data.datasets import Dataset
 from gpunet.errors import GpunetError, WriteFailed, shown
 from gpunet.files import inputs
 from gpunet.files.outputs import atomic_file, failure_reason
 from gpunet.training.train import Record, TrainConfig, Trainer, layer_sizes
+from gpunet.version import __version__
 
 FORMAT = 1
 

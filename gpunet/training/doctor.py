@@ -15,17 +15,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import typer
 
-from gpunet.cli.options import DataDirOpt, DataOpt, DatasetOpt, DeviceOpt, DtypeOpt, HiddenOpt, OfflineOpt, SeedOpt
 from gpunet.core import model
-from gpunet.data import datasets, userdata
 from gpunet.data.datasets import Dataset
-from gpunet.device import backend
 from gpunet.device.backend import Device, array_namespace, to_numpy
-from gpunet.errors import ConfigError
 from gpunet.training import initializers, train
-from gpunet.training.train import TrainConfig, layer_sizes, parse_hidden
+from gpunet.training.train import TrainConfig, layer_sizes
 
 BATCH = 1000  # samples for the accuracy and bias-gradient checks
 SUBSET = 10_000  # samples for the first steps and the dead-unit count: enough, and quick on a CPU
@@ -244,43 +239,3 @@ def run_checks(dataset: Dataset, device: Device, config: TrainConfig) -> list[Ch
                 passed, value, detail = False, "error", f"{type(e).__name__}: {e}"
             results.append(Check(name, bool(passed), value, "" if passed else detail))
     return results
-
-
-def doctor_command(
-    ctx: typer.Context,
-    dataset: DatasetOpt = "auto",
-    user_data: DataOpt = None,
-    data_dir: DataDirOpt = None,
-    offline: OfflineOpt = False,
-    device: DeviceOpt = "auto",
-    hidden: HiddenOpt = "16,16",
-    dtype: DtypeOpt = "float32",
-    seed: SeedOpt = 0,
-) -> None:
-    """Check the inputs, initial loss, gradients, accuracy read-out and first steps; exit 1 if any fails."""
-    config = TrainConfig(hidden=parse_hidden(hidden), dtype=dtype, seed=seed)
-    config.validate()  # bad options fail before any data is read
-    if user_data is not None and (data_dir is not None or ctx.get_parameter_source("dataset").name == "COMMANDLINE"):
-        raise ConfigError("--data names the data itself: give it without --dataset or --data-dir")
-    if user_data is None and dataset not in datasets.DATASET_NAMES:
-        raise ConfigError(f"unknown dataset '{dataset}': choose one of {', '.join(datasets.DATASET_NAMES)}")
-    dev = backend.resolve_device(device)
-    train.check_fits(config, [datasets.IMAGE_PIXELS, *config.hidden, datasets.NUM_CLASSES], dev)
-    if user_data is not None:
-        ds = userdata.load_path(user_data, say=print)
-        print(userdata.describe(ds))
-    else:
-        ds = datasets.load(dataset, data_dir, offline, say=print)
-    if dev.note:
-        print(dev.note)
-    network = "-".join(map(str, layer_sizes(config, ds)))
-    print(f"checking {network} on {ds.name} ({len(ds.train_images):,} train images), {dtype} on {dev.name}")
-    checks = run_checks(ds, dev, config)
-    for number, c in enumerate(checks, 1):
-        line = f"{'PASS' if c.passed else 'FAIL'}  {number}. {c.name}  ({c.value})"
-        print(line if c.passed or not c.detail else f"{line} — {c.detail}")
-    failed = sum(not c.passed for c in checks)
-    summary = f"{len(checks) - failed} passed" + (f", {failed} FAILED" if failed else "")
-    print(f"{len(checks)} checks: {summary}")
-    if failed:
-        raise typer.Exit(1)
