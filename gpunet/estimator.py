@@ -9,6 +9,7 @@ what `save` writes and what `warm_start` continues from.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import inspect
@@ -30,6 +31,7 @@ from gpunet.training.train import TrainConfig, Trainer, device_rows
 
 Array = Any
 DEFAULT = TrainConfig()
+_CONFIG_FIELDS = [f.name for f in dataclasses.fields(TrainConfig)]
 
 
 class NotFittedError(ValueError, AttributeError):
@@ -147,23 +149,9 @@ class MLPClassifier:
     # --- fitting ---------------------------------------------------------------------------
 
     def config(self) -> TrainConfig:
-        """The training configuration the parameters describe (ValueError if they cannot train)."""
-        hidden = (self.hidden,) if isinstance(self.hidden, (int, np.integer)) else self.hidden
-        try:
-            config = TrainConfig(
-                hidden=tuple(int(h) for h in hidden),
-                optimizer=str(self.optimizer),
-                lr=float(self.lr),
-                iterations=int(self.iterations),
-                batch_size=None if self.batch_size is None else int(self.batch_size),
-                dtype=str(self.dtype),
-                seed=int(self.seed),
-                eval_every=int(self.eval_every),
-            )
-        except (TypeError, ValueError) as e:
-            raise ValueError(f"invalid MLPClassifier parameter: {e}") from None
-        config.validate()
-        return config
+        """The training configuration the parameters describe, as given: a ValueError names any that cannot
+        train (gpunet.params' TRAIN_RULES), and none is converted (hidden='64' or iterations=10.9 are refused)."""
+        return TrainConfig(**{name: getattr(self, name) for name in _CONFIG_FIELDS})
 
     def fit(self, X: Any, y: Any) -> MLPClassifier:
         """Train on rows `X` with labels `y`; returns self.

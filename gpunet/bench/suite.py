@@ -29,9 +29,10 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from gpunet import params
 from gpunet.data.datasets import Dataset
 from gpunet.device.backend import Device, blas_info, cupy_version, describe, resolve_device
-from gpunet.errors import ConfigError, DeviceError
+from gpunet.errors import DeviceError
 from gpunet.training.engine import cpu_cores
 from gpunet.training.train import Record, TrainConfig, Trainer, layer_sizes
 from gpunet.version import __version__
@@ -54,20 +55,26 @@ BACKENDS = ("numpy", "cupy", "torch-cpu", "torch-cuda", "sklearn")
 SAME_START = ("numpy", "cupy", "torch-cpu", "torch-cuda")
 
 
+BENCH_RULES = params.table(
+    params.Rule("target_accuracy", "--target-accuracy", "number", above=0, high=1),
+    params.Rule("warmup", "--warmup", "int", low=0),
+    params.Rule("timed_steps", "--timed-steps", "int", low=1),
+    params.Rule("repeats", "--repeats", "int", low=1),
+)
+
+
 @dataclass(frozen=True)
 class BenchSettings:
+    """How the bench measures, checked against BENCH_RULES when made (the config is checked by its own)."""
+
     config: TrainConfig = field(default_factory=TrainConfig)
     target_accuracy: float = 0.85
     warmup: int = 5
     timed_steps: int = 30
     repeats: int = 3
 
-    def validate(self) -> None:
-        self.config.validate()
-        if not 0 < self.target_accuracy <= 1:
-            raise ConfigError(f"--target-accuracy must be in (0, 1], got {self.target_accuracy}")
-        if self.repeats < 1 or self.timed_steps < 1 or self.warmup < 0:
-            raise ConfigError("--repeats and --timed-steps must be at least 1, --warmup at least 0")
+    def __post_init__(self) -> None:
+        params.check(BENCH_RULES, vars(self))
 
 
 # --- backends ---------------------------------------------------------------------------------
@@ -440,7 +447,6 @@ def run_bench(
     `progress` shows each backend's training and the timing rounds as `gpunet train` shows its
     steps; it is redrawn only at evaluations and between timing turns, never while a step is timed.
     """
-    settings.validate()
     config = settings.config
     runnable, skipped = [], {}
     for backend in backends:
@@ -534,7 +540,6 @@ def sweep(
 
     Fewer timed steps than the main table (a wide step is slow on a CPU); medians still.
     """
-    settings.validate()
     settings = replace(settings, warmup=min(settings.warmup, 2), timed_steps=min(settings.timed_steps, 5))
     runnable = [b for b in backends if not unavailable(b)]
     floors = dict(floors or {})

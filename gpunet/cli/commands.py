@@ -43,6 +43,7 @@ from gpunet.cli.options import (
     SchedulerOpt,
     SeedOpt,
     WorkersOpt,
+    parse_hidden,
 )
 from gpunet.cli.report import Reporter, forgiving_output, safe_output, stderr_line
 from gpunet.core import model
@@ -63,6 +64,7 @@ from gpunet.errors import (
 )
 from gpunet.files import signals
 from gpunet.files.outputs import Claim, atomic_file, claim_outputs, failure_reason, write_each
+from gpunet.params import worded_for_flags
 from gpunet.training import checkpoint, doctor
 from gpunet.training.engine import LocalEngine
 from gpunet.training.train import (
@@ -74,7 +76,6 @@ from gpunet.training.train import (
     byte_size,
     check_fits,
     layer_sizes,
-    parse_hidden,
 )
 from gpunet.version import __version__
 
@@ -106,7 +107,7 @@ class _OneLineErrors(TyperGroup):
                     **extra,
                 )
         except GpunetError as e:
-            stderr_line(f"error: {e}")
+            stderr_line(f"error: {worded_for_flags(e)}")  # a parameter is named by its flag here
             code = e.exit_code
         except _ClickException as e:
             ctx = getattr(e, "ctx", None)
@@ -298,8 +299,7 @@ def train_command(
         options["iterations"] = more  # a new run: "more" than nothing
     dataset = options.pop("dataset")
     config = TrainConfig(**(options | {"hidden": parse_hidden(options["hidden"])}))
-    # Every option is checked before any data is read or any process started: bad ones fail at once.
-    config.validate()
+    # Every option was checked when the config was made, before any data is read or process started.
     check_data_options(ctx, user_data, data_dir)
     if user_data is None and dataset not in datasets.DATASET_NAMES and saved is not None:
         raise ConfigError(f"{resume} was trained on your data '{dataset}': give it again with --data PATH")
@@ -568,7 +568,6 @@ def bench_command(
 
     config = TrainConfig(parse_hidden(hidden), optimizer, lr, iterations, batch_size, dtype, seed, eval_every)
     settings = suite.BenchSettings(config, target_accuracy, warmup, timed_steps, repeats)
-    settings.validate()
     check_data_options(ctx, user_data, data_dir)
     check_fits(
         config, [datasets.IMAGE_PIXELS, *config.hidden, datasets.NUM_CLASSES], resolve_device("cpu")
@@ -876,7 +875,6 @@ def doctor_command(
 ) -> None:
     """Check the inputs, initial loss, gradients, accuracy read-out and first steps; exit 1 if any fails."""
     config = TrainConfig(hidden=parse_hidden(hidden), dtype=dtype, seed=seed)
-    config.validate()  # bad options fail before any data is read
     if user_data is not None and (data_dir is not None or ctx.get_parameter_source("dataset").name == "COMMANDLINE"):
         raise ConfigError("--data names the data itself: give it without --dataset or --data-dir")
     if user_data is None and dataset not in datasets.DATASET_NAMES:

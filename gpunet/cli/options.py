@@ -7,6 +7,8 @@ from typing import Annotated
 
 import typer
 
+from gpunet.errors import ConfigError
+
 DATASET_HELP = (
     "auto (MNIST if present or downloadable, else an installed Fashion-MNIST), mnist, fashion-mnist or synthetic."
 )
@@ -46,3 +48,12 @@ SchedulerOpt = Annotated[
     str | None,
     typer.Option("--scheduler", help="With --engine dask: address of a running scheduler (tcp://host:port)."),
 ]
+
+
+def parse_hidden(text: str) -> tuple[int, ...]:
+    """'16,16' -> (16, 16); '' -> () (no hidden layer: softmax regression). Ranges are TRAIN_RULES' to check."""
+    parts = [p.strip() for p in text.split(",") if p.strip()]
+    try:
+        return tuple(int(p) for p in parts)
+    except ValueError:
+        raise ConfigError(f"--hidden takes comma-separated layer sizes such as 16,16, got '{text}'") from None

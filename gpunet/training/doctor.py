@@ -224,7 +224,6 @@ CHECKS: list[tuple[str, Callable[[_Setup], Outcome]]] = [
 
 def run_checks(dataset: Dataset, device: Device, config: TrainConfig) -> list[Check]:
     """Run every check in order; a check that raises is a failure that names the exception."""
-    config.validate()
     split = train.DeviceData.from_host(
         dataset.train_images, dataset.train_labels, device, config.dtype, dataset.num_classes
     )

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from gpunet import params
 from gpunet.core import model
 from gpunet.core.flat import Layout, flatten
 from gpunet.core.optimizers import OPTIMIZERS, make_optimizer
@@ -26,8 +27,25 @@ DTYPES = ("float32", "float64")
 LOSS_SLOTS = 1024  # steps whose losses wait on the device to be checked together
 
 
+# What each training setting must be: one table, checked when a TrainConfig is made, whoever makes it
+# (the CLI, the estimator, a checkpoint being read, the bench). Errors name the setting as the caller
+# does: `eval_every` in Python, `--eval-every` on the command line (gpunet.params).
+TRAIN_RULES = params.table(
+    params.Rule("hidden", "--hidden", "sizes", low=1),
+    params.Rule("optimizer", "--optimizer", "choice", choices=tuple(OPTIMIZERS)),
+    params.Rule("lr", "--lr", "number", above=0),
+    params.Rule("iterations", "--iterations", "int", low=0),
+    params.Rule("batch_size", "--batch-size", "int", low=1, optional=True),
+    params.Rule("dtype", "--dtype", "choice", choices=DTYPES),
+    params.Rule("seed", "--seed", "int", low=0, high=2**63 - 1),
+    params.Rule("eval_every", "--eval-every", "int", low=1),
+)
+
+
 @dataclass(frozen=True)
 class TrainConfig:
+    """A run's settings, checked against TRAIN_RULES when made: a TrainConfig that exists can train."""
+
     hidden: tuple[int, ...] = (16, 16)
     optimizer: str = "adam"
     lr: float = 0.005
@@ -37,24 +55,13 @@ class TrainConfig:
     seed: int = 0
     eval_every: int = 10
 
-    def validate(self) -> None:
-        """Raise ConfigError for settings that cannot train."""
-        if any(h < 1 for h in self.hidden):
-            raise ConfigError(f"hidden layer sizes must be positive, got {','.join(map(str, self.hidden))}")
-        if self.optimizer not in OPTIMIZERS:
-            raise ConfigError(f"unknown optimizer '{self.optimizer}': choose one of {', '.join(OPTIMIZERS)}")
-        if not (math.isfinite(self.lr) and self.lr > 0):
-            raise ConfigError(f"the learning rate must be a positive number, got {self.lr}")
-        if self.iterations < 0:
-            raise ConfigError(f"iterations must be 0 or more, got {self.iterations}")
-        if self.batch_size is not None and self.batch_size < 1:
-            raise ConfigError(f"the batch size must be at least 1, got {self.batch_size}")
-        if self.dtype not in DTYPES:
-            raise ConfigError(f"unknown dtype '{self.dtype}': choose float32 or float64")
-        if self.eval_every < 1:
-            raise ConfigError(f"--eval-every must be at least 1, got {self.eval_every}")
-        if self.seed < 0:
-            raise ConfigError(f"the seed must be 0 or more, got {self.seed}")
+    def __post_init__(self) -> None:
+        params.check(TRAIN_RULES, vars(self))
+        # Stored as plain Python values: a list of sizes (from JSON) is a tuple, numpy integers are ints.
+        object.__setattr__(self, "hidden", params.sizes_tuple(self.hidden))
+        for name in ("iterations", "seed", "eval_every") + (("batch_size",) if self.batch_size is not None else ()):
+            object.__setattr__(self, name, int(getattr(self, name)))
+        object.__setattr__(self, "lr", float(self.lr))
 
 
 # The optimizer's state vectors, each the size of the parameters.
@@ -83,18 +90,6 @@ def byte_size(n: float) -> str:
             return f"{rounded:g} {unit}"
         n /= 1000
     return f"{n:,.0f} PB"
-
-
-def parse_hidden(text: str) -> tuple[int, ...]:
-    """'16,16' -> (16, 16); '' -> () (no hidden layer: softmax regression)."""
-    parts = [p.strip() for p in text.split(",") if p.strip()]
-    try:
-        sizes = tuple(int(p) for p in parts)
-    except ValueError:
-        raise ConfigError(f"--hidden takes comma-separated layer sizes such as 16,16, got '{text}'") from None
-    if any(s < 1 for s in sizes):
-        raise ConfigError(f"hidden layer sizes must be positive, got '{text}'")
-    return sizes
 
 
 @dataclass(frozen=True)
@@ -320,7 +315,6 @@ class Trainer:
     """
 
     def __init__(self, config: TrainConfig, dataset: Dataset, device: Device, source: Any = None) -> None:
-        config.validate()
         self.config, self.device = config, device
         self.dataset_name, self.dataset_checksum = dataset.name, dataset.checksum
         self.sizes = layer_sizes(config, dataset)
