@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from gpunet.files import signals
 
 
@@ -17,9 +19,21 @@ class GpunetError(Exception):
         return f"{text}; {self.hint}" if self.hint else text
 
 
+# Characters that act on a terminal instead of showing: C0 and C1 controls, DEL, and the
+# bidirectional overrides that reorder what follows them on screen.
+_CONTROLS = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def printable(text: object) -> str:
+    """Text that came from outside (a label, a file name) as it can be shown: each control
+    character written as its escape (ESC as \\x1b, a newline as \\n), so it can neither
+    drive the terminal nor break a one-line message."""
+    return _CONTROLS.sub(lambda m: repr(m.group())[1:-1], str(text))
+
+
 def shown(path: object) -> str:
     """A path as a message shows it: one of thousands of characters keeps its two ends."""
-    text = str(path)
+    text = printable(path)
     if len(text) <= 300:
         return text
     return f"{text[:100]}…{text[-100:]} ({len(text):,} characters)"
@@ -32,6 +46,10 @@ class DatasetError(GpunetError):
         self.path = path
         self.reason = reason
         super().__init__(f"{shown(path)}: {reason}" if path is not None else reason)
+
+
+class ValuesOutOfRange(DatasetError, ValueError):
+    """Input values the training dtype cannot hold (they would become infinite); a ValueError for Python callers."""
 
 
 class DatasetMissing(DatasetError):

@@ -23,7 +23,16 @@ import numpy as np
 
 from gpunet.core import model
 from gpunet.data.datasets import Dataset
-from gpunet.device.arrays import as_array, check_rows, choose_device, device_of, encode_labels, native, to_device
+from gpunet.device.arrays import (
+    as_array,
+    check_rows,
+    choose_device,
+    comparable_labels,
+    device_of,
+    encode_labels,
+    native,
+    to_device,
+)
 from gpunet.device.backend import Device, array_namespace, is_numpy_array, to_numpy
 from gpunet.errors import Interrupted
 from gpunet.training import checkpoint, doctor
@@ -205,7 +214,7 @@ class MLPClassifier:
             raise ValueError(f"warm_start: X has {x.shape[1]} features, the fitted model {self.n_features_in_}")
         if not np.array_equal(classes, self.classes_):
             raise ValueError(f"warm_start: y holds classes {classes}, the fitted model {self.classes_}")
-        fixed = ("hidden", "optimizer", "dtype")
+        fixed = ("hidden", "optimizer", "dtype", "seed")  # the seed drew the weights being continued
         changed = [f for f in fixed if getattr(config, f) != getattr(previous.config, f)]
         if changed:
             raise ValueError(f"warm_start continues the fitted network: {', '.join(changed)} cannot change")
@@ -284,9 +293,11 @@ class MLPClassifier:
     def score(self, X: Any, y: Any, sample_weight: Any = None) -> float:
         """Mean accuracy of predict(X) against y (weighted by sample_weight if given)."""
         predicted = to_numpy(as_array(self.predict(X)))
-        truth = to_numpy(as_array(y))
+        truth = comparable_labels(to_numpy(as_array(y, numbers=False)), self.classes_, len(predicted))
         weights = None if sample_weight is None else to_numpy(as_array(sample_weight))
-        return float(np.average(predicted == truth.reshape(predicted.shape), weights=weights))
+        if weights is not None and weights.shape != predicted.shape:
+            raise ValueError(f"sample_weight has shape {weights.shape}, X {len(predicted)} samples: one weight each")
+        return float(np.average(predicted == truth, weights=weights))
 
     # --- files -----------------------------------------------------------------------------
 

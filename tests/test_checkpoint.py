@@ -140,7 +140,9 @@ def test_a_checkpoint_with_nan_weights_is_refused(tmp_path: Path, small: dataset
 
 def test_a_checkpoint_whose_arrays_do_not_fit_is_refused(tmp_path: Path, small: datasets.Dataset) -> None:
     path = checkpoint_with_a_cut_array(tmp_path, small, "param_0", 100)
-    with pytest.raises(checkpoint.CheckpointError, match="do not fit layers"):
+    with pytest.raises(
+        checkpoint.CheckpointError, match=r"param_0: shape \(100, 16\), but the layers need \(784, 16\)"
+    ):
         checkpoint.load(path)
 
 
@@ -407,7 +409,7 @@ def test_the_file_names_its_format_and_the_version_that_wrote_it(tmp_path: Path,
 def test_optimizer_state_that_does_not_fit_is_refused(tmp_path: Path, small: datasets.Dataset) -> None:
     path = checkpoint_with_a_cut_array(tmp_path, small, "slot_m_0", 10)
     assert refusal(path) == (
-        f"{path}: a damaged or foreign checkpoint (ValueError: optimizer state does not fit the parameters)"
+        f"{path}: a damaged or foreign checkpoint (slot_m_0: shape (10, 16), but the layers need (784, 16))"
     )
 
 
@@ -491,7 +493,7 @@ def test_load_refusals_in_exact_words(tmp_path: Path, small: datasets.Dataset) -
         assert refusal(other) == f"{other}: checkpoint format {found} is not 1 (gpunet {gpunet.__version__})"
     damaged = tmp_path / "damaged.npz"
     np.savez(damaged, meta=np.array('{"format": 1}'))
-    assert refusal(damaged) == f"{damaged}: a damaged or foreign checkpoint (KeyError: 'config')"
+    assert refusal(damaged) == f"{damaged}: a damaged or foreign checkpoint (config: missing)"
     path = tmp_path / "c.npz"
     Trainer(TrainConfig(iterations=1, eval_every=1), small, numpy_device()).run(save=lambda t: checkpoint.save(path, t))
     with np.load(path) as f:
@@ -556,9 +558,12 @@ def test_class_labels_that_do_not_fit_the_outputs_are_refused(tmp_path: Path, sm
     path = tmp_path / "c.npz"
     checkpoint.save(path, trained(small))
     with_meta(path, lambda meta: meta.update(classes=classes))
-    assert refusal(path) == (
-        f"{path}: a damaged or foreign checkpoint (ValueError: 10 output units but class labels {classes!r})"
+    reason = (
+        "the text 'abcdefghij', not a list"
+        if isinstance(classes, str)
+        else f"10 output units but {len(classes)} class labels"
     )
+    assert refusal(path) == f"{path}: a damaged or foreign checkpoint (classes: {reason})"
 
 
 def test_class_labels_json_cannot_hold_are_refused_before_writing(tmp_path: Path, small: datasets.Dataset) -> None:

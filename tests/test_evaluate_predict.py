@@ -103,7 +103,8 @@ def test_predict_npy_png_and_idx_agree_with_the_model(saved, tmp_path: Path) -> 
     found = predictions(path, tmp_path / "four.npy", tmp_path / "four-idx3-ubyte.gz", tmp_path / "a.png")
     assert [p["class"] for p in found[:4]] == list(expected)
     assert [p["class"] for p in found[4:8]] == list(expected)
-    assert found[8]["image"] == "a.png (inverted)" and found[8]["class"] == expected[0]
+    assert found[8]["image"] == "a.png (8-bit greyscale, inverted: light border, 56x56 resized to 28x28)"
+    assert found[8]["class"] == expected[0]
     for p in found:
         assert sum(p["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
         assert p["name"] == f"class {p['class']}"

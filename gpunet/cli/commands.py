@@ -22,6 +22,7 @@ from typing import Annotated, Any
 import numpy as np
 import typer
 from rich.table import Table
+from rich.text import Text
 from typer.core import TyperGroup
 
 from gpunet.bench.suite import BenchSettings
@@ -48,7 +49,7 @@ from gpunet.cli.options import (
 from gpunet.cli.report import Reporter, forgiving_output, safe_output, stderr_line
 from gpunet.core import model
 from gpunet.data import datasets, userdata
-from gpunet.data.images import read_images
+from gpunet.data.images import check_invert, read_images
 from gpunet.device.backend import Device, describe, resolve_device, to_numpy
 from gpunet.errors import (
     ConfigError,
@@ -61,6 +62,7 @@ from gpunet.errors import (
     OutputRefused,
     StepFailed,
     WriteFailed,
+    printable,
 )
 from gpunet.files import signals
 from gpunet.files.outputs import Claim, atomic_file, claim_outputs, failure_reason, write_each
@@ -681,8 +683,12 @@ def bench_dask_command(
 
 def bench_table(report: dict[str, Any]) -> Table:
     config = report["config"]
-    table = Table(
-        title=f"{config['dataset']}, {config['samples']:,} samples, {config['dtype']}, {config['iterations']} steps"
+    table = Table(  # the dataset's name may be a file's: text, never markup
+        title=Text(
+            printable(
+                f"{config['dataset']}, {config['samples']:,} samples, {config['dtype']}, {config['iterations']} steps"
+            )
+        )
     )
     for column in (
         "backend",
@@ -822,8 +828,8 @@ def evaluate_command(
     for i in range(len(names)):
         table.add_column(str(i), justify="right")
     table.add_column("accuracy", justify="right")
-    for i, name in enumerate(names):
-        table.add_row(f"{i} {name}", *map(str, confusion[i]), f"{per_class[i]:.3f}")
+    for i, name in enumerate(names):  # a label is text, never markup
+        table.add_row(Text(printable(f"{i} {name}")), *map(str, confusion[i]), f"{per_class[i]:.3f}")
     out.console.print(table)
     if json_path:
         write_json(json_path, report)
@@ -838,17 +844,25 @@ def predict_command(
     device: DeviceOpt = "auto",
     top: Annotated[int, typer.Option(help="How many of the most probable classes to show.")] = 3,
     json_path: JsonOpt = None,
+    invert: Annotated[
+        str,
+        typer.Option(
+            help="Make pictures light on dark, as MNIST is: auto inverts those whose border is mostly light "
+            "(drawings on paper); yes or no for every picture."
+        ),
+    ] = "auto",
 ) -> None:
     """The class and probabilities a saved model gives each image."""
     if top < 1:
         raise ConfigError(f"--top must be at least 1, got {top}")
+    check_invert(invert)
     claim(ctx, {"--json": json_path}, inputs={"the checkpoint": checkpoint_file, "image file": files})
     saved, dev, params = load_model(checkpoint_file, device)
     names = model_class_names(saved)
     predictions = []
     for path in files:
         # A model of a built-in dataset takes pictures; one of your own data, your kind of rows.
-        pixels, labels = read_images(path, saved.sizes[0], pixels=saved.dataset in datasets.DATASET_NAMES)
+        pixels, labels = read_images(path, saved.sizes[0], saved.dataset in datasets.DATASET_NAMES, invert)
         x = dev.asarray(pixels.astype(saved.config.dtype))
         probabilities = np.exp(to_numpy(model.log_softmax(model.logits_t(params, x), axis=0))).T
         for label, p in zip(labels, probabilities):
@@ -856,7 +870,7 @@ def predict_command(
             predictions.append({"image": label, "class": int(best[0]), "name": names[best[0]]})
             predictions[-1]["probabilities"] = dict(zip(names, map(float, p)))
             ranked = ", ".join(f"{names[i]} {p[i]:.3f}" for i in best)
-            print(f"{label}: {best[0]} {names[best[0]]}  ({ranked})")
+            print(printable(f"{label}: {best[0]} {names[best[0]]}  ({ranked})"))  # names and labels: anyone's text
     if json_path:
         write_json(json_path, {"checkpoint": str(checkpoint_file), "predictions": predictions})
 
@@ -882,14 +896,14 @@ def doctor_command(
     dev = resolve_device(device)
     check_fits(config, [datasets.IMAGE_PIXELS, *config.hidden, datasets.NUM_CLASSES], dev)
     if user_data is not None:
-        ds = userdata.load_path(user_data, say=print)
-        print(userdata.describe(ds))
+        ds = userdata.load_path(user_data, say=lambda line: print(printable(line)))
+        print(printable(userdata.describe(ds)))  # the file's name: anyone's text
     else:
         ds = datasets.load(dataset, data_dir, offline, say=print)
     if dev.note:
         print(dev.note)
     network = "-".join(map(str, layer_sizes(config, ds)))
-    print(f"checking {network} on {ds.name} ({len(ds.train_images):,} train images), {dtype} on {dev.name}")
+    print(printable(f"checking {network} on {ds.name} ({len(ds.train_images):,} train images), {dtype} on {dev.name}"))
     checks = doctor.run_checks(ds, dev, config)
     for number, c in enumerate(checks, 1):
         line = f"{'PASS' if c.passed else 'FAIL'}  {number}. {c.name}  ({c.value})"

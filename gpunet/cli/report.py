@@ -22,6 +22,7 @@ from rich.progress import (
 )
 
 from gpunet.data.download import Progress as ByteProgress
+from gpunet.errors import printable
 from gpunet.training.train import Record
 
 
@@ -50,7 +51,8 @@ class Reporter:
             self.result(text)
 
     def result(self, text: str) -> None:
-        """A line that is printed even with --quiet."""
+        """A line that is printed even with --quiet (names in it from outside shown as text, escapes visible)."""
+        text = printable(text)
         if self.live:
             self.console.print(text, markup=False)
         else:
@@ -182,4 +184,4 @@ def forgiving_output() -> Iterator[None]:
 def stderr_line(text: str) -> None:
     """One line on stderr, whatever the text held (and nothing, not a traceback, if the terminal is gone)."""
     with contextlib.suppress(OSError):  # EIO once SIGHUP closed the terminal, EPIPE: the exit code still tells
-        print(" ".join(text.split()), file=sys.stderr, flush=True)
+        print(printable(" ".join(text.split())), file=sys.stderr, flush=True)

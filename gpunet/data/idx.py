@@ -9,30 +9,71 @@ the file and what is wrong with it.
 from __future__ import annotations
 
 import gzip
+import io
 import math
+import os
 import zlib
 from pathlib import Path
 
 import numpy as np
 
 from gpunet.errors import DatasetError
+from gpunet.files import inputs
+from gpunet.files.inputs import byte_size
 
 IDX_TYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 GZIP_MAGIC = b"\x1f\x8b"
+SLACK = 1 << 16  # bytes decompressed past what the header declares, to count a few extra exactly
 
 
 def read_bytes(path: Path) -> tuple[bytes, bytes]:
-    """The file's bytes as stored and as decompressed (the same object if not gzip)."""
+    """The file's bytes as stored and as decompressed (the same object if not gzip).
+
+    Bounded before anything is read: the stored size, and for gzip the size its
+    IDX header declares, must fit this machine's memory, and decompression stops
+    one byte past what the header declares, so an archive that holds more (a
+    gzip bomb) is refused without being inflated.
+    """
+    limit = inputs.memory_limit()
     try:
+        size = os.stat(path).st_size
+        if size > limit:
+            raise DatasetError(f"{byte_size(size)}, more than the {byte_size(limit)} of memory this machine has", path)
         stored = Path(path).read_bytes()
     except OSError as e:
         raise DatasetError(f"cannot read: {e.strerror or e}", path) from e
     if not stored.startswith(GZIP_MAGIC):
         return stored, stored
     try:
-        return stored, gzip.decompress(stored)
+        with gzip.GzipFile(fileobj=io.BytesIO(stored)) as f:
+            head = f.read(4)
+            if len(head) == 4 and head[:2] == b"\x00\x00" and head[3] > 0:
+                head += f.read(4 * head[3])
+            expected = _declared_size(head)
+            if expected is None:  # not an IDX header: parse_idx says what is wrong with it
+                return stored, head
+            if expected > limit:
+                raise DatasetError(
+                    f"its IDX header declares {byte_size(expected)} of data, more than the {byte_size(limit)} "
+                    "of memory this machine has",
+                    path,
+                )
+            contents = head + f.read(expected - len(head) + SLACK)
     except (OSError, EOFError, zlib.error) as e:
         raise DatasetError(f"corrupt or truncated gzip data ({e})", path) from e
+    if len(contents) >= expected + SLACK:  # a few bytes too many are counted by parse_idx; this many, not
+        raise DatasetError(
+            f"decompresses to more than the {expected:,} bytes its IDX header declares (stopped reading there)", path
+        )
+    return stored, contents
+
+
+def _declared_size(head: bytes) -> int | None:
+    """Header plus data bytes an IDX header declares, or None if `head` is not a whole, valid header."""
+    if len(head) < 4 or head[0] or head[1] or head[2] not in IDX_TYPES or head[3] == 0 or len(head) < 4 + 4 * head[3]:
+        return None
+    shape = np.frombuffer(head, dtype=">u4", count=head[3], offset=4)
+    return 4 + 4 * head[3] + math.prod(int(d) for d in shape) * np.dtype(IDX_TYPES[head[2]]).itemsize
 
 
 def parse_idx(data: bytes, path: object = "<bytes>") -> np.ndarray:

@@ -19,7 +19,6 @@ name is the dataset's name.
 from __future__ import annotations
 
 import hashlib
-import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -28,6 +27,7 @@ import numpy as np
 from gpunet.data import datasets
 from gpunet.data.idx import parse_idx, read_bytes
 from gpunet.errors import DatasetError
+from gpunet.files import archives, inputs
 
 IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 NPZ_SPLITS = ("x_train", "y_train", "x_test", "y_test")
@@ -45,6 +45,9 @@ def load_path(path: Path, say: Callable[[str], None] = lambda _: None) -> datase
         raise DatasetError("no such file or folder", path)
     if not path.is_file():
         raise DatasetError("not a regular file or a folder", path)
+    reason = inputs.problem(path)
+    if reason is not None:  # unreadable: said before its first bytes are looked at
+        raise DatasetError(reason, path)
     return _load_npz(path, say)
 
 
@@ -90,19 +93,32 @@ def _load_idx_folder(folder: Path) -> datasets.Dataset:
 
 
 def _load_npz(path: Path, say: Callable[[str], None]) -> datasets.Dataset:
-    try:
-        with np.load(path, allow_pickle=False) as f:
-            if not isinstance(f, np.lib.npyio.NpzFile):
-                raise DatasetError("a single .npy array: --data takes a .npz file or a folder of IDX files", path)
-            arrays = {name: f[name] for name in f.files}
-    except DatasetError:
-        raise
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
-        raise DatasetError(f"not a readable .npz file ({e})", path) from None
-    checksum = hashlib.sha256(path.read_bytes()).hexdigest()
-    if all(k in arrays for k in NPZ_SPLITS):
+    what = inputs.kind(path)
+    if what == "npy":  # a .npy, whatever its name says: rows without labels
+        raise DatasetError(
+            "a single .npy array, which holds no labels: --data takes a .npz file of x_train, y_train, x_test, "
+            "y_test (or x and y), e.g. np.savez('mine.npz', x=X, y=y), or a folder of IDX files",
+            path,
+        )
+    if what != "zip":
+        raise DatasetError(
+            f"{inputs.describe(what)}, not a readable .npz file (--data takes a .npz file or a folder of IDX files)",
+            path,
+        )
+    with archives.Npz(path) as f:  # only the arrays used are read, each checked before it is
+        if all(k in f for k in NPZ_SPLITS):
+            keys = NPZ_SPLITS
+        elif "x" in f and "y" in f:
+            keys = ("x", "y")
+        else:
+            found = ", ".join(sorted(f.names)) or "nothing"
+            expected = "x_train, y_train, x_test, y_test (or x, y)"
+            raise DatasetError(f"a --data .npz holds {expected}; this one holds {found}", path)
+        arrays = {k: f[k] for k in keys}
+    checksum = archives.sha256_of(path)
+    if keys == NPZ_SPLITS:
         splits = [arrays[k] for k in NPZ_SPLITS]
-    elif "x" in arrays and "y" in arrays:
+    else:
         x, y = _rows(arrays["x"], "x", path), _labels(arrays["y"], "y", path)
         if len(x) != len(y) or len(x) < 2:
             raise DatasetError(f"x has {len(x)} rows and y {len(y)} labels: one label per row, 2 rows or more", path)
@@ -111,10 +127,6 @@ def _load_npz(path: Path, say: Callable[[str], None]) -> datasets.Dataset:
         test, train = np.sort(order[:held]), np.sort(order[held:])
         say(f"{path.name} holds x and y: {held:,} of {len(x):,} rows held out as the test split (seeded, fixed)")
         splits = [x[train], y[train], x[test], y[test]]
-    else:
-        found = ", ".join(sorted(arrays)) or "nothing"
-        expected = "x_train, y_train, x_test, y_test (or x, y)"
-        raise DatasetError(f"a --data .npz holds {expected}; this one holds {found}", path)
     train_x, test_x = _rows(splits[0], "x_train", path), _rows(splits[2], "x_test", path)
     train_y, test_y = _labels(splits[1], "y_train", path), _labels(splits[3], "y_test", path)
     for x, y, what in ((train_x, train_y, "train"), (test_x, test_y, "test")):
@@ -154,7 +166,11 @@ def _labels(y: np.ndarray, key: str, path: Path) -> np.ndarray:
         raise DatasetError(f"{key} holds values that are not class numbers (floats with fractions, NaN)", path)
     if y.dtype.kind not in "biuf":
         raise DatasetError(f"{key} holds {y.dtype} values; labels are class numbers 0, 1, 2, …", path)
-    if len(y) and (y.min() < 0 or y.max() >= MAX_CLASSES):
+    if len(y) and y.max() >= MAX_CLASSES:
+        raise DatasetError(
+            f"{key} holds labels up to {int(y.max()):,}: gpunet trains at most {MAX_CLASSES:,} classes", path
+        )
+    if len(y) and y.min() < 0:
         raise DatasetError(f"{key} holds labels {y.min():g}..{y.max():g}; classes are numbered 0..K-1", path)
     return y.astype(np.int64)
 

@@ -139,3 +139,28 @@ def encode_labels(y: Any, device: Device) -> tuple[np.ndarray, Array]:
             )
     classes, indices = xp.unique_inverse(y)  # on the device: only the few classes come back
     return to_numpy(classes), xp.astype(indices, xp.int64)
+
+
+def comparable_labels(y: np.ndarray, classes: np.ndarray, n: int) -> np.ndarray:
+    """Labels to score predictions of `classes` against: one per sample, of the same kind as the classes.
+
+    Strings never equal numbers: comparing them would score 0 without a word, so it is refused.
+    """
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]
+    if y.ndim != 1:
+        raise ValueError(f"y should be a 1d array, got an array of shape {tuple(y.shape)} instead.")
+    if len(y) != n:
+        raise ValueError(f"X has {n} samples but y has {len(y)}: one label per sample")
+    texts, numbers = "US", "biuf"
+    for a, b in ((y, classes), (classes, y)):
+        if a.dtype.kind in texts and b.dtype.kind in numbers:
+            raise ValueError(
+                f"y holds {_kind(y)} but the model's classes_ are {_kind(classes)} ({classes[:3].tolist()}…): "
+                "labels of another kind never match a prediction"
+            )
+    return y
+
+
+def _kind(a: np.ndarray) -> str:
+    return "strings" if a.dtype.kind in "US" else f"numbers ({a.dtype})"

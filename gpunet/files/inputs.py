@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import os
+import resource
 import stat
 from pathlib import Path
 
@@ -86,3 +87,33 @@ def kind(path: Path) -> str:
 def describe(name: str) -> str:
     """A kind from `kind`, for a message."""
     return DESCRIPTIONS.get(name) or f"a {name.upper()} picture"  # kind() names nothing else
+
+
+def memory_limit() -> int:
+    """Bytes of memory this process may hold: the machine's RAM, or less where a cgroup or rlimit says so.
+
+    What a file declares (a .npy header's shape, an IDX header's dimensions) is
+    checked against this before anything is allocated or decompressed.
+    """
+    limits = [os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")]
+    for which in (resource.RLIMIT_AS, resource.RLIMIT_DATA):
+        soft = resource.getrlimit(which)[0]
+        if soft != resource.RLIM_INFINITY:
+            limits.append(soft)
+    try:
+        text = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        if text.isdigit():
+            limits.append(int(text))
+    except OSError:
+        pass
+    return min(limits)
+
+
+def byte_size(n: float) -> str:
+    """1234567 -> '1.23 MB'."""
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        rounded = float(f"{n:.3g}")  # rounded first: 999,999 B is "1 MB", not "1e+03 kB"
+        if rounded < 1000:
+            return f"{rounded:g} {unit}"
+        n /= 1000
+    return f"{n:,.0f} PB"

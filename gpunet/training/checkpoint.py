@@ -11,9 +11,10 @@ renamed, so a crash never leaves half a checkpoint under the real name.
 from __future__ import annotations
 
 import json
+import math
 import re
-import zipfile
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field, fields
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
@@ -21,11 +22,12 @@ from typing import Any
 import numpy as np
 
 from gpunet.core.flat import flatten
+from gpunet.core.optimizers import OPTIMIZERS
 from gpunet.data.datasets import Dataset
-from gpunet.errors import GpunetError, WriteFailed, shown
-from gpunet.files import inputs
+from gpunet.errors import DatasetError, GpunetError, WriteFailed, shown
+from gpunet.files import archives, inputs
 from gpunet.files.outputs import atomic_file, failure_reason
-from gpunet.training.train import Record, TrainConfig, Trainer, layer_sizes
+from gpunet.training.train import DTYPES, Record, TrainConfig, Trainer, layer_sizes
 from gpunet.version import __version__
 
 FORMAT = 1
@@ -138,7 +140,13 @@ def write(path: Path, ckpt: Checkpoint) -> None:
 
 
 def load(path: Path) -> Checkpoint:
-    """Read a checkpoint, or raise CheckpointError saying why it cannot be used."""
+    """Read a checkpoint, or raise CheckpointError saying why it cannot be used.
+
+    Every field is checked for its type, shape and range as the file is opened,
+    before anything is built from it; a refusal names the file and the field.
+    Arrays are read by name (never the archive's other members), each header
+    checked against its member's size and the machine's memory first.
+    """
     reason = inputs.problem(path)
     if reason is not None:
         raise CheckpointError(f"{shown(path)}: {'no such checkpoint' if reason == 'no such file' else reason}")
@@ -146,18 +154,14 @@ def load(path: Path) -> Checkpoint:
     if what != "zip":  # named by what it holds, not by its name
         raise CheckpointError(f"{shown(path)}: {inputs.describe(what)}, not a gpunet checkpoint (.npz)")
     try:
-        with np.load(path, allow_pickle=False) as f:
-            meta = json.loads(str(f["meta"]))
-            arrays = dict(f)  # by name (the meta array among them, unused)
-    except (OSError, EOFError, ValueError, KeyError, TypeError, AttributeError, zipfile.BadZipFile) as e:
-        raise CheckpointError(f"{shown(path)}: not a readable gpunet checkpoint ({e})") from None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        found = meta.get("format") if isinstance(meta, dict) else None
-        raise CheckpointError(f"{shown(path)}: checkpoint format {found} is not {FORMAT} (gpunet {__version__})")
-    try:
-        ckpt = _decode(meta, arrays)
-    except (KeyError, TypeError, ValueError, AttributeError) as e:
-        raise CheckpointError(f"{shown(path)}: a damaged or foreign checkpoint ({type(e).__name__}: {e})") from None
+        with archives.Npz(path) as archive:
+            meta = _meta(archive, path)
+            try:
+                ckpt = _decode(meta, archive)
+            except _Bad as e:
+                raise CheckpointError(f"{shown(path)}: a damaged or foreign checkpoint ({e})") from None
+    except DatasetError as e:  # from the archive: what is wrong with the file, already naming it
+        raise CheckpointError(str(e)) from None
     # gpunet never saves a diverged state, so non-finite weights mean a damaged file:
     # a model that answers NaN for every image is refused, not used.
     for i, p in enumerate(ckpt.params):
@@ -166,48 +170,229 @@ def load(path: Path) -> Checkpoint:
             raise CheckpointError(
                 f"{shown(path)}: its {what} hold NaN or infinite values; this checkpoint cannot be used"
             )
+    for name, arrays in ckpt.optimizer_slots.items():
+        if not all(np.isfinite(a).all() for a in arrays):
+            raise CheckpointError(
+                f"{shown(path)}: a damaged or foreign checkpoint (slot_{name}: NaN or infinite values)"
+            )
     return ckpt
 
 
-def _decode(meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> Checkpoint:
-    config = TrainConfig(**{**meta["config"], "hidden": tuple(meta["config"]["hidden"])})
-    sizes = [int(n) for n in meta["sizes"]]
-    params = [arrays[f"param_{i}"] for i in range(2 * (len(sizes) - 1))]
-    expected = [shape for a, b in pairwise(sizes) for shape in ((a, b), (b,))]
-    if [p.shape for p in params] != expected:
-        raise ValueError(f"parameter shapes {[p.shape for p in params]} do not fit layers {sizes}")
-    slots = {
-        name: [arrays[f"slot_{name}_{i}"] for i in range(count)] for name, count in meta["optimizer_slots"].items()
-    }
-    if any([a.shape for a in arrays_] != expected for arrays_ in slots.values()):
-        raise ValueError("optimizer state does not fit the parameters")
-    return Checkpoint(
-        config=config,
-        sizes=sizes,
-        dataset=meta["dataset"],
-        dataset_checksum=meta["dataset_checksum"],
-        step=int(meta["step"]),
-        params=params,
-        optimizer_steps=int(meta["optimizer_steps"]),
-        optimizer_slots=slots,
-        batch_state=meta["batch_state"],
-        history=[Record(**r) for r in meta["history"]],
-        classes=_classes(meta.get("classes"), sizes[-1]),
-        loss_curve=[float(v) for v in meta.get("loss_curve", [])],
+def _meta(archive: archives.Npz, path: Path) -> dict[str, Any]:
+    """The checkpoint's JSON record, of a format this gpunet reads."""
+    try:
+        text = archive["meta"]
+        if text.dtype.kind != "U" or text.shape != ():
+            raise ValueError(f"meta holds {text.dtype} of shape {text.shape}, not one text")
+        meta = json.loads(str(text))
+    except DatasetError as e:
+        raise CheckpointError(f"{shown(path)}: not a readable gpunet checkpoint ({e.reason})") from None
+    except RecursionError:
+        raise CheckpointError(f"{shown(path)}: a damaged or foreign checkpoint (meta: nested too deeply)") from None
+    except ValueError as e:
+        raise CheckpointError(f"{shown(path)}: not a readable gpunet checkpoint ({e})") from None
+    found = meta.get("format") if isinstance(meta, dict) else None
+    if found != FORMAT or isinstance(found, bool):
+        raise CheckpointError(f"{shown(path)}: checkpoint format {found} is not {FORMAT} (gpunet {__version__})")
+    return meta
+
+
+MAX_COUNT = 2**63 - 1  # steps, positions: what an int64 counter holds; no run gets near it
+FIELDS = (  # as `write` writes them: the first one missing is named
+    "format", "gpunet", "config", "sizes", "dataset", "dataset_checksum", "step",
+    "optimizer_steps", "optimizer_slots", "batch_state", "history", "loss_curve", "classes",
+)  # fmt: skip
+OPTIONAL = {"gpunet", "loss_curve", "classes"}
+
+
+class _Bad(Exception):
+    """One field of a checkpoint that is not what gpunet writes there."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(f"{field}: {reason}")
+
+
+def _what(value: Any) -> str:
+    """A JSON value, for a message: its kind and, briefly, itself."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return f"the boolean {str(value).lower()}"
+    if isinstance(value, (list, dict)):
+        return f"{'a list' if isinstance(value, list) else 'an object'} of {len(value)}"
+    text = repr(value) if isinstance(value, str) else f"{value:.6g}"
+    return f"{'the text' if isinstance(value, str) else 'the number'} {text[:40]}{'…' if len(text) > 40 else ''}"
+
+
+def _int(value: Any, field: str, lo: int = 0, hi: int = MAX_COUNT) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _Bad(field, f"{_what(value)}, not a whole number")
+    if not lo <= value <= hi:
+        shown_value = f"{value:.3g}" if abs(value) > 10**15 else str(value)
+        raise _Bad(field, f"{shown_value} is outside {lo}..{hi:,}")
+    return value
+
+
+def _float(value: Any, field: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise _Bad(field, f"{_what(value)}, not a number")
+    return float(value)
+
+
+def _text(value: Any, field: str) -> str:
+    if not isinstance(value, str):
+        raise _Bad(field, f"{_what(value)}, not a text")
+    return value
+
+
+def _list(value: Any, field: str) -> list[Any]:
+    if not isinstance(value, list):
+        raise _Bad(field, f"{_what(value)}, not a list")
+    return value
+
+
+def _object(value: Any, field: str, keys: Iterable[str], optional: Iterable[str] = ()) -> dict[str, Any]:
+    """A JSON object with exactly these keys (`optional` ones may be absent)."""
+    if not isinstance(value, dict):
+        raise _Bad(field, f"{_what(value)}, not an object")
+    prefix = f"{field}." if field else ""
+    for key in keys:
+        if key not in value and key not in optional:
+            raise _Bad(f"{prefix}{key}", "missing")
+    for key in value:
+        if key not in keys:
+            raise _Bad(f"{prefix}{key}"[:80], "not a field gpunet writes")
+    return value
+
+
+def _config(value: Any) -> TrainConfig:
+    c = _object(value, "config", [f.name for f in fields(TrainConfig)])
+    hidden = tuple(_int(h, f"config.hidden[{i}]", 1) for i, h in enumerate(_list(c["hidden"], "config.hidden")))
+    optimizer = _text(c["optimizer"], "config.optimizer")
+    if optimizer not in OPTIMIZERS:
+        raise _Bad("config.optimizer", f"{optimizer!r}, not one of {', '.join(OPTIMIZERS)}")
+    lr = _float(c["lr"], "config.lr")
+    if not (math.isfinite(lr) and lr > 0):
+        raise _Bad("config.lr", f"{lr:g}, not a positive number")
+    dtype = _text(c["dtype"], "config.dtype")
+    if dtype not in DTYPES:
+        raise _Bad("config.dtype", f"{dtype!r}, not one of {', '.join(DTYPES)}")
+    return TrainConfig(
+        hidden=hidden,
+        optimizer=optimizer,
+        lr=lr,
+        iterations=_int(c["iterations"], "config.iterations"),
+        batch_size=None if c["batch_size"] is None else _int(c["batch_size"], "config.batch_size", 1),
+        dtype=dtype,
+        seed=_int(c["seed"], "config.seed", hi=2**128),
+        eval_every=_int(c["eval_every"], "config.eval_every", 1),
     )
 
 
-def _classes(classes: Any, outputs: int) -> list[Any] | None:
-    if classes is None:
-        return None
-    if not isinstance(classes, list) or len(classes) != outputs:
-        raise ValueError(f"{outputs} output units but class labels {classes!r}")
-    return classes
+def _batch_state(value: Any) -> dict[str, Any]:
+    if value == {}:  # a full-batch source that keeps no order (the Dask engine)
+        return value
+    state = _object(value, "batch_state", ("epoch_rng_state", "position"))
+    _int(state["position"], "batch_state.position")
+    rng = state["epoch_rng_state"]
+    if not isinstance(rng, dict) or rng.get("bit_generator") != "PCG64":
+        raise _Bad("batch_state.epoch_rng_state", f"{_what(rng)}, not the state of a PCG64 generator")
+    try:  # the judge of a generator's state is numpy: a fresh generator must take it
+        np.random.PCG64().state = rng
+    except Exception:  # TypeError, ValueError, KeyError or OverflowError, as numpy sees fit
+        raise _Bad("batch_state.epoch_rng_state", "not a generator state numpy accepts") from None
+    return state
+
+
+def _history(value: Any, step: int) -> list[Record]:
+    records, previous = [], -1
+    for i, r in enumerate(_list(value, "history")):
+        field = f"history[{i}]"
+        _object(r, field, [f.name for f in fields(Record)])
+        iteration = _int(r["iteration"], f"{field}.iteration", previous + 1, step)
+        loss = _float(r["loss"], f"{field}.loss")
+        if loss < 0:
+            raise _Bad(f"{field}.loss", f"{loss:g}: a cross-entropy is never negative")
+        accuracies = []
+        for name in ("train_accuracy", "test_accuracy"):
+            a = _float(r[name], f"{field}.{name}")
+            if not (0 <= a <= 1 or math.isnan(a)):  # NaN: a fit on arrays has no test split
+                raise _Bad(f"{field}.{name}", f"{a:g}, not an accuracy in [0, 1]")
+            accuracies.append(a)
+        records.append(Record(iteration, loss, *accuracies))
+        previous = iteration
+    return records
+
+
+def _array(archive: archives.Npz, name: str, shape: tuple[int, ...], dtype: str) -> np.ndarray:
+    """A parameter or optimizer array: its header checked before its data is read, then its values."""
+    if name not in archive:
+        raise _Bad(name, "missing")
+    found_dtype, found_shape = archive.header(name)
+    if found_dtype != np.dtype(dtype):
+        raise _Bad(name, f"{found_dtype} values, but the checkpoint's dtype is {dtype}")
+    if found_shape != shape:
+        raise _Bad(name, f"shape {found_shape}, but the layers need {shape}")
+    return archive[name]
+
+
+def _decode(meta: dict[str, Any], archive: archives.Npz) -> Checkpoint:
+    _object(meta, "", FIELDS, OPTIONAL)
+    config = _config(meta["config"])
+    sizes = [_int(n, f"sizes[{i}]", 1) for i, n in enumerate(_list(meta["sizes"], "sizes"))]
+    if len(sizes) < 2 or tuple(sizes[1:-1]) != config.hidden:
+        raise _Bad("sizes", f"{sizes[:10]} are not the layers of hidden {list(config.hidden)}")
+    step = _int(meta["step"], "step", hi=max(config.iterations, 0))
+    expected = [shape for a, b in pairwise(sizes) for shape in ((a, b), (b,))]
+    params = [_array(archive, f"param_{i}", shape, config.dtype) for i, shape in enumerate(expected)]
+    slot_names = set(OPTIMIZERS[config.optimizer](np.zeros(1), 1.0).slots)
+    counts = _object(meta["optimizer_slots"], "optimizer_slots", sorted(slot_names))
+    slots = {}
+    for name in sorted(slot_names):
+        _int(counts[name], f"optimizer_slots.{name}", len(expected), len(expected))
+        slots[name] = [_array(archive, f"slot_{name}_{i}", shape, config.dtype) for i, shape in enumerate(expected)]
+    classes = meta.get("classes")
+    if classes is not None:
+        classes = _list(classes, "classes")
+        if len(classes) != sizes[-1]:
+            raise _Bad("classes", f"{sizes[-1]} output units but {len(classes)} class labels")
+        for i, c in enumerate(classes):
+            if isinstance(c, (list, dict)) or c is None:
+                raise _Bad(f"classes[{i}]", f"{_what(c)}, not a label (a text or a number)")
+    loss_curve = [_float(v, f"loss_curve[{i}]") for i, v in enumerate(_list(meta.get("loss_curve", []), "loss_curve"))]
+    if len(loss_curve) > step:
+        raise _Bad("loss_curve", f"{len(loss_curve)} losses for {step} steps")
+    dataset = _text(meta["dataset"], "dataset")
+    checksum = _text(meta["dataset_checksum"], "dataset_checksum")
+    if checksum and not re.fullmatch(r"[0-9a-f]{64}", checksum):
+        raise _Bad("dataset_checksum", f"{_what(checksum)}, not a SHA-256 in hex")
+    if "gpunet" in meta:
+        _text(meta["gpunet"], "gpunet")
+    return Checkpoint(
+        config=config,
+        sizes=sizes,
+        dataset=dataset,
+        dataset_checksum=checksum,
+        step=step,
+        params=params,
+        optimizer_steps=_int(meta["optimizer_steps"], "optimizer_steps", hi=step),
+        optimizer_slots=slots,
+        batch_state=_batch_state(meta["batch_state"]),
+        history=_history(meta["history"], step),
+        classes=classes,
+        loss_curve=loss_curve,
+    )
 
 
 def check_matches(ckpt: Checkpoint, config: TrainConfig, dataset: Dataset, path: Path) -> None:
     """Refuse a checkpoint from another architecture, dtype, optimizer or dataset."""
     sizes = layer_sizes(config, dataset)
+    if ckpt.config.seed != config.seed:  # the seed drew weights and a batch order the checkpoint already holds
+        raise CheckpointError(
+            f"{path} continues the run of seed {ckpt.config.seed}: --seed {config.seed} would change nothing "
+            "(the weights and batch order are the checkpoint's), so it is refused; resume without --seed, "
+            "or start a new run with it"
+        )
     mismatches = []
     if sizes != ckpt.sizes:
         mismatches.append(f"layers {'-'.join(map(str, ckpt.sizes))}, not {'-'.join(map(str, sizes))}")

@@ -17,7 +17,16 @@ from gpunet.core.flat import Layout, flatten
 from gpunet.core.optimizers import OPTIMIZERS, make_optimizer
 from gpunet.data.datasets import Dataset
 from gpunet.device.backend import Device, to_numpy
-from gpunet.errors import ConfigError, DivergedError, GpunetError, Interrupted, NotLearning, StepFailed, WriteFailed
+from gpunet.errors import (
+    ConfigError,
+    DivergedError,
+    GpunetError,
+    Interrupted,
+    NotLearning,
+    StepFailed,
+    ValuesOutOfRange,
+    WriteFailed,
+)
 from gpunet.files.signals import deferred, stop_requests
 from gpunet.training import initializers
 from gpunet.training.engine import LocalEngine
@@ -68,12 +77,19 @@ class TrainConfig:
 OPTIMIZER_SLOTS = {"gd": 0, "momentum": 1, "adam": 2}
 
 
-def check_fits(config: TrainConfig, sizes: list[int], device: Device) -> None:
-    """Refuse, before allocating anything, a network whose parameters alone would not fit the device."""
+def check_fits(config: TrainConfig, sizes: list[int], device: Device, samples: int = 0) -> None:
+    """Refuse, before allocating anything, a network whose parameters alone would not fit the device,
+    or whose one-hot targets for `samples` samples (a row of `sizes[-1]` classes each) would not."""
     parameters = sum(a * b + b for a, b in itertools.pairwise(sizes))
     vectors = 2 + OPTIMIZER_SLOTS[config.optimizer]  # parameters, gradient, optimizer state (a validated name)
     needed = parameters * vectors * np.dtype(config.dtype).itemsize
     available = device.memory_bytes()
+    targets = samples * sizes[-1] * np.dtype(config.dtype).itemsize
+    if needed + targets > available and targets > needed:
+        raise ConfigError(
+            f"{sizes[-1]:,} classes: the one-hot targets of {samples:,} samples alone need {byte_size(targets)}, "
+            f"more than the {byte_size(available)} of memory on {device.name}"
+        )
     if needed > available:
         raise ConfigError(
             f"--hidden {','.join(map(str, config.hidden))}: the parameters, gradient and {config.optimizer} state "
@@ -201,6 +217,14 @@ def device_rows(images: Array, device: Device, dtype: str) -> Array:
         x = xp.astype(x, getattr(xp, dtype))
         x /= 255.0
         return x
+    if dtype == "float32" and x.dtype == xp.float64 and x.size:
+        # Beyond float32's range a value becomes infinite, and the run would be called diverged.
+        biggest = float(to_numpy(xp.max(xp.abs(x))))
+        if biggest > float(np.finfo(np.float32).max):
+            raise ValuesOutOfRange(
+                f"the inputs hold values up to {biggest:.3g}, beyond float32's range (±3.4e+38), where they would "
+                "become infinite: scale them (standardise each feature) or train in float64"
+            )
     # Never written to, so the caller's own array serves when its dtype already fits.
     return xp.asarray(x, dtype=getattr(xp, dtype))
 
@@ -318,7 +342,8 @@ class Trainer:
         self.config, self.device = config, device
         self.dataset_name, self.dataset_checksum = dataset.name, dataset.checksum
         self.sizes = layer_sizes(config, dataset)
-        check_fits(config, self.sizes, device)
+        samples = dataset.train_images.shape[0] + (0 if dataset.test_images is None else dataset.test_images.shape[0])
+        check_fits(config, self.sizes, device, samples)
         self.engine = LocalEngine.for_device(device)
         self.shuffle_rng = shuffle_rng(config.seed)
         self.source = source or LocalSource(dataset, config, device, self.engine, self.shuffle_rng)
