@@ -200,7 +200,7 @@ def test_sigterm_outside_training_finishes_the_file_and_leaves_no_temporary(tmp_
     proc.send_signal(signal.SIGTERM)
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 143
-    assert error_lines(stderr) == ["error: interrupted by SIGTERM"]
+    assert error_lines(stderr) == [f"error: interrupted by SIGTERM; written before it stopped: {out}"]
     assert json.loads(out.read_text())["step"] == 20  # finished, complete, valid
     assert leftovers(tmp_path) == []
 

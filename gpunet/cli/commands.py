@@ -46,7 +46,7 @@ from gpunet.cli.options import (
     WorkersOpt,
     parse_hidden,
 )
-from gpunet.cli.report import Reporter, forgiving_output, safe_output, stderr_line
+from gpunet.cli.report import Reporter, forgiving_output, safe_output, standard_streams, stderr_line
 from gpunet.core import model
 from gpunet.data import datasets, userdata
 from gpunet.data.images import check_invert, read_images
@@ -64,7 +64,8 @@ from gpunet.errors import (
     WriteFailed,
     printable,
 )
-from gpunet.files import signals
+from gpunet.files import environment, signals
+from gpunet.files import outputs as output_files
 from gpunet.files.outputs import Claim, atomic_file, claim_outputs, failure_reason, write_each
 from gpunet.params import worded_for_flags
 from gpunet.training import checkpoint, doctor
@@ -97,10 +98,13 @@ class _OneLineErrors(TyperGroup):
         standalone_mode: bool = True,
         **extra: Any,
     ) -> Any:
+        standard_streams()
         safe_output()
+        output_files.WRITTEN.clear()  # what this command writes, for a signal's last line
         try:
             # Ctrl-C, SIGTERM and SIGHUP unwind cleanly, never mid-file; a closed terminal loses no run.
             with signals.handling(), forgiving_output():
+                environment.check_all()  # a malformed GPUNET_* setting is refused like a bad option
                 code = super().main(
                     args=args,
                     prog_name=prog_name or "gpunet",
@@ -117,7 +121,7 @@ class _OneLineErrors(TyperGroup):
             stderr_line(f"error: {e.format_message()}{hint}")
             code = e.exit_code
         except signals.Terminated as e:
-            stderr_line(f"error: interrupted by {signals.name(e.signum)}")
+            stderr_line(f"error: interrupted by {signals.name(e.signum)}; {output_files.written_so_far()}")
             code = 128 + e.signum
         except (KeyboardInterrupt, EOFError):
             stderr_line("error: interrupted")

@@ -131,6 +131,27 @@ class Reporter:
         return update
 
 
+def standard_streams() -> None:
+    """A command started with stdin, stdout or stderr closed (`>&-`) gets /dev/null there.
+
+    Otherwise the first file gpunet opens would take descriptor 1 or 2, and what
+    is printed (by this process or a worker it starts) would land in that file;
+    and Python's sys.stdout would be None, which printing cannot use.
+    """
+    for fd, name in ((0, "stdin"), (1, "stdout"), (2, "stderr")):
+        try:
+            os.fstat(fd)
+        except OSError:
+            with contextlib.suppress(OSError):
+                devnull = os.open(os.devnull, os.O_RDWR)
+                if devnull != fd:
+                    os.dup2(devnull, fd)
+                    os.close(devnull)
+        if getattr(sys, name) is None:
+            with contextlib.suppress(OSError):
+                setattr(sys, name, open(fd, "r" if fd == 0 else "w", closefd=False))  # noqa: SIM115
+
+
 def safe_output() -> None:
     """Lines that hold a path no output encoding can show (a non-UTF-8 file name, a strict
     C locale) print it escaped (\\udcff, \\xe9) instead of failing after the work is done."""

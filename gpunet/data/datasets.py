@@ -21,7 +21,7 @@ import numpy as np
 
 from gpunet.data.idx import check_split, parse_idx, read_bytes
 from gpunet.errors import DatasetError, DatasetMissing, ForeignFile, shown
-from gpunet.files import inputs
+from gpunet.files import environment, inputs
 
 if TYPE_CHECKING:  # the downloader (urllib, http.client) is imported only when a download is due
     from gpunet.data.download import Progress
@@ -173,15 +173,15 @@ def search_dirs(name: str, data_dir: Path | None = None) -> list[Path]:
     """Where a dataset is looked for, in order: only in --data-dir when it is given."""
     if data_dir is not None:
         return [Path(data_dir) / name, Path(data_dir)]
-    roots = [Path(os.environ["GPUNET_DATA"])] if os.environ.get("GPUNET_DATA") else []
+    env_dir = environment.data_dir()
+    roots = [env_dir] if env_dir is not None else []
     dirs = [d for root in roots for d in (root / name, root)]
     return [*dirs, cache_dir() / name, Path("/usr/share/datasets") / name]
 
 
 def mirrors(spec: DatasetSpec) -> tuple[str, ...]:
     """$GPUNET_MIRRORS (comma-separated base URLs) replaces the built-in list."""
-    override = os.environ.get("GPUNET_MIRRORS")
-    return tuple(u.strip() for u in override.split(",") if u.strip()) if override else spec.mirrors
+    return environment.mirrors() or spec.mirrors
 
 
 def _file_in(directory: Path, f: DataFile) -> Path | None:
@@ -215,8 +215,8 @@ def locate(spec: DatasetSpec, data_dir: Path | None = None) -> tuple[Path | None
     """
     if data_dir is not None:
         _check_named_dir(Path(data_dir), "--data-dir")
-    elif os.environ.get("GPUNET_DATA"):
-        _check_named_dir(Path(os.environ["GPUNET_DATA"]), "$GPUNET_DATA")
+    elif (env_dir := environment.data_dir()) is not None:
+        _check_named_dir(env_dir, "$GPUNET_DATA")
     searched = search_dirs(spec.name, data_dir)
     for d in searched:
         present = [f for f in spec.files if _file_in(d, f)]

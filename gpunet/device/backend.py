@@ -17,6 +17,7 @@ import numpy as np
 from array_api_compat import is_cupy_array, is_cupy_namespace, is_numpy_array
 
 from gpunet.errors import DeviceError
+from gpunet.files import environment
 
 __all__ = ["Device", "array_namespace", "blas_info", "describe", "fusable", "resolve_device", "to_numpy"]
 
@@ -116,7 +117,8 @@ class fusable:  # lower case: it is used as a decorator
     with cupy's tracer, without a GPU, and enforces this.
     """
 
-    enabled = os.environ.get("GPUNET_FUSE", "1") != "0"  # benchmarks compare fused and unfused steps
+    # $GPUNET_FUSE=0 turns fusion off (benchmarks compare fused and unfused steps); None: not read yet.
+    enabled: ClassVar[bool | None] = None
     fallbacks: ClassVar[dict[str, str]] = {}  # function name -> why cupy could not fuse it
 
     def __init__(self, fn: Callable[..., Any]) -> None:
@@ -132,6 +134,8 @@ class fusable:  # lower case: it is used as a decorator
             return self.fn(*args, xp=xp)
         import cupy
 
+        if fusable.enabled is None:
+            fusable.enabled = environment.fuse()
         if fusable.enabled and self._kernel() is not False:
             if self._proven:
                 return self._fused(*args)

@@ -54,12 +54,21 @@ from pathlib import Path
 from typing import IO, Any
 
 from gpunet.errors import GpunetError, OutputInUse, OutputRefused, WriteFailed, shown
-from gpunet.files import signals
+from gpunet.files import environment, signals
 
 STALE_AFTER_S = 24 * 3600  # a temporary file this old is nobody's write in progress
-# For tests only: seconds every atomic write waits before it is finished, so a
-# test can send signals to a process that is certainly in the middle of a save.
-_TEST_SLOW_WRITE_S = float(os.environ.get("GPUNET_TEST_SLOW_WRITE_S") or 0)
+
+
+# Every file atomic_file completed in this process (the CLI clears it when a command starts),
+# so the line a signal ends a command with can say exactly what was written.
+WRITTEN: list[Path] = []
+
+
+def written_so_far() -> str:
+    """What a command interrupted now leaves: the files it wrote, or that it wrote none."""
+    if not WRITTEN:
+        return "nothing was written"
+    return "written before it stopped: " + ", ".join(shown(p) for p in dict.fromkeys(WRITTEN))
 
 
 def failure_reason(e: BaseException) -> str:
@@ -210,12 +219,14 @@ def atomic_file(
         try:
             with os.fdopen(fd, mode, newline=newline) as f:
                 yield f
-                if _TEST_SLOW_WRITE_S:
-                    time.sleep(_TEST_SLOW_WRITE_S)
+                # For tests only: a test can signal a process that is certainly in the middle of a save.
+                if slow := environment.test_slow_write_s():
+                    time.sleep(slow)
                 f.flush()
                 os.fsync(f.fileno())
             os.chmod(tmp, 0o666 & ~UMASK)  # mkstemp makes it private; give it the usual permissions
             _rename_into_place(tmp, path)
+            WRITTEN.append(path)
         finally:
             with signals.deferred():  # a second signal must not skip the clean-up
                 Path(tmp).unlink(missing_ok=True)

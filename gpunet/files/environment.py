@@ -1,0 +1,92 @@
+"""The GPUNET_* environment variables, read in one place into checked values.
+
+Each reader returns the value its user needs, or raises ConfigError with one
+line naming the variable, what it holds and what it should hold. `check_all()`
+reads every one, so the command line refuses a malformed setting before any
+work, as it refuses a bad option. An unset or empty variable is its default.
+
+- GPUNET_DATA: a directory where datasets are looked for first (checked where used).
+- GPUNET_MIRRORS: comma-separated http:// or https:// base URLs replacing the built-in mirrors.
+- GPUNET_FUSE: 1 (the default) fuses the elementwise steps on cupy, 0 does not.
+- GPUNET_TEST_SLOW_WRITE_S: for tests, seconds every atomic write waits before it completes.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+from gpunet.errors import ConfigError
+
+NAMES = ("GPUNET_DATA", "GPUNET_MIRRORS", "GPUNET_FUSE", "GPUNET_TEST_SLOW_WRITE_S")
+
+
+def _raw(name: str) -> str | None:
+    value = os.environ.get(name)
+    return value if value and value.strip() else None
+
+
+def _refuse(name: str, value: str, wanted: str) -> ConfigError:
+    shown = value if len(value) <= 200 else f"{value[:100]}…{value[-50:]}"
+    return ConfigError(f"${name} is {shown!r}: {wanted}")
+
+
+def data_dir() -> Path | None:
+    """$GPUNET_DATA, or None when unset (whether it is a directory is checked where it is searched)."""
+    value = _raw("GPUNET_DATA")
+    return Path(value) if value is not None else None
+
+
+def mirrors() -> tuple[str, ...] | None:
+    """$GPUNET_MIRRORS as a tuple of base URLs, or None when unset (the built-in list is used)."""
+    value = _raw("GPUNET_MIRRORS")
+    if value is None:
+        return None
+    from urllib.parse import urlsplit  # lazily: `import gpunet` loads no URL handling
+
+    urls = tuple(u.strip() for u in value.split(",") if u.strip())
+    wanted = "give comma-separated http:// or https:// base URLs, such as https://example.org/mnist/"
+    if not urls:
+        raise _refuse("GPUNET_MIRRORS", value, wanted)
+    for url in urls:
+        try:
+            parts = urlsplit(url)
+            parts.port  # noqa: B018 -- reading it checks it: a port that is not a number raises
+        except ValueError as e:
+            raise _refuse("GPUNET_MIRRORS", value, f"{url!r} is not a URL ({e}); {wanted}") from None
+        if parts.scheme not in ("http", "https") or not parts.hostname or any(c.isspace() for c in url):
+            raise _refuse("GPUNET_MIRRORS", value, f"{url!r} is not an http:// or https:// URL; {wanted}")
+    return urls
+
+
+def fuse() -> bool:
+    """$GPUNET_FUSE: whether cupy fuses the elementwise steps (default yes)."""
+    value = _raw("GPUNET_FUSE")
+    if value is None:
+        return True
+    if value.strip() not in ("0", "1"):
+        raise _refuse("GPUNET_FUSE", value, "give 1 (fuse the elementwise steps on cupy, the default) or 0")
+    return value.strip() == "1"
+
+
+def test_slow_write_s() -> float:
+    """$GPUNET_TEST_SLOW_WRITE_S: seconds each atomic write lasts at least (a test hook; default 0)."""
+    value = _raw("GPUNET_TEST_SLOW_WRITE_S")
+    if value is None:
+        return 0.0
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = math.nan
+    if not math.isfinite(seconds) or not 0 <= seconds <= 3600:
+        raise _refuse("GPUNET_TEST_SLOW_WRITE_S", value, "give seconds from 0 to 3600")
+    return seconds
+
+
+def check_all() -> None:
+    """Read every GPUNET_* setting once: a malformed one raises ConfigError now, before any work."""
+    data_dir()
+    mirrors()
+    fuse()
+    test_slow_write_s()
