@@ -172,6 +172,22 @@ def test_generated_source_compiles_for_compute_90(dtype: str, name: str) -> None
 
 
 @all_kernels
+def test_every_kernel_takes_its_arrays_as_arrays_and_reads_and_writes_them(dtype: str, name: str) -> None:
+    # A kernel whose arrays were declared as scalars compiles to a body of `ret` and checks nothing:
+    # relu_backward's did, until tests/cupy_fusion.py took _reduce_dims' views for the arrays they are.
+    for args, t in each_case(dtype, name):
+        code = cupy_fusion.source(t)
+        params = cupy_fusion.kernel_parameters(code, f"gpunet_{name}")
+        arrays = sum(isinstance(a, np.ndarray) for a in args) + len(t.returned)
+        scalars = sum(a is not None and not isinstance(a, np.ndarray) for a in args)
+        as_arrays = [p for p in params if "CArray<" in p]
+        as_scalars = [p for p in params if "CArray<" not in p and "CIndexer<" not in p and "_block_stride" not in p]
+        assert (len(as_arrays), len(as_scalars)) == (arrays, scalars), f"{name}({shapes(args)}): {params}"
+        loads, stores = cupy_fusion.global_accesses(cupy_fusion.compile_ptx(code))
+        assert loads >= 1 and stores >= 1, f"{name}({shapes(args)}) reads {loads} and writes {stores} times"
+
+
+@all_kernels
 def test_traced_operations_compute_what_the_unfused_function_does(dtype: str, name: str) -> None:
     # The same operations in the same dtypes: equal to a few units in the last place (they agree
     # exactly with numpy 2.4); Adam's coefficients in float16 were off by 1e-5.
