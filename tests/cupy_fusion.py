@@ -423,7 +423,8 @@ def compile_ptx(code: str, arch: str = ARCH) -> str:
 
 # --- the traced operations, run by numpy -----------------------------------------------------------
 
-_REDUCTIONS = {"a + b": np.add}  # a reduction's reduce_expr -> numpy's ufunc
+# a reduction's reduce_expr -> numpy's ufunc (cupy's my_max_float propagates NaN, as np.maximum does)
+_REDUCTIONS = {"a + b": np.add, "my_max_float(a, b)": np.maximum}
 
 
 def evaluate(traced: Traced, args: tuple[Any, ...]) -> Any:
