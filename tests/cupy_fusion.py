@@ -170,7 +170,9 @@ def _arg_info(a: Any, dtype: Any = None) -> Any:
     import cupy
     from cupy._core import _carray, _kernel, _scalar
 
-    if isinstance(a, cupy.ndarray):
+    # An array, or _reduce_dims' reshaped view of one (a Reduced below, not a cupy.ndarray): before
+    # this test, such a view was taken for a scalar, and relu_backward's kernel compiled to `ret`.
+    if isinstance(a, cupy.ndarray) or hasattr(a, "_c_contiguous"):
         return _kernel._ArgInfo(ARG_KIND_NDARRAY, cupy.ndarray, a.dtype, a.ndim, a._c_contiguous, a._index_32_bits)
     if isinstance(a, tuple):  # an Indexer over this shape (_carray.Indexer.init)
         return _kernel._ArgInfo(ARG_KIND_INDEXER, _carray.Indexer, None, len(a), True, math.prod(a) <= 1 << 31)
@@ -276,7 +278,29 @@ def _elementwise_source(kernel: Any, args: tuple[Any, ...]) -> str:
     )
 
 
-def _reduction_source(kernel: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
+@dataclass
+class ReductionLaunch:
+    """What `_AbstractReductionKernel._call` launches for these arguments: its grid and what the source needs."""
+
+    block_size: int  # threads per block
+    block_stride: int  # outputs per block
+    blocks: int  # the grid: `_get_block_specs`' out_block_num
+    in_args: list[Any]
+    out_args: list[Any]
+    shape: tuple[int, ...]
+    out_shape: tuple[int, ...]
+    types: list[Any]
+    type_map: Any
+
+
+def reduction_launch(traced: Traced) -> ReductionLaunch:
+    """The grid cupy's reduction kernel gets for the traced call, from CuPy's own `_get_block_specs`."""
+    if traced.kind != "reduction":
+        raise ValueError("not a reduction")
+    return _reduction_launch(traced.kernel, tuple(a for a in traced.args if a is not None), traced.kwargs)
+
+
+def _reduction_launch(kernel: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> ReductionLaunch:
     import cupy
     from cupy._core import _cub_reduction, _kernel, _reduction
 
@@ -301,19 +325,54 @@ def _reduction_source(kernel: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
         shape, in_args = _reduce_dims(in_args, shape)
         out_shape, out_args = _reduce_dims(out_args, out_shape)
     contiguous = _contiguous_size(in_args, out_shape, len(shape))
-    block_size, block_stride, _ = _reduction._get_block_specs(math.prod(shape), math.prod(out_shape), contiguous, -1)
-    inout = in_args + out_args
-    types = list(in_types) + list(out_types)
+    block_size, block_stride, blocks = _reduction._get_block_specs(
+        math.prod(shape), math.prod(out_shape), contiguous, -1
+    )
+    return ReductionLaunch(
+        block_size, block_stride, blocks, in_args, out_args, shape, out_shape, [*in_types, *out_types], type_map
+    )
+
+
+def _reduction_source(kernel: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
+    from cupy._core import _reduction
+
+    launch = _reduction_launch(kernel, args, kwargs)
     arginfos = (
-        *(_arg_info(a, t) for a, t in zip(inout, types)),
-        _arg_info(tuple(shape)),
-        _arg_info(tuple(out_shape)),
-        _arg_info(block_stride, np.int32),
+        *(_arg_info(a, t) for a, t in zip(launch.in_args + launch.out_args, launch.types)),
+        _arg_info(tuple(launch.shape)),
+        _arg_info(tuple(launch.out_shape)),
+        _arg_info(launch.block_stride, np.int32),
     )
     return _reduction._ReductionKernel_get_cached_function_code(
-        kernel.nin, kernel.nout, kernel._params, arginfos, type_map, kernel.name, block_size, kernel.reduce_type,
-        kernel.identity, kernel.map_expr, kernel.reduce_expr, kernel.post_map_expr, kernel.preamble, kernel.options,
+        kernel.nin, kernel.nout, kernel._params, arginfos, launch.type_map, kernel.name, launch.block_size,
+        kernel.reduce_type, kernel.identity, kernel.map_expr, kernel.reduce_expr, kernel.post_map_expr,
+        kernel.preamble, kernel.options,
     )  # fmt: skip
+
+
+def kernel_parameters(code: str, name: str) -> list[str]:
+    """The parameter declarations of `name`'s `__global__` signature in generated source."""
+    head = code[code.index(f"void {name}(") + len(f"void {name}(") :]
+    params, depth, current = [], 0, ""
+    for ch in head:
+        if ch in "<(":
+            depth += 1
+        elif ch in ">)":
+            if depth == 0:
+                break
+            depth -= 1
+        if ch == "," and depth == 0:
+            params.append(current.strip())
+            current = ""
+        else:
+            current += ch
+    return [*params, current.strip()] if current.strip() else params
+
+
+def global_accesses(ptx: str) -> tuple[int, int]:
+    """(loads, stores) of global memory in PTX: a kernel that touches its arrays has both."""
+    lines = [line.strip() for line in ptx.splitlines()]
+    return sum(line.startswith("ld.global") for line in lines), sum(line.startswith("st.global") for line in lines)
 
 
 def _contiguous_size(args: list[Any], out_shape: tuple[int, ...], ndim: int) -> int:
@@ -364,7 +423,8 @@ def compile_ptx(code: str, arch: str = ARCH) -> str:
 
 # --- the traced operations, run by numpy -----------------------------------------------------------
 
-_REDUCTIONS = {"a + b": np.add}  # a reduction's reduce_expr -> numpy's ufunc
+# a reduction's reduce_expr -> numpy's ufunc (cupy's my_max_float propagates NaN, as np.maximum does)
+_REDUCTIONS = {"a + b": np.add, "my_max_float(a, b)": np.maximum}
 
 
 def evaluate(traced: Traced, args: tuple[Any, ...]) -> Any:

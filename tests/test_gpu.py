@@ -79,7 +79,14 @@ def test_fused_gradient_matches_numpy_and_the_unfused_cupy_step(request: pytest.
     fused_loss, fused_grads = cupy_gradient_sums(params, x, targets)
     # The elementwise steps really ran as fused kernels, not as the Python fallback.
     assert not fusable.fallbacks  # each function's reason would be here
-    for kernel in (model.bias_relu, model.relu_backward, model.sum_exp, model.softmax_minus_targets):
+    assert not fusable.second_tracer  # cupy.fuse's second implementation: another kernel than the CPU checked
+    for kernel in (
+        model.bias_relu,
+        model.relu_backward,
+        model.logits_max,
+        model.log_sum_exp,
+        model.softmax_cross_entropy,
+    ):
         assert kernel._fused and kernel._proven, kernel.__name__
     request.getfixturevalue("unfused")
     plain_loss, plain_grads = cupy_gradient_sums(params, x, targets)

@@ -30,7 +30,7 @@ import pytest
 import gpunet
 from gpunet.core.optimizers import OPTIMIZERS, make_optimizer
 from gpunet.data import datasets
-from gpunet.device.backend import fusable, resolve_device
+from gpunet.device.backend import explicit_scalars, fusable, resolve_device
 from gpunet.training.engine import LocalEngine
 from gpunet.training.train import DTYPES, TrainConfig, Trainer
 from tests import cupy_fusion
@@ -74,6 +74,7 @@ def step_calls(dtype: str) -> dict[str, dict[tuple, tuple[Any, ...]]]:
     real_call = fusable.__call__
 
     def recording(self: fusable, *args: Any) -> Any:
+        args = explicit_scalars(args, compat_numpy)  # as fusable.__call__ passes them on
         layout = tuple((a.shape, a.strides) if isinstance(a, np.ndarray) else type(a) for a in args)
         calls.setdefault(self.__name__, {}).setdefault(layout, tuple(kept(a) for a in args))
         return real_call(self, *args)
@@ -142,7 +143,8 @@ def test_becomes_one_kernel_of_the_intended_kind(dtype: str, name: str) -> None:
     for args, t in each_case(dtype, name):
         unfused = FUSABLES[name].fn(*(kept(a) for a in args), xp=compat_numpy)
         broadcast = np.broadcast_shapes(*(a.shape for a in args if isinstance(a, np.ndarray)))
-        intended = "reduction" if unfused is not None and np.shape(unfused) != broadcast else "elementwise"
+        first = unfused[0] if isinstance(unfused, tuple) else unfused  # a kernel's results share one shape
+        intended = "reduction" if first is not None and np.shape(first) != broadcast else "elementwise"
         assert t.kind == intended, f"{name}({shapes(args)}): traced as {t.kind}, meant as {intended}"
         assert type(t.kernel).__name__ == {"elementwise": "ElementwiseKernel", "reduction": "ReductionKernel"}[t.kind]
 
@@ -172,6 +174,22 @@ def test_generated_source_compiles_for_compute_90(dtype: str, name: str) -> None
 
 
 @all_kernels
+def test_every_kernel_takes_its_arrays_as_arrays_and_reads_and_writes_them(dtype: str, name: str) -> None:
+    # A kernel whose arrays were declared as scalars compiles to a body of `ret` and checks nothing:
+    # relu_backward's did, until tests/cupy_fusion.py took _reduce_dims' views for the arrays they are.
+    for args, t in each_case(dtype, name):
+        code = cupy_fusion.source(t)
+        params = cupy_fusion.kernel_parameters(code, f"gpunet_{name}")
+        arrays = sum(isinstance(a, np.ndarray) for a in args) + len(t.returned)
+        scalars = sum(a is not None and not isinstance(a, np.ndarray) for a in args)
+        as_arrays = [p for p in params if "CArray<" in p]
+        as_scalars = [p for p in params if "CArray<" not in p and "CIndexer<" not in p and "_block_stride" not in p]
+        assert (len(as_arrays), len(as_scalars)) == (arrays, scalars), f"{name}({shapes(args)}): {params}"
+        loads, stores = cupy_fusion.global_accesses(cupy_fusion.compile_ptx(code))
+        assert loads >= 1 and stores >= 1, f"{name}({shapes(args)}) reads {loads} and writes {stores} times"
+
+
+@all_kernels
 def test_traced_operations_compute_what_the_unfused_function_does(dtype: str, name: str) -> None:
     # The same operations in the same dtypes: equal to a few units in the last place (they agree
     # exactly with numpy 2.4); Adam's coefficients in float16 were off by 1e-5.
@@ -180,7 +198,8 @@ def test_traced_operations_compute_what_the_unfused_function_does(dtype: str, na
         fused_args, plain_args = [kept(a) for a in args], [kept(a) for a in args]
         fused = cupy_fusion.evaluate(t, tuple(fused_args))
         plain = FUSABLES[name].fn(*plain_args, xp=compat_numpy)
-        pairs = [(fused, plain), *zip(fused_args, plain_args)]  # the result and the arguments updated in place
+        results = zip(fused, plain) if isinstance(plain, tuple) else [(fused, plain)]  # each result
+        pairs = [*results, *zip(fused_args, plain_args)]  # and the arguments updated in place
         for got, want in pairs:
             if want is None or not hasattr(want, "dtype"):
                 continue

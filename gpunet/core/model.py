@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from gpunet.device.backend import array_namespace, fusable
+from gpunet.device.backend import array_namespace, fusable, matmul_into
 
 Array = Any
 
@@ -45,21 +45,36 @@ def relu_backward(delta: Array, out: Array, xp: Any) -> Array:
 
 
 @fusable
-def sum_exp(z: Array, z_max: Array, xp: Any) -> Array:
-    """softmax's denominator per column, each column shifted by its maximum."""
-    return xp.sum(xp.exp(z - z_max), axis=0)
+def logits_max(z: Array, b: Array, xp: Any) -> Array:
+    """Each sample's largest logit: the shift that keeps exp() finite (see softmax_shift).
+
+    `z` is (classes, samples) without its bias, `b` the bias as a (classes, 1)
+    column: adding it here saves a pass over the logits. One output per
+    sample, so on a GPU the reduction is spread over thousands of blocks.
+    """
+    return xp.max(z + b, axis=0)
 
 
 @fusable
-def cross_entropy_sum(z: Array, z_max: Array, sum_e: Array, targets: Array, xp: Any) -> Array:
-    """-sum(targets * log_softmax(z)) over a (classes, samples) block."""
-    return -xp.sum(targets * ((z - z_max) - xp.log(sum_e)))
+def log_sum_exp(z: Array, b: Array, z_max: Array, xp: Any) -> Array:
+    """log of softmax's denominator per sample, each shifted by its maximum: one output per sample."""
+    return xp.log(xp.sum(xp.exp((z + b) - z_max), axis=0))
 
 
 @fusable
-def softmax_minus_targets(z: Array, z_max: Array, sum_e: Array, targets: Array, xp: Any) -> Array:
-    """d(cross-entropy sum)/d(logits): softmax minus one-hot."""
-    return xp.exp((z - z_max) - xp.log(sum_e)) - targets
+def softmax_cross_entropy(
+    z: Array, b: Array, z_max: Array, log_s: Array, targets: Array, scale: float, neg_scale: float, xp: Any
+) -> tuple[Array, Array]:
+    """`scale` x d(cross-entropy)/d(logits) (softmax minus one-hot), and `scale` x each entry's share of the loss.
+
+    The loss shares, -targets * log_softmax, sum to the loss; summing them is
+    one whole-array reduction, which cupy hands to CUB's device-wide reduce,
+    instead of a reduction to one number inside this kernel (one block of 512
+    threads on a GPU, whatever the batch). `neg_scale` is -scale, computed on
+    the host (the rule in gpunet.device.backend.fusable).
+    """
+    log_p = (z + b) - z_max - log_s
+    return (xp.exp(log_p) - targets) * scale, (targets * log_p) * neg_scale
 
 
 def hidden_activations(params: Sequence[Array], x: Array) -> list[Array]:
@@ -114,21 +129,74 @@ def one_hot(labels: Array, num_classes: int, dtype: Any) -> Array:
     return xp.astype(labels[:, None] == classes, dtype)
 
 
+def one_hot_t(labels: Array, num_classes: int, dtype: Any) -> Array:
+    """one_hot(...).T, held contiguous: (num_classes, n), so each class's row is read in one stream.
+
+    The training step reads its targets transposed, as (classes, samples),
+    like the logits; a transposed view of one_hot's rows would be read with a
+    stride of `num_classes` elements by every kernel that uses it.
+    """
+    xp = array_namespace(labels)
+    classes = xp.arange(num_classes, dtype=labels.dtype)
+    return xp.astype(classes[:, None] == labels[None, :], dtype)
+
+
 def cross_entropy(logits: Array, targets: Array) -> Array:
     """Mean over samples of -log p(true class); `logits` and one-hot `targets` are (samples, classes)."""
     xp = array_namespace(logits)
     return -xp.sum(targets * log_softmax(logits)) / logits.shape[0]
 
 
-def column_sums(a: Array) -> Array:
+def column_sums(a: Array, ones: Array | None = None) -> Array:
     """Sum over the samples (rows) only: one bias gradient per neuron.
 
     The seed summed over every axis, so all biases of a layer moved together.
     A product with a vector of ones is BLAS work, which numpy does ~15x faster
-    than sum(axis=0) over 16-wide rows.
+    than sum(axis=0) over 16-wide rows, and on a GPU a cuBLAS product rather
+    than a reduction to 16 numbers (which cupy would run on one block).
     """
     xp = array_namespace(a)
-    return xp.ones(a.shape[0], dtype=a.dtype) @ a
+    return (xp.ones(a.shape[0], dtype=a.dtype) if ones is None else ones) @ a
+
+
+def gradient_into(
+    params: Sequence[Array], x: Array, targets: Array, scale: float, grads: Sequence[Array], ones: Array | None = None
+) -> Array:
+    """`scale` x the summed loss over the rows of `x`, with `scale` x each parameter's summed gradient
+    written into `grads` (views of one flat vector, say; each product goes straight into its view).
+
+    `targets` are (samples, classes) rows whose transpose is what is read (held
+    contiguous by the trainer, see one_hot_t); `ones` is a vector of ones of
+    the rows' length (made here when not given). `scale` is applied once, to
+    the output layer's error, so the whole gradient is scaled for free: 1/n
+    gives the mean. Nothing is read back to the host.
+
+    On a GPU this is 3 + 2L products, L + 1 (hidden layers and the output)
+    gradient products of each kind, and six fused kernels for two hidden
+    layers: see docs/gpu.md for the count.
+    """
+    xp = array_namespace(x)
+    acts = hidden_activations(params, x)
+    w, b = params[-2], params[-1]
+    z_t = w.T @ acts[-1].T  # (classes, samples); the bias is added inside the three kernels below
+    b_col = xp.reshape(b, (-1, 1))
+    targets_t = targets.T
+    # log_softmax along the classes, in the same operations as log_softmax(), split so that each
+    # reduction has one output per sample and the gradient and the loss shares are one kernel.
+    z_max = logits_max(z_t, b_col)
+    log_s = log_sum_exp(z_t, b_col, z_max)
+    delta_t, shares = softmax_cross_entropy(z_t, b_col, z_max, log_s, targets_t, scale, -scale)
+    loss = xp.sum(shares)
+    if ones is None:
+        ones = xp.ones(x.shape[0], dtype=x.dtype)
+    matmul_into(acts[-1].T, delta_t.T, grads[-2])  # (hidden, classes)
+    matmul_into(delta_t, ones, grads[-1])
+    delta = delta_t.T  # the gradient at the output layer's pre-activations
+    for j in range(len(params) // 2 - 1, 0, -1):  # hidden layer j (weights params[2j - 2]), last first
+        delta = relu_backward(delta @ params[2 * j].T, acts[j])  # back through layer j + 1, then j's ReLU
+        matmul_into(acts[j - 1].T, delta, grads[2 * j - 2])
+        matmul_into(ones, delta, grads[2 * j - 1])
+    return loss
 
 
 def gradient_sums(params: Sequence[Array], x: Array, targets: Array) -> tuple[Array, list[Array]]:
@@ -138,23 +206,8 @@ def gradient_sums(params: Sequence[Array], x: Array, targets: Array) -> tuple[Ar
     to the sum over all of them, so a full batch can be split freely.
     """
     xp = array_namespace(x)
-    acts = hidden_activations(params, x)
-    # log_softmax along the classes, in the same operations as log_softmax(),
-    # split so that the loss and the output gradient are one kernel each.
-    z_t, targets_t = output_logits_t(params, acts[-1]), targets.T
-    z_max = softmax_shift(z_t, axis=0)
-    sum_e = sum_exp(z_t, z_max)
-    loss_sum = cross_entropy_sum(z_t, z_max, sum_e, targets_t)
-    delta_t = softmax_minus_targets(z_t, z_max, sum_e, targets_t)
-    grads: list[Array] = [None] * len(params)
-    grads[-2] = acts[-1].T @ delta_t.T  # (hidden, classes), contiguous: no extra copy when flattened
-    grads[-1] = xp.sum(delta_t, axis=1)
-    delta = delta_t.T  # the gradient at the output layer's pre-activations
-    for j in range(len(params) // 2 - 1, 0, -1):  # hidden layer j (weights params[2j - 2]), last first
-        delta = relu_backward(delta @ params[2 * j].T, acts[j])  # back through layer j + 1, then j's ReLU
-        grads[2 * j - 2] = acts[j - 1].T @ delta
-        grads[2 * j - 1] = column_sums(delta)
-    return loss_sum, grads
+    grads = [xp.empty(tuple(p.shape), dtype=p.dtype) for p in params]
+    return gradient_into(params, x, targets, 1.0, grads), grads
 
 
 def loss_and_gradients(params: Sequence[Array], x: Array, targets: Array) -> tuple[Array, list[Array]]:

@@ -14,12 +14,15 @@ from typing import Any, ClassVar
 
 import array_api_compat
 import numpy as np
-from array_api_compat import is_cupy_array, is_cupy_namespace, is_numpy_array
+from array_api_compat import is_cupy_array, is_cupy_namespace, is_numpy_array, is_numpy_namespace
 
 from gpunet.errors import DeviceError
 from gpunet.files import environment
 
-__all__ = ["Device", "array_namespace", "blas_info", "describe", "fusable", "resolve_device", "to_numpy"]
+__all__ = [
+    "Device", "array_namespace", "blas_info", "describe", "explicit_scalars", "fusable", "matmul_into",
+    "resolve_device", "to_numpy",
+]  # fmt: skip
 
 CUDA_HINT = "install the GPU extra: pip install 'gpunet[cuda]'"
 
@@ -115,11 +118,23 @@ class fusable:  # lower case: it is used as a decorator
     An operation between an array and a scalar is fine: the scalar is cast to
     the array's dtype. `tests/test_kernels.py` traces every fusable function
     with cupy's tracer, without a GPU, and enforces this.
+
+    Scalar arguments are given the arrays' float dtype before the call
+    (`explicit_scalars`): a numpy float64 scalar is weak in cupy's kernels
+    (cast to float32 at each operation) but strong in numpy 2 (it would make
+    float32 work float64), so left alone the two backends would compute in
+    different precisions.
+
+    If cupy's first fusion tracer fails, `cupy.fuse` switches the function
+    to its second implementation (cupy/_core/new_fusion) for good, without a
+    word; that is recorded in `second_tracer` and warned about once, since it
+    is another kernel than the one tests/test_kernels.py checked.
     """
 
     # $GPUNET_FUSE=0 turns fusion off (benchmarks compare fused and unfused steps); None: not read yet.
     enabled: ClassVar[bool | None] = None
     fallbacks: ClassVar[dict[str, str]] = {}  # function name -> why cupy could not fuse it
+    second_tracer: ClassVar[dict[str, str]] = {}  # function name -> what cupy.fuse runs it with instead
 
     def __init__(self, fn: Callable[..., Any]) -> None:
         self.fn = fn
@@ -130,6 +145,7 @@ class fusable:  # lower case: it is used as a decorator
 
     def __call__(self, *args: Any) -> Any:
         xp = array_namespace(next(a for a in args if hasattr(a, "shape")))
+        args = explicit_scalars(args, xp)
         if not is_cupy_namespace(xp):
             return self.fn(*args, xp=xp)
         import cupy
@@ -138,13 +154,18 @@ class fusable:  # lower case: it is used as a decorator
             fusable.enabled = environment.fuse()
         if fusable.enabled and self._kernel() is not False:
             if self._proven:
-                return self._fused(*args)
+                result = self._fused(*args)
+                if getattr(self._fused, "new_fusion", None) is not None and self.__name__ not in fusable.second_tracer:
+                    self._note_second_tracer()  # new arguments (another dtype or ndim) the first tracer refused
+                return result
             try:  # the first call traces and compiles; nothing has run on the device if that fails
                 result = self._fused(*args)
             except Exception as e:
                 self._give_up(e)
             else:
                 self._proven = True
+                if getattr(self._fused, "new_fusion", None) is not None:
+                    self._note_second_tracer()
                 return result
         # Unfused, still with the raw module, as the tracer has it: array-api-compat's
         # cupy sign() assigns through a boolean mask, which reads the mask's count back
@@ -163,12 +184,52 @@ class fusable:  # lower case: it is used as a decorator
             self._fused = cupy.fuse(kernel_name=f"gpunet_{fn.__name__}")(with_cupy)
         return self._fused
 
+    def _note_second_tracer(self) -> None:
+        why = "cupy's first fusion tracer failed, so cupy.fuse runs it with its second implementation (new_fusion)"
+        fusable.second_tracer[self.__name__] = why
+        warnings.warn(f"gpunet: {self.__name__}: {why}, a kernel the CPU checks did not see", stacklevel=3)
+
     def _give_up(self, error: Exception) -> None:
         """Run unfused from now on: slower, same results; say so once rather than stop a run."""
         self._fused = False
         reason = f"{type(error).__name__}: {str(error).strip().splitlines()[0] if str(error).strip() else ''}"
         fusable.fallbacks[self.__name__] = reason
         warnings.warn(f"gpunet: cupy could not fuse {self.__name__}, which runs unfused ({reason})", stacklevel=3)
+
+
+def explicit_scalars(args: tuple[Any, ...], xp: Any) -> tuple[Any, ...]:
+    """The arguments, each number among them made a scalar of the arrays' float dtype.
+
+    numpy and cupy get numpy scalars of that dtype (a float32 run computes in
+    float32 on both, whatever type the number came as); other namespaces,
+    whose arrays take only Python numbers, get a Python float.
+    """
+    dtypes = [a.dtype for a in args if hasattr(a, "shape") and xp.isdtype(a.dtype, "real floating")]
+    if not dtypes:
+        return args
+    make = np.dtype(dtypes[0]).type if is_numpy_namespace(xp) or is_cupy_namespace(xp) else float
+    return tuple(
+        make(a) if isinstance(a, (int, float, np.number)) and not isinstance(a, (bool, np.bool_)) else a for a in args
+    )
+
+
+def matmul_into(a: Any, b: Any, out: Any) -> Any:
+    """`a @ b` written into `out` (a view of a bigger buffer, say): one product, no copy, on numpy and cupy.
+
+    numpy's and cupy's matmul take `out=` and hand it to BLAS or cuBLAS as the
+    product's destination (cupy does when `out` is C-contiguous, of the
+    product's dtype and apart from `a` and `b`, as the gradient's views are);
+    the array API has no `out=`, so elsewhere the product is assigned.
+    """
+    xp = array_namespace(out)
+    if is_numpy_namespace(xp):
+        return np.matmul(a, b, out=out)
+    if is_cupy_namespace(xp):
+        import cupy
+
+        return cupy.matmul(a, b, out=out)
+    out[...] = a @ b
+    return out
 
 
 def cpu() -> Device:
@@ -212,6 +273,11 @@ def _device_count(cupy: Any) -> int:
         raise DeviceError(f"CUDA is not usable: {_first_line(e)}") from e
 
 
+# The smoke test's outcome per (cupy module, device index): a device is tested once per process,
+# not at every resolve (the bench, the estimator and each Dask task resolve it again and again).
+_smoke_tested: dict[tuple[Any, int], Device | DeviceError] = {}
+
+
 def _cuda(index: int) -> Device:
     cupy = _import_cupy()
     count = _device_count(cupy)
@@ -219,6 +285,16 @@ def _cuda(index: int) -> Device:
         raise DeviceError("CUDA is not usable: no CUDA device found")
     if index >= count:
         raise DeviceError(f"there is no device cuda:{index}: this machine has {count} (cuda:0..cuda:{count - 1})")
+    known = _smoke_tested.get((cupy, index))
+    if known is None:
+        known = _smoke_tested[(cupy, index)] = _smoke_test(cupy, index)
+    if isinstance(known, DeviceError):
+        raise known
+    cupy.cuda.Device(index).use()
+    return known
+
+
+def _smoke_test(cupy: Any, index: int) -> Device | DeviceError:
     try:
         cupy.cuda.Device(index).use()
         # A tiny matmul loads cuBLAS and compiles a kernel, so a broken toolkit
@@ -226,7 +302,9 @@ def _cuda(index: int) -> Device:
         probe = cupy.ones((2, 2), dtype=cupy.float32)
         float((probe @ probe).sum())
     except Exception as e:
-        raise DeviceError(f"cuda:{index} failed a smoke test: {_first_line(e)}") from e
+        failed = DeviceError(f"cuda:{index} failed a smoke test: {_first_line(e)}")
+        failed.__cause__ = e
+        return failed
     return Device(f"cuda:{index}", array_namespace(probe))
 
 

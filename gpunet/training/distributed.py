@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from gpunet.core.flat import flatten
+from gpunet.core.flat import Layout
 from gpunet.data import datasets
 from gpunet.device.backend import Device, resolve_device, to_numpy
 from gpunet.errors import ConfigError, GpunetError, StepFailed
@@ -173,13 +173,20 @@ def _engine(device: Device) -> LocalEngine:
 # so a float32 run adds float32 numbers in the same order as the local engine does.
 
 
-def shard_gradient_sums(params: list[np.ndarray], shard: Shard) -> tuple[Any, list[np.ndarray], list[float]]:
-    """The shard's summed loss and gradients, and the seconds it took."""
+def shard_gradient_sums(
+    params: list[np.ndarray], shard: Shard, scale: float = 1.0
+) -> tuple[Any, list[np.ndarray], list[float]]:
+    """`scale` x the shard's summed loss and gradient (one flat vector, in a list), and the seconds it took.
+
+    The same computation as the local engine's step (LocalEngine.gradient_flat, 1/n applied in the
+    output layer's kernel), so that shards cut where its threads cut add up to its very bits.
+    """
     start = time.perf_counter()
     device = _device(shard.device)
     on_device = [device.asarray(p) for p in params]
-    loss, grads = _engine(device).gradient_sums(on_device, shard.x, shard.targets)
-    return to_numpy(loss), [to_numpy(g) for g in grads], [time.perf_counter() - start]
+    flat = device.xp.empty(Layout.of(params).size, dtype=on_device[0].dtype)
+    loss = _engine(device).gradient_flat(on_device, shard.x, shard.targets, scale, flat)
+    return to_numpy(loss), [to_numpy(flat)], [time.perf_counter() - start]
 
 
 def shard_evaluation_sums(params: list[np.ndarray], shard: Shard) -> tuple[Any, list[Any], list[float]]:
@@ -383,9 +390,9 @@ class DaskSource:
         except Exception as e:  # KilledWorker, a cancelled future, a dataset error on a worker, ...
             raise EngineError(f"the Dask cluster could not finish: {type(e).__name__}: {e}") from None
 
-    def _reduce(self, task: Callable[..., tuple], params: list[Array]) -> tuple:
+    def _reduce(self, task: Callable[..., tuple], params: list[Array], *args: Any) -> tuple:
         host = [to_numpy(p) for p in params]  # 51 kB for 784-16-16-10 in float32, sent with each task
-        parts = [self.client.submit(task, host, shard, pure=False) for shard in self.shards]
+        parts = [self.client.submit(task, host, shard, *args, pure=False) for shard in self.shards]
         while len(parts) > 1:  # a tree: pairs added on the workers, log2(shards) rounds
             pairs = [self.client.submit(add_sums, a, b, pure=False) for a, b in zip(parts[0::2], parts[1::2])]
             parts = pairs + parts[len(pairs) * 2 :]
@@ -403,10 +410,9 @@ class DaskSource:
 
     def gradient(self, params: list[Array]) -> tuple[Array, Array]:
         """Mean loss and mean gradient (one flat vector, as gpunet.training.train.LocalSource gives it)."""
-        loss_sum, grad_sums, seconds = self._reduce(shard_gradient_sums, params)
+        loss, (grads,), seconds = self._reduce(shard_gradient_sums, params, 1.0 / self.samples)
         self.last_compute_s = max(seconds)
-        n = self.samples
-        return self.device.asarray(np.asarray(loss_sum) / n), self.device.asarray(flatten(grad_sums) / n)
+        return self.device.asarray(np.asarray(loss)), self.device.asarray(grads)
 
     def evaluate(self, params: list[Array]) -> tuple[Array, Array]:
         loss_sum, (correct,), _ = self._reduce(shard_evaluation_sums, params)

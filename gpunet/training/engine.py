@@ -29,7 +29,8 @@ from typing import Any
 import numpy as np
 
 from gpunet.core import model
-from gpunet.device.backend import Device, is_numpy_array
+from gpunet.core.flat import Layout
+from gpunet.device.backend import Device, array_namespace, is_numpy_array
 
 Array = Any
 CPU_CHUNK_ROWS = 8192
@@ -53,6 +54,8 @@ class LocalEngine:
         self.workers = max(1, workers)
         self._pool: ThreadPoolExecutor | None = None
         self._blas: Any = None
+        self._buffers: dict[tuple, Array] = {}  # partial sums and vectors of ones, kept between steps
+        self._view_cache: dict[int, tuple[Array, list[Array]]] = {}
 
     @classmethod
     def for_device(cls, device: Device) -> LocalEngine:
@@ -79,6 +82,83 @@ class LocalEngine:
     def gradient_sums(self, params: Sequence[Array], x: Array, targets: Array) -> tuple[Array, list[Array]]:
         """Summed loss and gradients over all rows: the unit a distributed engine adds up across shards."""
         return self._reduce(model.gradient_sums, params, x, targets)
+
+    def gradient_flat(self, params: Sequence[Array], x: Array, targets: Array, scale: float, out: Array) -> Array:
+        """`scale` x the summed loss over all rows, returned, and `scale` x the summed gradient, written into
+        `out` (one flat vector, gpunet.core.flat's layout of `params`): what a training step needs.
+
+        Each product is written straight into its view of `out` (of the first
+        thread's first chunk; other chunks and threads write into buffers the
+        engine keeps and are added in, in a fixed order), and the vectors of
+        ones the bias gradients need are made once per row count: on a GPU,
+        where the whole batch is one chunk, a step allocates and fills nothing.
+        """
+        rows = (x, targets)
+        parts = self.parts(x.shape[0])
+        if len(parts) == 1:
+            return self._flat_over(0, params, rows, parts[0], scale, out)
+        caller_errstate = np.geterr()  # numpy's error state is per thread: carry the caller's over
+
+        def work(i: int) -> Array:
+            with np.errstate(**caller_errstate):
+                return self._flat_over(
+                    i, params, rows, parts[i], scale, out if i == 0 else self._buffer("thread", i, out)
+                )
+
+        with self._single_threaded_blas(x):
+            losses = list(self._executor().map(work, range(len(parts))))
+        total = losses[0]
+        for i, loss in enumerate(losses[1:], start=1):  # added in a fixed order, as _add does
+            total = total + loss
+            out += self._buffer("thread", i, out)
+        return total
+
+    def _flat_over(
+        self,
+        i: int,
+        params: Sequence[Array],
+        rows: Sequence[Array],
+        chunks: list[tuple[int, int]],
+        scale: float,
+        out: Array,
+    ) -> Array:
+        """Thread `i`'s chunks, summed into `out`, in the order _sum_over adds them."""
+        total = None
+        n = rows[0].shape[0]
+        for k, (start, stop) in enumerate(chunks):
+            whole = start == 0 and stop == n  # the GPU's one chunk: no slicing (each is a host-side cost)
+            x, targets = (r if whole else r[start:stop, ...] for r in rows)
+            into = out if k == 0 else self._buffer("chunk", i, out)
+            loss = model.gradient_into(params, x, targets, scale, self._views(into, params), self._ones(i, x))
+            if k == 0:
+                total = loss
+            else:
+                total = total + loss
+                out += into
+        return total
+
+    def _buffer(self, kind: str, i: int, like: Array) -> Array:
+        """A vector like `like`, kept for thread `i`'s partial sums."""
+        key = (kind, i, tuple(like.shape), str(like.dtype), type(like))
+        buffer = self._buffers.get(key)
+        if buffer is None:
+            buffer = self._buffers[key] = array_namespace(like).empty_like(like)
+        return buffer
+
+    def _views(self, flat: Array, params: Sequence[Array]) -> list[Array]:
+        """`params`' shapes as views of `flat`, made once per vector (each view is host-side work)."""
+        known = self._view_cache.get(id(flat))
+        if known is None or known[0] is not flat:
+            known = self._view_cache[id(flat)] = (flat, Layout.of(params).views(flat))
+        return known[1]
+
+    def _ones(self, i: int, x: Array) -> Array:
+        """A vector of ones as long as `x` has rows, in its dtype, kept: on a GPU, each fill is a launch."""
+        key = (i, x.shape[0], str(x.dtype), type(x))
+        ones = self._buffers.get(key)
+        if ones is None:
+            ones = self._buffers[key] = array_namespace(x).ones(x.shape[0], dtype=x.dtype)
+        return ones
 
     def evaluation_sums(self, params: Sequence[Array], x: Array, targets: Array, labels: Array) -> tuple[Array, Array]:
         """Summed loss and number of correct predictions over all rows."""

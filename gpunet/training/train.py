@@ -16,7 +16,7 @@ from gpunet.core import model
 from gpunet.core.flat import Layout, flatten
 from gpunet.core.optimizers import OPTIMIZERS, make_optimizer
 from gpunet.data.datasets import Dataset
-from gpunet.device.backend import Device, to_numpy
+from gpunet.device.backend import Device, array_namespace, to_numpy
 from gpunet.errors import (
     ConfigError,
     DivergedError,
@@ -206,7 +206,9 @@ class DeviceData:
         xp = device.xp
         x = device_rows(images, device, dtype)
         y = xp.asarray(device.asarray(labels), dtype=xp.int64)  # a copy only where the dtype differs
-        return cls(x, model.one_hot(y, num_classes, x.dtype), y)
+        # (samples, classes) as everywhere, but a view of the contiguous (classes, samples) rows the
+        # training step reads (model.one_hot_t): no kernel reads them with a stride.
+        return cls(x, model.one_hot_t(y, num_classes, x.dtype).T, y)
 
 
 def device_rows(images: Array, device: Device, dtype: str) -> Array:
@@ -271,7 +273,8 @@ class BatchOrder:
         index = self._order[self.position : min(self.position + self.batch_size, n)]
         self.position += self.batch_size
         xp = self.device.xp
-        return xp.take(self.data.x, index, axis=0), xp.take(self.data.targets, index, axis=0)
+        # The targets are taken as the contiguous (classes, samples) rows they are kept in (see from_host).
+        return xp.take(self.data.x, index, axis=0), xp.take(self.data.targets.T, index, axis=1).T
 
     def _draw_order(self, n: int) -> None:
         self.epoch_rng_state = self.rng.bit_generator.state
@@ -305,14 +308,20 @@ class LocalSource:
         )
         self.engine = engine
         self.order = BatchOrder(self.data, config.batch_size, rng, device)
+        self._grads: Array | None = None  # the flat gradient, written in place by every step
 
     def gradient(self, params: list[Array]) -> tuple[Array, Array]:
-        """Mean loss and the mean gradient as one flat vector (gpunet.core.flat), over the next batch."""
+        """Mean loss and the mean gradient as one flat vector (gpunet.core.flat), over the next batch.
+
+        The vector is the same one every step (the optimizer uses it before the next step writes it):
+        each product of the step is written straight into its part, and 1/n is applied inside the
+        output layer's kernel, so gathering and averaging the gradient cost no kernel at all.
+        """
         x, targets = next(self.order)
-        loss_sum, grad_sums = self.engine.gradient_sums(params, x, targets)
-        grads = flatten(grad_sums)  # a new vector: divided in place, no second allocation
-        grads /= x.shape[0]
-        return loss_sum / x.shape[0], grads
+        if self._grads is None:
+            self._grads = array_namespace(params[0]).empty(Layout.of(params).size, dtype=params[0].dtype)
+        loss = self.engine.gradient_flat(params, x, targets, 1.0 / x.shape[0], self._grads)
+        return loss, self._grads
 
     def evaluate(self, params: list[Array]) -> tuple[Array, Array]:
         return self.engine.evaluate(params, self.data.x, self.data.targets, self.data.labels)
