@@ -57,9 +57,6 @@ from gpunet.errors import GpunetError, OutputInUse, OutputRefused, WriteFailed, 
 from gpunet.files import signals
 
 STALE_AFTER_S = 24 * 3600  # a temporary file this old is nobody's write in progress
-# For tests only: seconds every atomic write waits before it is finished, so a
-# test can send signals to a process that is certainly in the middle of a save.
-_TEST_SLOW_WRITE_S = float(os.environ.get("GPUNET_TEST_SLOW_WRITE_S") or 0)
 
 
 def failure_reason(e: BaseException) -> str:
@@ -210,8 +207,6 @@ def atomic_file(
         try:
             with os.fdopen(fd, mode, newline=newline) as f:
                 yield f
-                if _TEST_SLOW_WRITE_S:
-                    time.sleep(_TEST_SLOW_WRITE_S)
                 f.flush()
                 os.fsync(f.fileno())
             os.chmod(tmp, 0o666 & ~UMASK)  # mkstemp makes it private; give it the usual permissions
