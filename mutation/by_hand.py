@@ -2,13 +2,13 @@
 
 mutmut 3 leaves every decorated function alone (its trampoline would sit
 under the decorator), and here those are the fused math kernels (`@fusable`
-in model.py and optimizers.py), the atomic writer and the Ctrl-C handler
-(`@contextlib.contextmanager` in files.py and signals.py), and two properties. Each bug below is one
+in core/model.py and core/optimizers.py), the atomic writer and the Ctrl-C handler
+(`@contextlib.contextmanager` in files/outputs.py and files/signals.py), and two properties. Each bug below is one
 edit a developer could make; it is applied to a copy of HEAD and the module's
 tests (mutation/run.py's list) are run against it.
 
     python mutation/by_hand.py              writes a line per mutant; exit 1 if any survives
-    python mutation/by_hand.py signals      only the mutants of these modules
+    python mutation/by_hand.py files/signals    only the mutants of these modules
 """
 
 from __future__ import annotations
@@ -23,61 +23,69 @@ from run import REPO, TESTS
 
 # (module, the code as it is, the bug)
 MUTANTS = [
-    ("model", "return xp.maximum(z + b, 0.0)", "return xp.maximum(z - b, 0.0)"),
-    ("model", "return xp.maximum(z + b, 0.0)", "return xp.maximum(z + b, 1.0)"),
-    ("model", "return xp.maximum(z + b, 0.0)", "return xp.minimum(z + b, 0.0)"),
-    ("model", "return delta * xp.sign(out)", "return delta"),
-    ("model", "return delta * xp.sign(out)", "return delta * xp.abs(out)"),
-    ("model", "return xp.sum(xp.exp(z - z_max), axis=0)", "return xp.sum(xp.exp(z + z_max), axis=0)"),
-    ("model", "return xp.sum(xp.exp(z - z_max), axis=0)", "return xp.sum(xp.exp(z), axis=0)"),
+    ("core/model", "return xp.maximum(z + b, 0.0)", "return xp.maximum(z - b, 0.0)"),
+    ("core/model", "return xp.maximum(z + b, 0.0)", "return xp.maximum(z + b, 1.0)"),
+    ("core/model", "return xp.maximum(z + b, 0.0)", "return xp.minimum(z + b, 0.0)"),
+    ("core/model", "return delta * xp.sign(out)", "return delta"),
+    ("core/model", "return delta * xp.sign(out)", "return delta * xp.abs(out)"),
+    ("core/model", "return xp.sum(xp.exp(z - z_max), axis=0)", "return xp.sum(xp.exp(z + z_max), axis=0)"),
+    ("core/model", "return xp.sum(xp.exp(z - z_max), axis=0)", "return xp.sum(xp.exp(z), axis=0)"),
     (
-        "model",
+        "core/model",
         "return -xp.sum(targets * ((z - z_max) - xp.log(sum_e)))",
         "return xp.sum(targets * ((z - z_max) - xp.log(sum_e)))",
     ),
     (
-        "model",
+        "core/model",
         "return -xp.sum(targets * ((z - z_max) - xp.log(sum_e)))",
         "return -xp.sum(targets * ((z - z_max) + xp.log(sum_e)))",
     ),
     (
-        "model",
+        "core/model",
         "return -xp.sum(targets * ((z - z_max) - xp.log(sum_e)))",
         "return -xp.sum(targets * (z - xp.log(sum_e)))",
     ),
     (
-        "model",
+        "core/model",
         "return xp.exp((z - z_max) - xp.log(sum_e)) - targets",
         "return xp.exp((z - z_max) - xp.log(sum_e)) + targets",
     ),
-    ("model", "return xp.exp((z - z_max) - xp.log(sum_e)) - targets", "return xp.exp(z - xp.log(sum_e)) - targets"),
-    ("model", "return xp.exp((z - z_max) - xp.log(sum_e)) - targets", "return xp.exp((z - z_max) / sum_e) - targets"),
-    ("optimizers", "    p -= lr * g\n", "    p += lr * g\n"),
-    ("optimizers", "    p -= lr * g\n", "    p -= g\n"),
-    ("optimizers", "    v *= beta\n", "    v *= 1 - beta\n"),
-    ("optimizers", "    v += g\n    p -= lr * v", "    v += g\n    p -= lr * g"),
-    ("optimizers", "    m *= beta1\n", "    m *= beta2\n"),
-    ("optimizers", "    v *= beta2\n", "    v *= beta1\n"),
-    ("optimizers", "(g * g)", "g"),
-    ("optimizers", "xp.sqrt(v) * v_scale + eps", "xp.sqrt(v) * v_scale"),
-    ("optimizers", "xp.sqrt(v) * v_scale + eps", "xp.sqrt(v + eps) * v_scale"),
-    ("optimizers", "xp.sqrt(v) * v_scale + eps", "v * v_scale + eps"),
-    ("files", "            f.flush()\n", ""),
-    ("files", "            os.fsync(f.fileno())\n", ""),
-    ("files", "0o666 & ~UMASK", "0o666"),
-    ("files", "0o666 & ~UMASK", "0o600"),
-    ("files", "        Path(tmp).unlink(missing_ok=True)\n", "        pass\n"),
+    (
+        "core/model",
+        "return xp.exp((z - z_max) - xp.log(sum_e)) - targets",
+        "return xp.exp(z - xp.log(sum_e)) - targets",
+    ),
+    (
+        "core/model",
+        "return xp.exp((z - z_max) - xp.log(sum_e)) - targets",
+        "return xp.exp((z - z_max) / sum_e) - targets",
+    ),
+    ("core/optimizers", "    p -= lr * g\n", "    p += lr * g\n"),
+    ("core/optimizers", "    p -= lr * g\n", "    p -= g\n"),
+    ("core/optimizers", "    v *= beta\n", "    v *= 1 - beta\n"),
+    ("core/optimizers", "    v += g\n    p -= lr * v", "    v += g\n    p -= lr * g"),
+    ("core/optimizers", "    m *= beta1\n", "    m *= beta2\n"),
+    ("core/optimizers", "    v *= beta2\n", "    v *= beta1\n"),
+    ("core/optimizers", "(g * g)", "g"),
+    ("core/optimizers", "xp.sqrt(v) * v_scale + eps", "xp.sqrt(v) * v_scale"),
+    ("core/optimizers", "xp.sqrt(v) * v_scale + eps", "xp.sqrt(v + eps) * v_scale"),
+    ("core/optimizers", "xp.sqrt(v) * v_scale + eps", "v * v_scale + eps"),
+    ("files/outputs", "            f.flush()\n", ""),
+    ("files/outputs", "            os.fsync(f.fileno())\n", ""),
+    ("files/outputs", "0o666 & ~UMASK", "0o666"),
+    ("files/outputs", "0o666 & ~UMASK", "0o600"),
+    ("files/outputs", "        Path(tmp).unlink(missing_ok=True)\n", "        pass\n"),
     # properties, which mutmut leaves alone like any decorated function
-    ("flat", "return sum(prod(s) for s in self.shapes)", "return sum(len(s) for s in self.shapes)"),
-    ("train", "        return self.history[-1]\n", "        return self.history[0]\n"),
+    ("core/flat", "return sum(prod(s) for s in self.shapes)", "return sum(len(s) for s in self.shapes)"),
+    ("training/train", "        return self.history[-1]\n", "        return self.history[0]\n"),
     # signals.py: the handlers for Ctrl-C, SIGTERM and SIGHUP (contextmanagers, and a constant set at import)
-    ("signals", "(signal.SIGINT, signal.SIGTERM, signal.SIGHUP)", "(signal.SIGINT, signal.SIGTERM)"),
-    ("signals", "                signal.signal(s, handler)\n", "                pass\n"),
-    ("signals", "        _state.deferring += 1\n", "        pass\n"),
-    ("signals", "            signal.raise_signal(pending[0])", "            pass"),
-    ("signals", "            _act(pending[0])", "            pass"),
-    ("signals", "    _state.requests = requested\n", "    pass\n"),
-    ("signals", "        _state.requests = outer\n", "        _state.requests = None\n"),
+    ("files/signals", "(signal.SIGINT, signal.SIGTERM, signal.SIGHUP)", "(signal.SIGINT, signal.SIGTERM)"),
+    ("files/signals", "                signal.signal(s, handler)\n", "                pass\n"),
+    ("files/signals", "        _state.deferring += 1\n", "        pass\n"),
+    ("files/signals", "            signal.raise_signal(pending[0])", "            pass"),
+    ("files/signals", "            _act(pending[0])", "            pass"),
+    ("files/signals", "    _state.requests = requested\n", "    pass\n"),
+    ("files/signals", "        _state.requests = outer\n", "        _state.requests = None\n"),
 ]
 
 

@@ -2,8 +2,9 @@
 
 Each output is written on its own and each failure reported in one line; the
 result line is still printed and the exit code says something failed. Signals
-during a save wait for it (real processes, real signals; GPUNET_TEST_SLOW_WRITE_S
-makes every atomic write take that long, so a signal certainly lands inside one).
+during a save wait for it (real processes, real signals: tests/stop_in_write.py runs gpunet so
+that it stops itself, SIGSTOP, inside the write the test names, and the signals sent to the stopped
+process certainly land inside that write once it goes on, SIGCONT).
 Temporary files of a killed process are removed by the next write to the same file.
 """
 
@@ -118,20 +119,36 @@ def test_the_history_is_written_atomically(tmp_path: Path, monkeypatch: pytest.M
     assert path.read_text() == "the previous history\n" and os.listdir(tmp_path) == ["h.csv"]
 
 
-def start_training(tmp_path: Path, *extra: str, slow_write_s: float = 0) -> subprocess.Popen:
-    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache"), "GPUNET_TEST_SLOW_WRITE_S": str(slow_write_s)}
+STOP_IN_WRITE = str(Path(__file__).with_name("stop_in_write.py"))
+
+
+def start_gpunet(tmp_path: Path, args: list[str], stop_in_write_to: str | None = None) -> subprocess.Popen:
+    """`gpunet ARGS` in a process of its own; with `stop_in_write_to`, it stops itself in its first
+    atomic write to a file of that name (see wait_until_stopped)."""
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    gpunet = [sys.executable, STOP_IN_WRITE, stop_in_write_to] if stop_in_write_to else [sys.executable, "-m", "gpunet"]
+    return subprocess.Popen([*gpunet, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+
+
+def start_training(tmp_path: Path, *extra: str, stop_in_write_to: str | None = None) -> subprocess.Popen:
     args = ["train", "--dataset", "synthetic", "--device", "cpu", "--iterations", "1000000", "--eval-every", "5"]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "gpunet", *args, *extra],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
+    proc = start_gpunet(tmp_path, [*args, *extra], stop_in_write_to)
     for line in proc.stdout:
         if line.startswith("step") and not line.split()[1].startswith("0/"):
             return proc  # the loop is running
     raise AssertionError(f"training never started: {proc.communicate()}")
+
+
+def wait_until_stopped(proc: subprocess.Popen, timeout_s: float = 120) -> None:
+    """Until `proc` has stopped itself inside the write (it then waits for SIGCONT)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        pid, status = os.waitpid(proc.pid, os.WUNTRACED | os.WNOHANG)
+        if pid:
+            assert os.WIFSTOPPED(status), f"gpunet ended (status {status}) before that write: {proc.communicate()}"
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"gpunet did not reach the write in {timeout_s} s")
 
 
 def wait_for_temporary(directory: Path, target: str, timeout_s: float = 120) -> Path:
@@ -157,11 +174,13 @@ def test_a_second_signal_during_the_final_save_waits_for_it(
     tmp_path: Path, first: int, then: int, code: int, name: str
 ) -> None:
     c, summary = tmp_path / "c.npz", tmp_path / "r.json"
-    proc = start_training(tmp_path, "--checkpoint", str(c), "--json", str(summary), slow_write_s=2)
-    proc.send_signal(first)  # stop: the loop ends, the final checkpoint is written (slowly)
+    proc = start_training(tmp_path, "--checkpoint", str(c), "--json", str(summary), stop_in_write_to="c.npz")
+    proc.send_signal(first)  # stop: the loop ends, the final checkpoint is written
+    wait_until_stopped(proc)  # in the middle of writing it
     wait_for_temporary(tmp_path, "c.npz")
     proc.send_signal(then)  # while it is being written
     proc.send_signal(signal.SIGINT)
+    proc.send_signal(signal.SIGCONT)  # the save goes on, the signals arrive
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == code, stderr
     (line,) = error_lines(stderr)
@@ -186,18 +205,12 @@ def test_sighup_is_treated_like_sigterm(tmp_path: Path) -> None:
 def test_sigterm_outside_training_finishes_the_file_and_leaves_no_temporary(tmp_path: Path) -> None:
     c = tmp_path / "c.npz"
     assert runner.invoke(app, [*QUICK, "--checkpoint", str(c)]).exit_code == 0
-    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache"), "GPUNET_TEST_SLOW_WRITE_S": "2"}
     out = tmp_path / "eval.json"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "gpunet", "evaluate", str(c), "--device", "cpu", "--json", str(out)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
+    proc = start_gpunet(tmp_path, ["evaluate", str(c), "--device", "cpu", "--json", str(out)], "eval.json")
+    wait_until_stopped(proc)
     wait_for_temporary(tmp_path, "eval.json")
-    proc.send_signal(signal.SIGTERM)
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(signal.SIGTERM)  # while the file is being written (a second one would be the same signal, pending)
+    proc.send_signal(signal.SIGCONT)
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 143
     assert error_lines(stderr) == [f"error: interrupted by SIGTERM; written before it stopped: {out}"]
@@ -207,7 +220,8 @@ def test_sigterm_outside_training_finishes_the_file_and_leaves_no_temporary(tmp_
 
 def test_kill_9_during_a_save_leaves_a_temporary_file_that_the_next_run_removes(tmp_path: Path) -> None:
     c = tmp_path / "c.npz"
-    proc = start_training(tmp_path, "--checkpoint", str(c), "--checkpoint-every", "5", slow_write_s=2)
+    proc = start_training(tmp_path, "--checkpoint", str(c), "--checkpoint-every", "5", stop_in_write_to="c.npz")
+    wait_until_stopped(proc)  # in the first periodic save
     left = wait_for_temporary(tmp_path, "c.npz")
     proc.kill()
     proc.communicate()

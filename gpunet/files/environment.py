@@ -8,18 +8,16 @@ work, as it refuses a bad option. An unset or empty variable is its default.
 - GPUNET_DATA: a directory where datasets are looked for first (checked where used).
 - GPUNET_MIRRORS: comma-separated http:// or https:// base URLs replacing the built-in mirrors.
 - GPUNET_FUSE: 1 (the default) fuses the elementwise steps on cupy, 0 does not.
-- GPUNET_TEST_SLOW_WRITE_S: for tests, seconds every atomic write waits before it completes.
 """
 
 from __future__ import annotations
 
-import math
 import os
 from pathlib import Path
 
 from gpunet.errors import ConfigError
 
-NAMES = ("GPUNET_DATA", "GPUNET_MIRRORS", "GPUNET_FUSE", "GPUNET_TEST_SLOW_WRITE_S")
+NAMES = ("GPUNET_DATA", "GPUNET_MIRRORS", "GPUNET_FUSE")
 
 
 def _raw(name: str) -> str | None:
@@ -70,23 +68,8 @@ def fuse() -> bool:
     return value.strip() == "1"
 
 
-def test_slow_write_s() -> float:
-    """$GPUNET_TEST_SLOW_WRITE_S: seconds each atomic write lasts at least (a test hook; default 0)."""
-    value = _raw("GPUNET_TEST_SLOW_WRITE_S")
-    if value is None:
-        return 0.0
-    try:
-        seconds = float(value)
-    except ValueError:
-        seconds = math.nan
-    if not math.isfinite(seconds) or not 0 <= seconds <= 3600:
-        raise _refuse("GPUNET_TEST_SLOW_WRITE_S", value, "give seconds from 0 to 3600")
-    return seconds
-
-
 def check_all() -> None:
     """Read every GPUNET_* setting once: a malformed one raises ConfigError now, before any work."""
     data_dir()
     mirrors()
     fuse()
-    test_slow_write_s()

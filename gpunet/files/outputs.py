@@ -54,7 +54,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from gpunet.errors import GpunetError, OutputInUse, OutputRefused, WriteFailed, shown
-from gpunet.files import environment, signals
+from gpunet.files import signals
 
 STALE_AFTER_S = 24 * 3600  # a temporary file this old is nobody's write in progress
 
@@ -219,9 +219,6 @@ def atomic_file(
         try:
             with os.fdopen(fd, mode, newline=newline) as f:
                 yield f
-                # For tests only: a test can signal a process that is certainly in the middle of a save.
-                if slow := environment.test_slow_write_s():
-                    time.sleep(slow)
                 f.flush()
                 os.fsync(f.fileno())
             os.chmod(tmp, 0o666 & ~UMASK)  # mkstemp makes it private; give it the usual permissions
