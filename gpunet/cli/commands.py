@@ -81,6 +81,7 @@ from gpunet.version import __version__
 # Typer bundles its own click in recent releases and uses the public one in
 # older ones; the base class of its exceptions is found either way.
 _ClickException = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+_NoArgsIsHelp = sys.modules[_ClickException.__module__].NoArgsIsHelpError
 
 
 class _OneLineErrors(TyperGroup):
@@ -108,6 +109,11 @@ class _OneLineErrors(TyperGroup):
         except GpunetError as e:
             stderr_line(f"error: {e}")
             code = e.exit_code
+        except _NoArgsIsHelp as e:  # bare `gpunet`: the help was asked for, in effect, and is not an error
+            with forgiving_output():
+                if e.format_message():  # rich has printed it already; click's plain help comes as the message
+                    print(e.format_message())
+            code = 0
         except _ClickException as e:
             ctx = getattr(e, "ctx", None)
             hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
