@@ -37,3 +37,37 @@ def test_bare_gpunet_prints_its_help_and_succeeds() -> None:
     assert done.stderr == ""
     result = runner.invoke(app, [])
     assert result.exit_code == 0 and "error" not in result.output
+
+
+def every_command() -> list[list[str]]:
+    """The argument lists that reach each command's help: gpunet, each command, each subcommand."""
+    import typer.main
+
+    def walk(command, path: list[str]) -> list[list[str]]:
+        found = [path]
+        for name, sub in getattr(command, "commands", {}).items():
+            found += walk(sub, [*path, name])
+        return found
+
+    return walk(typer.main.get_command(app), [])
+
+
+@pytest.mark.parametrize("command", every_command(), ids=lambda c: " ".join(c) or "gpunet")
+def test_help_names_values_as_a_command_line_does(command: list[str]) -> None:
+    import re
+
+    result = runner.invoke(app, [*command, "--help"], env={"COLUMNS": "120"})
+    assert result.exit_code == 0, result.output
+    # Typer's own notation: Python types in angle brackets, required arguments in braces.
+    assert not re.search(r"<(bool|str|int|float|path|list\[\w+\]|[A-Za-z]+\[[^\]]*\])>", result.output), result.output
+    assert not re.search(r"\{\w+\}", result.output), result.output
+    assert re.search(r"--help\s+Show this message", result.output)  # a flag shows no value
+    if command and command[0] == "predict":
+        assert re.search(r"Usage: \S+ predict \[OPTIONS\] CHECKPOINT_FILE FILES\.\.\.\s", result.output)
+        assert re.search(r"--top\s+INTEGER", result.output)
+
+
+def test_a_missing_argument_is_named_as_the_help_names_it() -> None:
+    result = runner.invoke(app, ["evaluate"])
+    assert result.exit_code == 2
+    assert result.stderr.strip().startswith("error: Missing argument 'CHECKPOINT_FILE'.")

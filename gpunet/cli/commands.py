@@ -22,9 +22,9 @@ from typing import Annotated, Any
 import numpy as np
 import typer
 from rich.table import Table
-from typer.core import TyperGroup
 
 from gpunet.bench.suite import BenchSettings
+from gpunet.cli import help
 from gpunet.cli.options import (
     BatchOpt,
     DataDirOpt,
@@ -84,7 +84,7 @@ _ClickException = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "C
 _NoArgsIsHelp = sys.modules[_ClickException.__module__].NoArgsIsHelpError
 
 
-class _OneLineErrors(TyperGroup):
+class _OneLineErrors(help.Group):
     """Runs a command and turns every expected failure into one line and an exit code."""
 
     def main(
@@ -136,14 +136,14 @@ class _OneLineErrors(TyperGroup):
         return code
 
 
-app = typer.Typer(
+app = help.Typer(
     cls=_OneLineErrors,
     help="Train a from-scratch MLP on MNIST-style data, on the CPU (numpy) or an NVIDIA GPU (cupy).",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-datasets_app = typer.Typer(help="List datasets and where they were found; download one.")
+datasets_app = help.Typer(cls=help.Group, help="List datasets and where they were found; download one.")
 app.add_typer(datasets_app, name="datasets")
 
 
