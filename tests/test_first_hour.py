@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -71,3 +72,23 @@ def test_a_missing_argument_is_named_as_the_help_names_it() -> None:
     result = runner.invoke(app, ["evaluate"])
     assert result.exit_code == 2
     assert result.stderr.strip().startswith("error: Missing argument 'CHECKPOINT_FILE'.")
+
+
+def write_npz(path: Path, labels: np.ndarray | None = None, rows: int = 200) -> Path:
+    """A small --data file: float features that a network can learn, and `labels` (0..2 by default)."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(rows, 8)).astype(np.float32)
+    classes = np.digitize(x[:, 0] + x[:, 1], [-0.5, 0.5])
+    y = classes if labels is None else labels[classes]
+    np.savez(path, x=x, y=y)
+    return path
+
+
+def test_a_data_file_names_its_runs_by_its_stem(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    write_npz(tmp_path / "tab.npz")
+    for n in (1, 2):
+        result = runner.invoke(app, ["train", "--data", "tab.npz", "--iterations", "2", "--device", "cpu"])
+        assert result.exit_code == 0, result.output
+        assert f"model saved to runs/tab-{n}.npz;" in result.output
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["tab-1.npz", "tab-2.npz"]
