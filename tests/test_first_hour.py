@@ -92,3 +92,23 @@ def test_a_data_file_names_its_runs_by_its_stem(tmp_path: Path, monkeypatch: pyt
         assert result.exit_code == 0, result.output
         assert f"model saved to runs/tab-{n}.npz;" in result.output
     assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["tab-1.npz", "tab-2.npz"]
+
+
+@pytest.mark.parametrize(
+    ("backends", "text"),
+    [
+        (",,,", "names no backend"),
+        ("", "names no backend"),
+        (" , ", "names no backend"),
+        ("numpy,,sklearn", "has an empty entry"),
+        ("numpy,", "has an empty entry"),
+        ("numpy,numpy", "names numpy more than once"),
+        ("numpy, sklearn,numpy ", "names numpy more than once"),
+    ],
+)
+def test_bench_refuses_a_backend_list_that_is_empty_or_repeats(backends: str, text: str) -> None:
+    result = runner.invoke(app, ["bench", "--dataset", "synthetic", "--backends", backends])
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: --backends '{backends}' ") and text in lines[0], lines
+    assert result.stdout == ""  # refused before any data is read or any table drawn

@@ -599,8 +599,8 @@ def bench_command(
         return bench_dask_command(
             settings, dataset, data_dir, offline, workers, scheduler, dask_samples, json_path, outputs
         )
-    chosen = [b.strip() for b in backends.split(",") if b.strip()] if backends else list(suite.BACKENDS)
-    if backends:  # asked for by name: a backend that cannot run is an error, not a footnote
+    chosen = named_backends(backends) if backends is not None else list(suite.BACKENDS)
+    if backends is not None:  # asked for by name: a backend that cannot run is an error, not a footnote
         for b in chosen:
             reason = suite.unavailable(b, config)
             if reason:
@@ -632,6 +632,24 @@ def bench_command(
             out.say(f"{what} written to {path}")
     if failed:
         raise typer.Exit(1)
+
+
+def named_backends(text: str) -> list[str]:
+    """--backends as a list, in order; refused when it names none, has an empty entry or a repeat."""
+    from gpunet.bench import suite
+
+    names = [b.strip() for b in text.split(",")]
+    if not any(names):
+        raise ConfigError(
+            f"--backends '{text}' names no backend: give some of {', '.join(suite.BACKENDS)}, "
+            "or omit it for every one that runs here"
+        )
+    if "" in names:
+        raise ConfigError(f"--backends '{text}' has an empty entry: separate the names by single commas")
+    repeated = sorted({b for b in names if names.count(b) > 1})
+    if repeated:
+        raise ConfigError(f"--backends '{text}' names {', '.join(repeated)} more than once")
+    return names
 
 
 def bench_dask_command(
