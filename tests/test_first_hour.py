@@ -112,3 +112,23 @@ def test_bench_refuses_a_backend_list_that_is_empty_or_repeats(backends: str, te
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"error: --backends '{backends}' ") and text in lines[0], lines
     assert result.stdout == ""  # refused before any data is read or any table drawn
+
+
+def test_json_holds_float32_results_by_their_shortest_digits(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
+
+    monkeypatch.chdir(tmp_path)
+    args = ["train", "--dataset", "synthetic", "--iterations", "20", "--device", "cpu", "--json", "r.json"]
+    assert runner.invoke(app, [*args, "--checkpoint", "run.npz"]).exit_code == 0
+    text = (tmp_path / "r.json").read_text()
+    summary = json.loads(text)
+    accuracy = summary["test_accuracy"]
+    assert f'"test_accuracy": {np.float32(accuracy)!s},' in text  # as numpy prints the float32: 0.8606
+    assert len(repr(accuracy)) <= 8 and np.float32(accuracy) == np.float32(summary["history"][-1]["test_accuracy"])
+    assert all(len(repr(r["loss"])) <= 12 for r in summary["history"])  # float32: at most 9 digits
+    assert summary["lr"] == 0.005 and summary["train_seconds"] > 0  # float64 values are kept as they are
+
+    evaluated = runner.invoke(app, ["evaluate", "run.npz", "--device", "cpu", "--json", "e.json"])
+    assert evaluated.exit_code == 0, evaluated.output
+    report = json.loads((tmp_path / "e.json").read_text())
+    assert f"accuracy {report['accuracy']:.4f}" in evaluated.output and len(repr(report["accuracy"])) <= 8

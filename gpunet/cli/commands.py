@@ -174,14 +174,24 @@ def write_json(path: Path, payload: dict[str, Any]) -> None:
         raise WriteFailed(path, failure_reason(e)) from None
 
 
+def shortest(value: float) -> float:
+    """A float that is exactly a float32 (a float32 run's loss or accuracy) as the float32's shortest
+    digits: 0.8606, not 0.8605999946594238; read back and cast to float32 it is the same number.
+    Other floats are kept as they are (a float64 result is practically never exactly a float32)."""
+    with np.errstate(over="ignore"):
+        single = np.float32(value)
+    return float(str(single)) if float(single) == value else value
+
+
 def claim(ctx: typer.Context, outputs: dict[str, Path | None], **kwargs: Any) -> Claim:
     """Check and lock the command's outputs now; they are released when the command ends."""
     return ctx.with_resource(claim_outputs(outputs, **kwargs))
 
 
 def finite_or_null(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
+    """`value` as JSON should hold it: NaN and infinities as None, float32 results by their own digits."""
+    if isinstance(value, float):
+        return shortest(value) if math.isfinite(value) else None
     if isinstance(value, dict):
         return {k: finite_or_null(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
