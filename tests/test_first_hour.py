@@ -132,3 +132,28 @@ def test_json_holds_float32_results_by_their_shortest_digits(tmp_path: Path, mon
     assert evaluated.exit_code == 0, evaluated.output
     report = json.loads((tmp_path / "e.json").read_text())
     assert f"accuracy {report['accuracy']:.4f}" in evaluated.output and len(repr(report["accuracy"])) <= 8
+
+
+def driver_version() -> int | None:
+    """The NVIDIA driver's CUDA version as CUDA numbers it (0: no driver), or None without cupy."""
+    try:
+        import cupy
+    except ImportError:
+        return None
+    return cupy.cuda.runtime.driverGetVersion()
+
+
+def test_no_nvidia_driver_is_named_so() -> None:
+    """On a machine with cupy and no NVIDIA driver (CI's, with cupy-cuda13x from ./setup.sh --dev), the
+    reason is the missing driver, not an "insufficient" one; elsewhere each command says what it sees."""
+    devices = runner.invoke(app, ["devices"])
+    cuda = runner.invoke(app, ["train", "--device", "cuda", "--dataset", "synthetic", "--no-save"])
+    version = driver_version()
+    if version == 0:
+        expected = "CUDA is not usable: no NVIDIA driver is installed (cupy "
+        assert f"cuda     unavailable: {expected}" in devices.output and "insufficient" not in devices.output
+        assert cuda.exit_code == 1 and cuda.stderr.startswith(f"error: {expected}"), cuda.output
+    elif version is None:
+        assert "cupy, which is not installed" in devices.output and cuda.exit_code == 1
+    else:  # a driver: the machine's devices are listed, or the reason names the driver's version or the device
+        assert devices.exit_code == 0 and "no NVIDIA driver" not in devices.output + cuda.output

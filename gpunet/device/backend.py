@@ -205,7 +205,29 @@ def _device_count(cupy: Any) -> int:
     try:
         return cupy.cuda.runtime.getDeviceCount()
     except Exception as e:  # CUDARuntimeError names the cause: no device, driver too old, ...
-        raise DeviceError(f"CUDA is not usable: {_first_line(e)}") from e
+        raise DeviceError(f"CUDA is not usable: {_driver_problem(cupy) or _first_line(e)}") from e
+
+
+def _driver_problem(cupy: Any) -> str | None:
+    """What is wrong with the NVIDIA driver, in words, or None if that is not what failed.
+
+    Without any driver the CUDA runtime says "CUDA driver version is insufficient", as it does for an
+    old one; cudaDriverGetVersion tells them apart (it answers 0 where no driver is installed).
+    """
+    try:
+        runtime, built = cupy.cuda.runtime, f"cupy {cupy.__version__}"
+        driver, needed = runtime.driverGetVersion(), runtime.runtimeGetVersion()
+    except Exception:  # a cupy too broken to say: its own error is the reason
+        return None
+    if driver == 0:
+        return f"no NVIDIA driver is installed ({built} is built for CUDA {_cuda_version(needed)})"
+    if driver < needed:
+        return (
+            f"the NVIDIA driver supports CUDA {_cuda_version(driver)}, older than the CUDA "
+            f"{_cuda_version(needed)} {built} was built for: update the driver, or install the "
+            "cupy for that CUDA version"
+        )
+    return None
 
 
 def _cuda(index: int) -> Device:
