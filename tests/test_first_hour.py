@@ -157,3 +157,57 @@ def test_no_nvidia_driver_is_named_so() -> None:
         assert "cupy, which is not installed" in devices.output and cuda.exit_code == 1
     else:  # a driver: the machine's devices are listed, or the reason names the driver's version or the device
         assert devices.exit_code == 0 and "no NVIDIA driver" not in devices.output + cuda.output
+
+
+NO_CUPY = (
+    "import sys; sys.modules['cupy'] = None\n"  # as on a machine without cupy
+    "from gpunet.device.backend import resolve_device\n"
+    "try:\n    resolve_device('cuda')\nexcept Exception as e:\n    print(e)\n"
+)
+
+
+def test_install_hints_name_setup_sh_in_a_checkout_and_pip_elsewhere(tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    here = subprocess.run([sys.executable, "-c", NO_CUPY], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert "install it with: ./setup.sh --cuda (for a CUDA 12 driver; --cuda13 for CUDA 13)" in here.stdout
+    elsewhere = subprocess.run([sys.executable, "-c", NO_CUPY], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert f"install it with: {ROOT / 'setup.sh'} --cuda (for a CUDA 12" in elsewhere.stdout
+    # The package alone, as a wheel installs it (no setup.sh beside it): pip's form.
+    import shutil
+
+    shutil.copytree(ROOT / "gpunet", tmp_path / "site" / "gpunet", ignore=shutil.ignore_patterns("__pycache__"))
+    env["PYTHONPATH"] = str(tmp_path / "site")
+    wheel = subprocess.run([sys.executable, "-c", NO_CUPY], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert "install it with: pip install 'gpunet[cuda]' (for a CUDA 12" in wheel.stdout, wheel.stdout + wheel.stderr
+
+
+def test_hints_name_gpunet_as_it_was_typed(tmp_path: Path) -> None:
+    """Run as bin/gpunet (not on PATH), the saved-model line and the Ctrl-C line say bin/gpunet."""
+    import signal
+
+    script = tmp_path / "bin" / "gpunet"
+    script.parent.mkdir()
+    script.write_text(f"#!{sys.executable}\nfrom gpunet.cli.commands import main\nmain()\n")
+    script.chmod(0o755)
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}
+    done = subprocess.run(
+        ["bin/gpunet", "train", "--dataset", "synthetic", "--iterations", "2", "--device", "cpu"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "bin/gpunet train --resume runs/synthetic-1.npz --more 100" in done.stdout.splitlines()[-1]
+
+    args = ["train", "--dataset", "synthetic", "--iterations", "1000000", "--device", "cpu", "--checkpoint", "c.npz"]
+    run = subprocess.Popen(
+        ["bin/gpunet", *args], cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        for line in run.stdout:
+            if line.startswith("step"):  # training has started
+                break
+        run.send_signal(signal.SIGINT)
+        _, stderr = run.communicate(timeout=60)
+    finally:
+        run.kill()
+    assert run.returncode == 130
+    assert stderr.strip().endswith("checkpoint written to c.npz; resume with: bin/gpunet train --resume c.npz"), stderr

@@ -13,7 +13,6 @@ from __future__ import annotations
 import csv
 import json
 import math
-import shutil
 import sys
 from dataclasses import asdict, astuple
 from pathlib import Path
@@ -60,6 +59,7 @@ from gpunet.errors import (
     OutputRefused,
     StepFailed,
     WriteFailed,
+    program,
 )
 from gpunet.files import signals
 from gpunet.files.outputs import Claim, atomic_file, claim_outputs, failure_reason, write_each
@@ -416,9 +416,7 @@ def train_command(
             keep_outputs(e.result, type(e).__name__)
         if isinstance(e, (Interrupted, StepFailed)):
             if checkpoint_path and trainer.last_saved_step == trainer.steps_done:
-                e.hint = (
-                    f"checkpoint written to {checkpoint_path}; resume with: gpunet train --resume {checkpoint_path}"
-                )
+                e.hint = f"checkpoint written to {checkpoint_path}; resume with: {program()} train --resume {checkpoint_path}"
             elif checkpoint_path and trainer.save_error is not None:
                 e.hint = f"the checkpoint could not be written ({trainer.save_error.reason}); {still_there()}"
             else:
@@ -468,12 +466,8 @@ def plot_history(history: list[Record], path: Path, title: str) -> None:
 
 
 def command_name() -> str:
-    """How to type gpunet again: `gpunet` where that is on PATH, else as it was typed (.venv/bin/gpunet)."""
-    typed = Path(sys.argv[0]) if sys.argv else Path("gpunet")
-    on_path = shutil.which("gpunet")
-    if typed.name != "gpunet" or (on_path and typed.resolve() == Path(on_path).resolve()):
-        return "gpunet"
-    return str(typed)
+    """How to type gpunet again (see gpunet.errors.program)."""
+    return program()
 
 
 def resumed_total(saved: checkpoint.Checkpoint, path: Path, iterations: int, given: bool, more: int | None) -> int:

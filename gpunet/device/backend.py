@@ -16,11 +16,10 @@ import array_api_compat
 import numpy as np
 from array_api_compat import is_cupy_array, is_cupy_namespace, is_numpy_array
 
-from gpunet.errors import DeviceError
+from gpunet.errors import DeviceError, install_hint
 
 __all__ = ["Device", "array_namespace", "blas_info", "describe", "fusable", "resolve_device", "to_numpy"]
 
-CUDA_HINT = "install the GPU extra: pip install 'gpunet[cuda]'"
 
 _namespaces: dict[type, Any] = {}
 
@@ -194,7 +193,8 @@ def _import_cupy() -> Any:
         import cupy
     except ImportError as e:
         if e.name == "cupy":
-            raise DeviceError(f"cuda needs cupy, which is not installed; {CUDA_HINT}") from e
+            hint = f"{install_hint('--cuda', 'gpunet[cuda]')} (for a CUDA 12 driver; --cuda13 for CUDA 13)"
+            raise DeviceError(f"cuda needs cupy, which is not installed; install it with: {hint}") from e
         raise DeviceError(f"cupy is installed but failed to import: {_first_line(e)}") from e
     except Exception as e:  # a broken install fails in many ways (missing libraries, ABI)
         raise DeviceError(f"cupy is installed but failed to import: {_first_line(e)}") from e
