@@ -416,7 +416,8 @@ def train_command(
             keep_outputs(e.result, type(e).__name__)
         if isinstance(e, (Interrupted, StepFailed)):
             if checkpoint_path and trainer.last_saved_step == trainer.steps_done:
-                e.hint = f"checkpoint written to {checkpoint_path}; resume with: {program()} train --resume {checkpoint_path}"
+                again = f"{program()} train --resume {checkpoint_path}"
+                e.hint = f"checkpoint written to {checkpoint_path}; resume with: {again}"
             elif checkpoint_path and trainer.save_error is not None:
                 e.hint = f"the checkpoint could not be written ({trainer.save_error.reason}); {still_there()}"
             else:
