@@ -211,3 +211,59 @@ def test_hints_name_gpunet_as_it_was_typed(tmp_path: Path) -> None:
         run.kill()
     assert run.returncode == 130
     assert stderr.strip().endswith("checkpoint written to c.npz; resume with: bin/gpunet train --resume c.npz"), stderr
+
+
+def on_a_terminal(args: list[str], columns: int, cwd: Path) -> str:
+    """What `gpunet ARGS` draws on a real terminal (a pty) `columns` wide, colour and cursor codes removed."""
+    import fcntl
+    import re
+    import struct
+    import termios
+
+    leader, follower = os.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, columns, 0, 0))
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": str(columns), "TERM": "xterm"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gpunet", *args], cwd=cwd, env=env, stdin=follower, stdout=follower, stderr=follower
+    )
+    os.close(follower)
+    screen = b""
+    while True:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:  # EIO: the program has closed the terminal
+            break
+        if not chunk:
+            break
+        screen += chunk
+    os.close(leader)
+    assert process.wait(timeout=120) == 0, screen.decode(errors="replace")
+    return re.sub(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b[()][0-9A-B]", "", screen.decode(errors="replace"))
+
+
+def test_the_progress_line_fits_80_columns_with_its_step_count_and_eta(tmp_path: Path) -> None:
+    import re
+
+    args = ["train", "--dataset", "synthetic", "--iterations", "1000", "--eval-every", "50", "--device", "cpu"]
+    drawn = on_a_terminal([*args, "--no-save"], 80, tmp_path)
+    frames = [line.rstrip() for line in re.split(r"[\r\n]", drawn) if re.match(r"\s*step\s+\d+/1000", line)]
+    assert frames, drawn
+    assert max(len(line) for line in frames) <= 80, frames
+    # The step count, the metrics and the time remaining, whole (no ellipsis) in the last frame.
+    last = (
+        r"step\s+\d+/1000 \S+ (training )?loss [\d.]+  train( acc)? [\d.]+  test( acc)? [\d.]+ +(\d+:\d\d:\d\d|-:--:--)"
+    )
+    assert re.fullmatch(last, frames[-1]), frames[-1]
+    wide = on_a_terminal([*args, "--no-save"], 160, tmp_path)
+    assert re.search(
+        r"training loss [\d.]+  train accuracy [\d.]+  test accuracy [\d.]+ +\d+:\d\d:\d\d +\d+:\d\d:\d\d", wide
+    )
+
+
+def test_plain_progress_lines_fit_80_columns(tmp_path: Path) -> None:
+    result = runner.invoke(
+        app, ["train", "--dataset", "synthetic", "--iterations", "20", "--device", "cpu", "--no-save"]
+    )
+    steps = [line for line in result.output.splitlines() if line.startswith("step")]
+    assert len(steps) == 3 and max(map(len, steps)) <= 80, steps
+    assert steps[-1].startswith("step 20/20  training loss ") and "train acc " in steps[-1] and "test acc " in steps[-1]
