@@ -3,8 +3,38 @@
 from __future__ import annotations
 
 import re
+import shutil
+import sys
+from pathlib import Path
 
 from gpunet.files import signals
+
+_CHECKOUT = Path(__file__).resolve().parent.parent  # where setup.sh is, when gpunet runs from its source
+
+
+def program() -> str:
+    """How a hint names gpunet: `gpunet` where that is on PATH, else as it was typed (.venv/bin/gpunet).
+
+    Anything else running (python -m gpunet, a Python script using the API) is told `gpunet`.
+    """
+    typed = Path(sys.argv[0]) if sys.argv and sys.argv[0] else Path("gpunet")
+    on_path = shutil.which("gpunet")
+    if typed.name != "gpunet" or (on_path and typed.resolve() == Path(on_path).resolve()):
+        return "gpunet"
+    return str(typed)
+
+
+def install_hint(setup_option: str, pip_spec: str) -> str:
+    """How to install what is missing: the README's `./setup.sh OPTION` where gpunet runs from a
+    checkout (setup.sh beside the package; its path as seen from here), else `pip install 'SPEC'`."""
+    setup = _CHECKOUT / "setup.sh"
+    if not (setup.is_file() and (_CHECKOUT / "pyproject.toml").is_file()):
+        return f"pip install '{pip_spec}'"
+    try:
+        here = Path.cwd().resolve() == _CHECKOUT
+    except OSError:  # a working directory that is gone
+        here = False
+    return f"{'./setup.sh' if here else setup} {setup_option}"
 
 
 class GpunetError(Exception):

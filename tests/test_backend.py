@@ -53,7 +53,7 @@ def test_bad_device_strings(spec: str, text: str) -> None:
 def test_cuda_without_cupy_says_how_to_install(no_gpu_here, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "cupy", None)  # import cupy -> ImportError
     with pytest.raises(
-        DeviceError, match=r"cupy, which is not installed; install the GPU extra: pip install 'gpunet\[cuda\]'"
+        DeviceError, match=r"cupy, which is not installed; install it with: \S*setup\.sh --cuda \(for a CUDA 12"
     ):
         resolve_device("cuda")
 

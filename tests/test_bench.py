@@ -283,7 +283,7 @@ def test_bench_shows_progress_as_train_does_plain_lines_off_a_terminal() -> None
     assert result.exit_code == 0, result.output
     steps = [line for line in result.output.splitlines() if line.startswith("numpy step")]
     assert [line.split()[2] for line in steps] == ["0/20", "10/20", "20/20"]
-    assert "training loss" in steps[-1] and "test accuracy" in steps[-1]
+    assert "training loss" in steps[-1] and "test acc " in steps[-1]
 
 
 def test_bench_shows_a_progress_bar_on_a_terminal() -> None:

@@ -85,7 +85,7 @@ def test_plain_log_lines_when_not_a_terminal() -> None:
     assert result.exit_code == 0, result.output
     steps = [line for line in result.output.splitlines() if line.startswith("step")]
     assert len(steps) == 3
-    assert "training loss" in steps[-1] and "train accuracy" in steps[-1] and "test accuracy" in steps[-1]
+    assert "training loss" in steps[-1] and "train acc " in steps[-1] and "test acc " in steps[-1]
     assert "training loss" in result.output.splitlines()[-2]
     assert "784-8-10 with momentum lr 0.05, batches of 500" in result.output
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from gpunet.errors import ConfigError
+from gpunet.errors import ConfigError, install_hint
 from gpunet.files.outputs import atomic_file
 
 
@@ -16,7 +16,7 @@ def _pyplot() -> Any:
         matplotlib.use("Agg")  # files only: no display needed
         import matplotlib.pyplot as plt
     except ImportError:
-        raise ConfigError("--plot needs matplotlib: pip install matplotlib (or ./setup.sh --bench)") from None
+        raise ConfigError(f"--plot needs matplotlib: {install_hint('--bench', 'matplotlib')}") from None
     return plt
 
 

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from gpunet.data.datasets import Dataset
+from gpunet.errors import install_hint
 from gpunet.training.train import Record, TrainConfig
 
 
@@ -26,7 +27,7 @@ def sklearn_unavailable(config: TrainConfig | None = None) -> str | None:
     try:
         import sklearn  # noqa: F401
     except ImportError:
-        return "scikit-learn is not installed (pip install 'gpunet[bench]')"
+        return f"scikit-learn is not installed ({install_hint('--bench', 'gpunet[bench]')})"
     if config is not None and config.batch_size is not None:
         return "the scikit-learn reference trains full batch only (one partial_fit is one update)"
     return None

@@ -13,7 +13,6 @@ from __future__ import annotations
 import csv
 import json
 import math
-import shutil
 import sys
 from dataclasses import asdict, astuple
 from pathlib import Path
@@ -23,9 +22,9 @@ import numpy as np
 import typer
 from rich.table import Table
 from rich.text import Text
-from typer.core import TyperGroup
 
 from gpunet.bench.suite import BenchSettings
+from gpunet.cli import help
 from gpunet.cli.options import (
     BatchOpt,
     DataDirOpt,
@@ -63,6 +62,7 @@ from gpunet.errors import (
     StepFailed,
     WriteFailed,
     printable,
+    program,
 )
 from gpunet.files import environment, signals
 from gpunet.files import outputs as output_files
@@ -85,9 +85,10 @@ from gpunet.version import __version__
 # Typer bundles its own click in recent releases and uses the public one in
 # older ones; the base class of its exceptions is found either way.
 _ClickException = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+_NoArgsIsHelp = sys.modules[_ClickException.__module__].NoArgsIsHelpError
 
 
-class _OneLineErrors(TyperGroup):
+class _OneLineErrors(help.Group):
     """Runs a command and turns every expected failure into one line and an exit code."""
 
     def main(
@@ -115,6 +116,11 @@ class _OneLineErrors(TyperGroup):
         except GpunetError as e:
             stderr_line(f"error: {worded_for_flags(e)}")  # a parameter is named by its flag here
             code = e.exit_code
+        except _NoArgsIsHelp as e:  # bare `gpunet`: the help was asked for, in effect, and is not an error
+            with forgiving_output():
+                if e.format_message():  # rich has printed it already; click's plain help comes as the message
+                    print(e.format_message())
+            code = 0
         except _ClickException as e:
             ctx = getattr(e, "ctx", None)
             hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
@@ -137,14 +143,14 @@ class _OneLineErrors(TyperGroup):
         return code
 
 
-app = typer.Typer(
+app = help.Typer(
     cls=_OneLineErrors,
     help="Train a from-scratch MLP on MNIST-style data, on the CPU (numpy) or an NVIDIA GPU (cupy).",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-datasets_app = typer.Typer(help="List datasets and where they were found; download one.")
+datasets_app = help.Typer(cls=help.Group, help="List datasets and where they were found; download one.")
 app.add_typer(datasets_app, name="datasets")
 
 
@@ -175,14 +181,24 @@ def write_json(path: Path, payload: dict[str, Any]) -> None:
         raise WriteFailed(path, failure_reason(e)) from None
 
 
+def shortest(value: float) -> float:
+    """A float that is exactly a float32 (a float32 run's loss or accuracy) as the float32's shortest
+    digits: 0.8606, not 0.8605999946594238; read back and cast to float32 it is the same number.
+    Other floats are kept as they are (a float64 result is practically never exactly a float32)."""
+    with np.errstate(over="ignore"):
+        single = np.float32(value)
+    return float(str(single)) if float(single) == value else value
+
+
 def claim(ctx: typer.Context, outputs: dict[str, Path | None], **kwargs: Any) -> Claim:
     """Check and lock the command's outputs now; they are released when the command ends."""
     return ctx.with_resource(claim_outputs(outputs, **kwargs))
 
 
 def finite_or_null(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
+    """`value` as JSON should hold it: NaN and infinities as None, float32 results by their own digits."""
+    if isinstance(value, float):
+        return shortest(value) if math.isfinite(value) else None
     if isinstance(value, dict):
         return {k: finite_or_null(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
@@ -406,9 +422,8 @@ def train_command(
             keep_outputs(e.result, type(e).__name__)
         if isinstance(e, (Interrupted, StepFailed)):
             if checkpoint_path and trainer.last_saved_step == trainer.steps_done:
-                e.hint = (
-                    f"checkpoint written to {checkpoint_path}; resume with: gpunet train --resume {checkpoint_path}"
-                )
+                again = f"{program()} train --resume {checkpoint_path}"
+                e.hint = f"checkpoint written to {checkpoint_path}; resume with: {again}"
             elif checkpoint_path and trainer.save_error is not None:
                 e.hint = f"the checkpoint could not be written ({trainer.save_error.reason}); {still_there()}"
             else:
@@ -458,12 +473,8 @@ def plot_history(history: list[Record], path: Path, title: str) -> None:
 
 
 def command_name() -> str:
-    """How to type gpunet again: `gpunet` where that is on PATH, else as it was typed (.venv/bin/gpunet)."""
-    typed = Path(sys.argv[0]) if sys.argv else Path("gpunet")
-    on_path = shutil.which("gpunet")
-    if typed.name != "gpunet" or (on_path and typed.resolve() == Path(on_path).resolve()):
-        return "gpunet"
-    return str(typed)
+    """How to type gpunet again (see gpunet.errors.program)."""
+    return program()
 
 
 def resumed_total(saved: checkpoint.Checkpoint, path: Path, iterations: int, given: bool, more: int | None) -> int:
@@ -598,8 +609,8 @@ def bench_command(
         return bench_dask_command(
             settings, dataset, data_dir, offline, workers, scheduler, dask_samples, json_path, outputs
         )
-    chosen = [b.strip() for b in backends.split(",") if b.strip()] if backends else list(suite.BACKENDS)
-    if backends:  # asked for by name: a backend that cannot run is an error, not a footnote
+    chosen = named_backends(backends) if backends is not None else list(suite.BACKENDS)
+    if backends is not None:  # asked for by name: a backend that cannot run is an error, not a footnote
         for b in chosen:
             reason = suite.unavailable(b, config)
             if reason:
@@ -631,6 +642,24 @@ def bench_command(
             out.say(f"{what} written to {path}")
     if failed:
         raise typer.Exit(1)
+
+
+def named_backends(text: str) -> list[str]:
+    """--backends as a list, in order; refused when it names none, has an empty entry or a repeat."""
+    from gpunet.bench import suite
+
+    names = [b.strip() for b in text.split(",")]
+    if not any(names):
+        raise ConfigError(
+            f"--backends '{text}' names no backend: give some of {', '.join(suite.BACKENDS)}, "
+            "or omit it for every one that runs here"
+        )
+    if "" in names:
+        raise ConfigError(f"--backends '{text}' has an empty entry: separate the names by single commas")
+    repeated = sorted({b for b in names if names.count(b) > 1})
+    if repeated:
+        raise ConfigError(f"--backends '{text}' names {', '.join(repeated)} more than once")
+    return names
 
 
 def bench_dask_command(

@@ -26,9 +26,34 @@ from gpunet.errors import printable
 from gpunet.training.train import Record
 
 
-def format_record(r: Record) -> str:
-    """The metrics of one evaluation: the loss is the training set's, as the optimizer sees it."""
-    return f"training loss {r.loss:.4f}  train accuracy {r.train_accuracy:.4f}  test accuracy {r.test_accuracy:.4f}"
+def format_record(r: Record, width: str = "compact") -> str:
+    """The metrics of one evaluation: the loss is the training set's, as the optimizer sees it.
+
+    `width`: "full" (69 columns), "compact" (51: what a plain line and an 80-column bar show) or
+    "short" (38: for a bar whose label is long).
+    """
+    if width == "full":
+        return f"training loss {r.loss:.4f}  train accuracy {r.train_accuracy:.4f}  test accuracy {r.test_accuracy:.4f}"
+    if width == "short":
+        return f"loss {r.loss:.4f}  train {r.train_accuracy:.4f}  test {r.test_accuracy:.4f}"
+    return f"training loss {r.loss:.4f}  train acc {r.train_accuracy:.4f}  test acc {r.test_accuracy:.4f}"
+
+
+METRICS_WIDTH = {"full": 69, "compact": 51, "short": 38}
+CLOCK = 8  # a time column: 0:00:15, and one more for runs of ten hours and more
+MIN_BAR = 6
+
+
+def bar_layout(width: int, label: str, total: int) -> tuple[str, int, bool]:
+    """How a progress line of `width` columns is shared: the metrics' width, the bar's, and whether
+    the elapsed time fits beside the step count and the time remaining (which are always shown)."""
+    count = 2 * len(str(total)) + 1  # 120/500
+    for metrics, elapsed in (("full", True), ("compact", True), ("compact", False), ("short", False)):
+        # Rich puts one space between columns: label, count, bar, metrics, [elapsed,] remaining.
+        fixed = len(label) + count + METRICS_WIDTH[metrics] + CLOCK * (1 + elapsed) + 4 + elapsed
+        if width - fixed >= MIN_BAR:
+            return metrics, min(40, width - fixed), elapsed
+    return "short", max(1, width - fixed), False
 
 
 class Reporter:
@@ -44,6 +69,7 @@ class Reporter:
         self._total = 0
         self._label = "step"
         self._redraw = False
+        self._metrics = "compact"
 
     def say(self, text: str) -> None:
         """An informational line (suppressed by --quiet)."""
@@ -69,12 +95,15 @@ class Reporter:
         if not self.live:
             yield
             return
+        # Within the terminal's width (80 columns included): the step count and the time remaining
+        # always show; the metrics shorten and the elapsed time goes first when room is short.
+        self._metrics, bar, elapsed = bar_layout(self.console.width, label, total_steps)
         columns = [
             TextColumn(label),
             MofNCompleteColumn(),
-            BarColumn(),
+            BarColumn(bar_width=bar),
             TextColumn("{task.fields[metrics]}"),
-            TimeElapsedColumn(),
+            *([TimeElapsedColumn()] if elapsed else []),
             TimeRemainingColumn(),
         ]
         with Progress(*columns, console=self.console, transient=True, auto_refresh=not redraw_on_update) as progress:
@@ -91,7 +120,8 @@ class Reporter:
 
     def record(self, r: Record) -> None:
         if self._progress is not None:
-            self._progress.update(self._task, completed=r.iteration, metrics=format_record(r), refresh=self._redraw)
+            metrics = format_record(r, self._metrics)
+            self._progress.update(self._task, completed=r.iteration, metrics=metrics, refresh=self._redraw)
         elif not self.quiet:
             width = len(str(self._total))
             print(f"{self._label} {r.iteration:>{width}}/{self._total}  {format_record(r)}", flush=True)

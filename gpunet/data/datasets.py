@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from gpunet.data.idx import check_split, parse_idx, read_bytes
-from gpunet.errors import DatasetError, DatasetMissing, ForeignFile, shown
+from gpunet.errors import DatasetError, DatasetMissing, ForeignFile, program, shown
 from gpunet.files import environment, inputs
 
 if TYPE_CHECKING:  # the downloader (urllib, http.client) is imported only when a download is due
@@ -315,7 +315,7 @@ def _not_found(spec: DatasetSpec, searched: list[Path], why: str) -> DatasetMiss
     where = ", ".join(shown(d) for d in searched)
     return DatasetMissing(
         f"{spec.title} not found ({why}); looked in {where}. "
-        f"Run `gpunet datasets download {spec.name}` where there is network{debian}, "
+        f"Run `{program()} datasets download {spec.name}` where there is network{debian}, "
         "or pass --data-dir DIR holding its four IDX files"
     )
 

@@ -16,7 +16,7 @@ import array_api_compat
 import numpy as np
 from array_api_compat import is_cupy_array, is_cupy_namespace, is_numpy_array, is_numpy_namespace
 
-from gpunet.errors import DeviceError
+from gpunet.errors import DeviceError, install_hint
 from gpunet.files import environment
 
 __all__ = [
@@ -24,7 +24,6 @@ __all__ = [
     "resolve_device", "to_numpy",
 ]  # fmt: skip
 
-CUDA_HINT = "install the GPU extra: pip install 'gpunet[cuda]'"
 
 _namespaces: dict[type, Any] = {}
 
@@ -259,7 +258,8 @@ def _import_cupy() -> Any:
         import cupy
     except ImportError as e:
         if e.name == "cupy":
-            raise DeviceError(f"cuda needs cupy, which is not installed; {CUDA_HINT}") from e
+            hint = f"{install_hint('--cuda', 'gpunet[cuda]')} (for a CUDA 12 driver; --cuda13 for CUDA 13)"
+            raise DeviceError(f"cuda needs cupy, which is not installed; install it with: {hint}") from e
         raise DeviceError(f"cupy is installed but failed to import: {_first_line(e)}") from e
     except Exception as e:  # a broken install fails in many ways (missing libraries, ABI)
         raise DeviceError(f"cupy is installed but failed to import: {_first_line(e)}") from e
@@ -270,7 +270,29 @@ def _device_count(cupy: Any) -> int:
     try:
         return cupy.cuda.runtime.getDeviceCount()
     except Exception as e:  # CUDARuntimeError names the cause: no device, driver too old, ...
-        raise DeviceError(f"CUDA is not usable: {_first_line(e)}") from e
+        raise DeviceError(f"CUDA is not usable: {_driver_problem(cupy) or _first_line(e)}") from e
+
+
+def _driver_problem(cupy: Any) -> str | None:
+    """What is wrong with the NVIDIA driver, in words, or None if that is not what failed.
+
+    Without any driver the CUDA runtime says "CUDA driver version is insufficient", as it does for an
+    old one; cudaDriverGetVersion tells them apart (it answers 0 where no driver is installed).
+    """
+    try:
+        runtime, built = cupy.cuda.runtime, f"cupy {cupy.__version__}"
+        driver, needed = runtime.driverGetVersion(), runtime.runtimeGetVersion()
+    except Exception:  # a cupy too broken to say: its own error is the reason
+        return None
+    if driver == 0:
+        return f"no NVIDIA driver is installed ({built} is built for CUDA {_cuda_version(needed)})"
+    if driver < needed:
+        return (
+            f"the NVIDIA driver supports CUDA {_cuda_version(driver)}, older than the CUDA "
+            f"{_cuda_version(needed)} {built} was built for: update the driver, or install the "
+            "cupy for that CUDA version"
+        )
+    return None
 
 
 # The smoke test's outcome per (cupy module, device index): a device is tested once per process,

@@ -79,10 +79,13 @@ RUNS = Path("runs")
 def claim_run_path(name: str, runs: Path = RUNS) -> Path:
     """A new default model file, runs/<name>-<N>.npz with N one above the highest there.
 
+    A dataset named after its .npz file (`--data tab.npz`) gives runs/tab-<N>.npz, not tab.npz-<N>.npz.
+
     The file is created empty here, exclusively, so two runs started together
     never pick the same name and no earlier run is ever overwritten; the run's
     first checkpoint then replaces it (atomically).
     """
+    name = name.removesuffix(".npz")
     pattern = re.compile(rf"{re.escape(name)}-(\d+)\.npz")
     try:
         runs.mkdir(exist_ok=True)  # ./runs: its parent is the working directory
