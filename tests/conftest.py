@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from gpunet.data.datasets import Dataset, synthetic
 from gpunet.device.backend import Device, resolve_device
 from gpunet.errors import DeviceError
 
@@ -127,6 +128,12 @@ def no_mutmut_statistics_in_child_processes(monkeypatch: pytest.MonkeyPatch) -> 
     the code unmutated instead (this process still records its own calls)."""
     if os.environ.get("MUTANT_UNDER_TEST") == "stats":
         monkeypatch.delenv("MUTANT_UNDER_TEST")
+
+
+@pytest.fixture(scope="session")
+def small() -> Dataset:
+    """A small synthetic dataset: learnable in a few dozen steps, quick to train on."""
+    return synthetic(n_train=600, n_test=200)
 
 
 @pytest.fixture

@@ -28,9 +28,9 @@ from gpunet.files.outputs import atomic_file, claim_outputs
 from gpunet.training import checkpoint
 from gpunet.training.train import TrainConfig, Trainer
 from tests.conftest import numpy_device
+from tests.helpers import QUICK
 
 runner = CliRunner()
-QUICK = ["train", "--dataset", "synthetic", "--iterations", "20", "--eval-every", "10", "--device", "cpu"]
 
 
 pytestmark = pytest.mark.usefixtures("isolated_data")  # tests/conftest.py: nothing leaves the machine

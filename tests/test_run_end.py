@@ -30,16 +30,12 @@ from gpunet.cli.commands import app
 from gpunet.files import outputs
 from gpunet.training import checkpoint
 from gpunet.training.train import Record
+from tests.helpers import QUICK, error_lines
 
 runner = CliRunner()
-QUICK = ["train", "--dataset", "synthetic", "--iterations", "20", "--eval-every", "10", "--device", "cpu"]
 
 
 pytestmark = pytest.mark.usefixtures("isolated_data")  # tests/conftest.py: nothing leaves the machine
-
-
-def error_lines(stderr: str) -> list[str]:
-    return [line for line in stderr.splitlines() if line.strip()]
 
 
 def leftovers(directory: Path) -> list[str]:
