@@ -1,14 +1,26 @@
-"""Shared fixtures: the array namespaces every math test runs on, and the gpu marker's skip."""
+"""Shared fixtures: the array namespaces every math test runs on, and the only two reasons a test may skip.
+
+The rule: a test runs, or fails. Two marks are the exceptions, each skipped only where what it needs
+cannot exist, with the reason given:
+
+- `gpu`: needs a CUDA device; skipped only where none exists.
+- `root`: mounts a file system (tmpfs); it runs as root (with the capability to mount) or with
+  passwordless sudo, and is skipped for a contributor without either. Where $GPUNET_REQUIRE_ROOT is 1
+  (CI, which runs as root: .ci/run) it fails instead of skipping, so that a CI without those powers
+  cannot pass with those tests unrun. tests/test_conftest.py runs pytest both ways to hold this.
+"""
 
 from __future__ import annotations
 
 import functools
 import os
+import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from gpunet.data.datasets import Dataset, synthetic
 from gpunet.device.backend import Device, resolve_device
 from gpunet.errors import DeviceError
 
@@ -51,6 +63,36 @@ def gpu_required() -> bool:
     return os.environ.get("GPUNET_REQUIRE_GPU") == "1" or gpu_hardware_present()
 
 
+REQUIRE_ROOT = "GPUNET_REQUIRE_ROOT"
+CAP_SYS_ADMIN = 21  # the capability mount(2) needs (linux/capability.h)
+
+
+@functools.cache
+def privileged() -> bool:
+    """Whether this process can mount file systems: it holds CAP_SYS_ADMIN (root does, unless a
+    container or its parent took it away), or sudo lets it without a password."""
+    try:
+        with open("/proc/self/status") as status:
+            effective = next(int(line.split()[1], 16) for line in status if line.startswith("CapEff:"))
+    except (OSError, StopIteration):
+        effective = 0
+    if effective >> CAP_SYS_ADMIN & 1:
+        return True
+    if os.geteuid() == 0:
+        return False  # root without the capability: sudo would not give it back
+    try:
+        return subprocess.run(["sudo", "-n", "true"], capture_output=True, timeout=30).returncode == 0
+    except (OSError, subprocess.SubprocessError):  # no sudo here
+        return False
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        f"root: needs root or passwordless sudo (it mounts a tmpfs); skipped without, fails where ${REQUIRE_ROOT}=1",
+    )
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     # GPU tests are skipped only where no GPU exists and none was asked for. Where one is there or
     # required, cuda that does not work (a failed smoke test: no NVRTC, no CUDA headers, ...) fails
@@ -75,6 +117,15 @@ def pytest_runtest_call(item: pytest.Item) -> None:
     unusable = item.get_closest_marker("gpu_unusable")
     if unusable is not None:
         pytest.fail(unusable.args[0], pytrace=False)
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    # Root tests run where root's powers are at hand; elsewhere they skip, except where they must run.
+    if "root" not in item.keywords or privileged():
+        return
+    if os.environ.get(REQUIRE_ROOT) == "1":
+        pytest.fail(f"${REQUIRE_ROOT}=1, but this run can neither mount nor use sudo: the root tests cannot run")
+    pytest.skip("needs root or passwordless sudo (it mounts a tmpfs); CI runs it as root")
 
 
 def strict_device() -> Device:
@@ -110,6 +161,12 @@ def no_mutmut_statistics_in_child_processes(monkeypatch: pytest.MonkeyPatch) -> 
     the code unmutated instead (this process still records its own calls)."""
     if os.environ.get("MUTANT_UNDER_TEST") == "stats":
         monkeypatch.delenv("MUTANT_UNDER_TEST")
+
+
+@pytest.fixture(scope="session")
+def small() -> Dataset:
+    """A small synthetic dataset: learnable in a few dozen steps, quick to train on."""
+    return synthetic(n_train=600, n_test=200)
 
 
 @pytest.fixture

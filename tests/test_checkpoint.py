@@ -40,6 +40,7 @@ def meta_of(path: Path) -> dict:
 
 @pytest.fixture(scope="module")
 def small() -> datasets.Dataset:
+    """900 samples here, not conftest's 600: the resumed runs' batches of 300 end an epoch at a step."""
     return datasets.synthetic(n_train=900, n_test=200)
 
 

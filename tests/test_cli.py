@@ -13,32 +13,15 @@ import sys
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
-from gpunet.cli.commands import app
 from tests.conftest import FASHION_DIR, cuda_device
+from tests.helpers import invoke
+from tests.helpers import one_line_error as assert_one_line_error
 
-runner = CliRunner()
 QUICK = ["--dataset", "synthetic", "--iterations", "20", "--eval-every", "10", "--device", "cpu"]
 
 
 pytestmark = pytest.mark.usefixtures("isolated_data")  # tests/conftest.py: nothing leaves the machine
-
-
-def invoke(*args: str):
-    return runner.invoke(app, list(args))
-
-
-def assert_one_line_error(result, code: int | None = None, text: str = "") -> str:
-    assert result.exit_code != 0
-    if code is not None:
-        assert result.exit_code == code
-    assert "Traceback" not in result.output
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, result.output
-    assert lines[0].startswith("error: ")
-    assert text in lines[0]
-    return lines[0]
 
 
 def test_train_reports_output_layer_accuracy_and_writes_json(tmp_path: Path) -> None:

@@ -7,9 +7,8 @@ import time
 
 import numpy as np
 import pytest
-from typer.testing import CliRunner
+from typer.testing import Result
 
-from gpunet.cli.commands import app
 from gpunet.core import model
 from gpunet.data import datasets
 from gpunet.device.backend import Device, array_namespace, resolve_device
@@ -17,6 +16,7 @@ from gpunet.training import initializers
 from gpunet.training.doctor import CHECKS, Check, run_checks
 from gpunet.training.train import DeviceData, TrainConfig
 from tests.conftest import FASHION_DIR, strict_device
+from tests.helpers import invoke, one_line_error
 
 INPUTS, INIT_LOSS, GRADIENTS, ACCURACY, BIASES, FIRST_STEPS, OVERFIT, DEAD = range(1, 9)
 
@@ -206,12 +206,13 @@ def test_a_check_that_raises_fails_and_the_rest_still_run(synthetic, cpu, monkey
 # --- the command -----------------------------------------------------------------------------
 
 
-def invoke(*args: str):
-    return CliRunner().invoke(app, ["doctor", "--dataset", "synthetic", "--device", "cpu", *args])
+def doctor(*args: str) -> Result:
+    """`gpunet doctor` on the synthetic dataset, on the CPU (a later --device wins)."""
+    return invoke("doctor", "--dataset", "synthetic", "--device", "cpu", *args)
 
 
 def test_command_prints_eight_passes_and_exits_0() -> None:
-    result = invoke()
+    result = doctor()
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
     passes = [line for line in lines if line.startswith("PASS")]
@@ -222,7 +223,7 @@ def test_command_prints_eight_passes_and_exits_0() -> None:
 
 def test_command_prints_the_failure_and_exits_1(monkeypatch) -> None:
     monkeypatch.setattr(initializers, "he_normal", seed_uniform_init)
-    result = invoke()
+    result = doctor()
     assert result.exit_code == 1, result.output
     fails = [line for line in result.output.splitlines() if line.startswith("FAIL")]
     assert fails and fails[0].startswith("FAIL  2. loss at initialisation") and " — " in fails[0]
@@ -232,12 +233,8 @@ def test_command_prints_the_failure_and_exits_1(monkeypatch) -> None:
 @pytest.mark.parametrize("args", [["--hidden", "16,x"], ["--hidden", "16,0"], ["--dtype", "float16"]])
 def test_command_rejects_bad_options_before_loading_data(args: list[str], monkeypatch) -> None:
     monkeypatch.setattr(datasets, "load", lambda *a, **k: pytest.fail("data loaded despite a bad option"))
-    result = invoke(*args)
-    assert result.exit_code == 2, result.output
-    assert "Traceback" not in result.output and result.output.strip().startswith("error: ")
+    one_line_error(doctor(*args), 2, args[0].removeprefix("--"))  # the option named
 
 
 def test_command_reports_a_bad_device_as_a_device_error() -> None:
-    result = invoke("--device", "cuda:x")  # the later --device wins
-    assert result.exit_code == 1, result.output
-    assert "Traceback" not in result.output and "cuda:x" in result.output
+    one_line_error(doctor("--device", "cuda:x"), 1, "cuda:x")  # the later --device wins

@@ -22,11 +22,6 @@ from tests.conftest import numpy_device
 QUICK = {"iterations": 60, "eval_every": 20}
 
 
-@pytest.fixture(scope="module")
-def small() -> datasets.Dataset:
-    return datasets.synthetic(n_train=600, n_test=200)
-
-
 # The checks scikit-learn itself skips here, and why they cannot apply. Every other check runs and passes.
 NOT_APPLICABLE = {
     "check_array_api_input": "needs SCIPY_ARRAY_API=1, whose mode hands the estimator PyTorch arrays to compute "

@@ -28,9 +28,9 @@ from gpunet.files.outputs import atomic_file, claim_outputs
 from gpunet.training import checkpoint
 from gpunet.training.train import TrainConfig, Trainer
 from tests.conftest import numpy_device
+from tests.helpers import QUICK
 
 runner = CliRunner()
-QUICK = ["train", "--dataset", "synthetic", "--iterations", "20", "--eval-every", "10", "--device", "cpu"]
 
 
 pytestmark = pytest.mark.usefixtures("isolated_data")  # tests/conftest.py: nothing leaves the machine
@@ -203,6 +203,7 @@ def test_an_immutable_directory_is_refused_before_any_work(tmp_path: Path) -> No
             locked.chmod(0o755)
 
 
+@pytest.mark.root  # a real small file system, mounted
 def test_a_read_only_file_system_is_refused_before_any_work(tmp_path: Path) -> None:
     with tmpfs(tmp_path / "ro", "1m", "ro") as ro:
         refused([*QUICK, "--checkpoint", str(ro / "c.npz")], text="read-only file system")
@@ -241,6 +242,7 @@ def test_a_checkpoint_held_by_a_running_trainer_is_refused_naming_it(tmp_path: P
     assert checkpoint.load(c).step == 20
 
 
+@pytest.mark.root  # a real small file system, mounted
 def test_a_full_disk_is_reported_and_the_previous_checkpoint_survives(tmp_path: Path) -> None:
     """A real ENOSPC, from a small tmpfs filled up: never a silent success."""
     small = Trainer(TrainConfig(iterations=2, eval_every=2), numpy_synthetic(), numpy_device())

@@ -30,16 +30,12 @@ from gpunet.cli.commands import app
 from gpunet.files import outputs
 from gpunet.training import checkpoint
 from gpunet.training.train import Record
+from tests.helpers import QUICK, error_lines
 
 runner = CliRunner()
-QUICK = ["train", "--dataset", "synthetic", "--iterations", "20", "--eval-every", "10", "--device", "cpu"]
 
 
 pytestmark = pytest.mark.usefixtures("isolated_data")  # tests/conftest.py: nothing leaves the machine
-
-
-def error_lines(stderr: str) -> list[str]:
-    return [line for line in stderr.splitlines() if line.strip()]
 
 
 def leftovers(directory: Path) -> list[str]:
@@ -47,6 +43,7 @@ def leftovers(directory: Path) -> list[str]:
     return sorted(p.name for p in directory.iterdir() if p.name.startswith("."))
 
 
+@pytest.mark.root  # a real small file system, mounted
 def test_each_output_at_the_end_is_written_on_its_own(tmp_path: Path) -> None:
     """A full disk under three of four outputs: one line each, the fourth written, the result printed."""
     with tmpfs(tmp_path / "full", "512k") as full:
@@ -66,6 +63,7 @@ def test_each_output_at_the_end_is_written_on_its_own(tmp_path: Path) -> None:
     assert (tmp_path / "h.csv").read_text().startswith("iteration,loss")
 
 
+@pytest.mark.root  # a real small file system, mounted
 def test_a_full_disk_at_the_end_says_the_previous_checkpoint_survived(tmp_path: Path) -> None:
     with tmpfs(tmp_path / "full", "1m") as full:
         c = full / "c.npz"
@@ -84,6 +82,7 @@ def test_a_full_disk_at_the_end_says_the_previous_checkpoint_survived(tmp_path: 
         assert sorted(os.listdir(full)) == ["c.npz", "filler"]
 
 
+@pytest.mark.root  # a real small file system, mounted
 def test_failing_periodic_checkpoints_warn_and_training_goes_on(tmp_path: Path) -> None:
     with tmpfs(tmp_path / "full", "512k") as full:
         fill(full)

@@ -3,17 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 
 from gpunet.bench import suite
 from gpunet.bench.sklearn_reference import SklearnTrainer
 from gpunet.data import datasets
 from gpunet.training.train import TrainConfig
-
-
-@pytest.fixture(scope="module")
-def small() -> datasets.Dataset:
-    return datasets.synthetic(n_train=1000, n_test=300)
 
 
 def test_same_architecture_batch_and_optimizer_settings(small: datasets.Dataset) -> None:
@@ -22,12 +16,13 @@ def test_same_architecture_batch_and_optimizer_settings(small: datasets.Dataset)
     trainer.step()
     params = trainer.model.get_params()
     assert params["hidden_layer_sizes"] == (16, 8) and params["activation"] == "relu"
-    assert params["alpha"] == 0 and params["batch_size"] == 1000 and params["shuffle"] is False
+    n = len(small.train_labels)  # the whole training set: one batch
+    assert params["alpha"] == 0 and params["batch_size"] == n and params["shuffle"] is False
     assert (params["solver"], params["learning_rate_init"], params["learning_rate"]) == ("adam", 0.003, "constant")
     assert (params["beta_1"], params["beta_2"], params["epsilon"]) == (0.9, 0.999, 1e-8)  # gpunet's Adam's
     assert [p.shape for p in trainer.host_params()] == [(784, 16), (16,), (16, 8), (8,), (8, 10), (10,)]
     assert all(p.dtype == np.float32 for p in trainer.host_params())  # scikit-learn keeps float32
-    assert (trainer.model.n_iter_, trainer.model.t_) == (1, 1000)  # one pass of one batch: one Adam update
+    assert (trainer.model.n_iter_, trainer.model.t_) == (1, n)  # one pass of one batch: one Adam update
 
 
 def test_bench_puts_scikit_learn_in_the_same_table(small: datasets.Dataset) -> None:

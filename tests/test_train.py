@@ -24,11 +24,6 @@ from tests.conftest import FASHION_DIR, numpy_device, strict_device
 QUICK = TrainConfig(iterations=30, eval_every=10)
 
 
-@pytest.fixture(scope="module")
-def small() -> datasets.Dataset:
-    return datasets.synthetic(n_train=600, n_test=200)
-
-
 def test_learns_the_synthetic_task(small: datasets.Dataset) -> None:
     result = train(QUICK, small, numpy_device())
     assert [r.iteration for r in result.history] == [0, 10, 20, 30]

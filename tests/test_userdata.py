@@ -9,33 +9,21 @@ from pathlib import Path
 import numpy as np
 import pytest
 from idxfiles import FILE_NAMES, write_dataset, write_idx
-from typer.testing import CliRunner
 
 import gpunet
 from gpunet import estimator
-from gpunet.cli.commands import app
 from gpunet.data import datasets, userdata
 from gpunet.device import arrays
 from gpunet.device.backend import to_numpy
 from gpunet.errors import DatasetError
 from gpunet.training import checkpoint, doctor, train
 from tests.conftest import FASHION_DIR
+from tests.helpers import invoke, one_line_error
 
-runner = CliRunner()
 QUICK = ["--iterations", "30", "--eval-every", "10", "--device", "cpu"]
 
 
 pytestmark = pytest.mark.usefixtures("isolated_data")  # tests/conftest.py: nothing leaves the machine
-
-
-def invoke(*args: object):
-    return runner.invoke(app, [str(a) for a in args])
-
-
-def one_line_error(result, code: int, text: str) -> None:
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert result.exit_code == code, result.output
-    assert len(lines) == 1 and lines[0].startswith("error: ") and text in lines[0], result.output
 
 
 def three_class_images(n: int, rows: int = 6, cols: int = 8, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

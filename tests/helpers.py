@@ -1,0 +1,38 @@
+"""What several test files need, written once: `gpunet` run as a user runs it, and its one-line errors.
+
+(The datasets shared by many tests are fixtures in tests/conftest.py: `small`, `rng`.)
+"""
+
+from __future__ import annotations
+
+from typer.testing import CliRunner, Result
+
+from gpunet.cli.commands import app
+
+runner = CliRunner()
+
+# A quick training run: the built-in synthetic dataset, 20 steps, on the CPU.
+QUICK = ["train", "--dataset", "synthetic", "--iterations", "20", "--eval-every", "10", "--device", "cpu"]
+
+
+def invoke(*args: object) -> Result:
+    """`gpunet ARGS...` through the app the entry point runs; each argument as the shell passes it, a string."""
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def error_lines(stderr: str) -> list[str]:
+    """The lines a command wrote on stderr, blank ones left out."""
+    return [line for line in stderr.splitlines() if line.strip()]
+
+
+def one_line_error(result: Result, code: int | None = None, text: str = "") -> str:
+    """A failure as every one must look: a non-zero exit (`code`, where given), no traceback, and one line
+    on stderr, `error: ...`, holding `text`. Returns that line."""
+    assert result.exit_code != 0, result.output
+    if code is not None:
+        assert result.exit_code == code, result.output
+    assert "Traceback" not in result.output
+    lines = error_lines(result.stderr)
+    assert len(lines) == 1, result.output
+    assert lines[0].startswith("error: ") and text in lines[0], lines[0]
+    return lines[0]
