@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 from gpunet.bench import suite
 from gpunet.cli.commands import app
 from gpunet.data import datasets
+from gpunet.errors import ConfigError
 from gpunet.training.train import TrainConfig
 from tests.conftest import cuda_device
 
@@ -311,7 +312,7 @@ def test_the_bench_defaults_are_the_documented_ones_in_the_cli_and_the_library(m
 
     def stop_here(settings, *args, **kwargs):
         seen.append(settings)
-        raise suite.ConfigError("stopped by the test")
+        raise ConfigError("stopped by the test")
 
     monkeypatch.setattr(suite, "run_bench", stop_here)
     result = CliRunner().invoke(app, ["bench", "--dataset", "synthetic", "--backends", "numpy"])

@@ -79,18 +79,17 @@ def test_a_malformed_mirror_list_fails_the_download_in_one_line(
 def test_well_formed_settings_are_read_as_given(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     for name in environment.NAMES:
         monkeypatch.delenv(name, raising=False)
-    assert (environment.data_dir(), environment.mirrors(), environment.fuse(), environment.test_slow_write_s()) == (
+    assert (environment.data_dir(), environment.mirrors(), environment.fuse()) == (
         None,
         None,
         True,
-        0.0,
     )
     monkeypatch.setenv("GPUNET_DATA", str(tmp_path))
     monkeypatch.setenv("GPUNET_MIRRORS", " http://a/, ,https://[::1]:8080/b/ ")
     monkeypatch.setenv("GPUNET_FUSE", "0")
     assert environment.data_dir() == tmp_path
     assert environment.mirrors() == ("http://a/", "https://[::1]:8080/b/")
-    assert (environment.fuse(), environment.test_slow_write_s()) == (False, 0.5)
+    assert environment.fuse() is False
     monkeypatch.setenv("GPUNET_FUSE", "")  # empty: unset, the default
     assert environment.fuse() is True
 

@@ -164,7 +164,8 @@ def test_arrays_of_another_namespace_train_where_they_are(small: datasets.Datase
     # Nothing with a row per sample (X, y, predictions); the weights and optimizer state at the end, yes.
     assert reads and not [shape for shape in reads if len(small.train_labels) in shape], reads
     reference = gpunet.MLPClassifier(device="cpu", **QUICK).fit(small.train_images, small.train_labels)
-    np.testing.assert_allclose(estimator.coefs_[0], reference.coefs_[0], rtol=1e-5, atol=1e-6)
+    # float32 sums in another order (array-api-strict has no matmul_into): agreement to 1e-4, not bits
+    np.testing.assert_allclose(estimator.coefs_[0], reference.coefs_[0], rtol=1e-4, atol=1e-6)
     np.testing.assert_array_equal(np.from_dlpack(predicted), reference.predict(small.train_images))
 
 
