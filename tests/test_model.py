@@ -10,6 +10,7 @@ import pytest
 from gpunet.core import model
 from gpunet.data.datasets import synthetic
 from gpunet.device.backend import to_numpy
+from gpunet.training.doctor import gradient_error
 from gpunet.training.initializers import OUTPUT_SCALE, he_normal
 from gpunet.training.train import DeviceData
 
@@ -29,26 +30,17 @@ def mean_loss(params: list[np.ndarray], x: np.ndarray, targets: np.ndarray) -> f
 
 @pytest.mark.parametrize("hidden", ARCHITECTURES, ids=str)
 def test_gradients_match_central_differences(hidden: tuple[int, ...], rng: np.random.Generator) -> None:
+    """The check `gpunet doctor` runs (gradient_error), here on every element of every parameter; that it
+    fails on a wrong backward pass: tests/test_doctor.py, with the seed's bias gradients."""
     x, _, targets = random_problem(rng)
     params = he_normal([x.shape[1], *hidden, targets.shape[1]], seed=3, dtype="float64")
     # Non-zero biases, so a bias gradient summed over the wrong axes would show.
     params = [p + 0.1 * rng.standard_normal(p.shape) for p in params]
     loss, grads = model.loss_and_gradients(params, x, targets)
     assert float(loss) == pytest.approx(mean_loss(params, x, targets), rel=1e-12)
-
-    eps = 1e-6
-    for p, g in zip(params, grads):
+    for i, (p, g) in enumerate(zip(params, grads)):
         assert g.shape == p.shape
-        numeric = np.zeros_like(p)
-        for i in np.ndindex(p.shape):
-            saved = p[i]
-            p[i] = saved + eps
-            up = mean_loss(params, x, targets)
-            p[i] = saved - eps
-            down = mean_loss(params, x, targets)
-            p[i] = saved
-            numeric[i] = (up - down) / (2 * eps)
-        rel = np.linalg.norm(g - numeric) / max(np.linalg.norm(g) + np.linalg.norm(numeric), 1e-12)
+        rel = gradient_error(params, x, targets, [(i, idx) for idx in np.ndindex(p.shape)])
         assert rel < 1e-6, f"relative error {rel:.2e} for a parameter of shape {p.shape}"
 
 
