@@ -66,6 +66,7 @@ from gpunet.errors import (
 )
 from gpunet.files import environment, signals
 from gpunet.files import outputs as output_files
+from gpunet.files.inputs import byte_size
 from gpunet.files.outputs import Claim, atomic_file, claim_outputs, failure_reason, write_each
 from gpunet.params import worded_for_flags
 from gpunet.training import checkpoint, doctor
@@ -76,7 +77,6 @@ from gpunet.training.train import (
     TrainConfig,
     Trainer,
     TrainResult,
-    byte_size,
     check_fits,
     layer_sizes,
 )

@@ -27,6 +27,7 @@ from gpunet.errors import (
     ValuesOutOfRange,
     WriteFailed,
 )
+from gpunet.files.inputs import byte_size
 from gpunet.files.signals import deferred, stop_requests
 from gpunet.training import initializers
 from gpunet.training.engine import LocalEngine
@@ -96,16 +97,6 @@ def check_fits(config: TrainConfig, sizes: list[int], device: Device, samples: i
             f"of {'-'.join(map(str, sizes))} alone need {byte_size(needed)}, more than the "
             f"{byte_size(available)} of memory on {device.name}"
         )
-
-
-def byte_size(n: float) -> str:
-    """1234567 -> '1.23 MB'."""
-    for unit in ("B", "kB", "MB", "GB", "TB"):
-        rounded = float(f"{n:.3g}")  # rounded first: 999,999 B is "1 MB", not "1e+03 kB"
-        if rounded < 1000:
-            return f"{rounded:g} {unit}"
-        n /= 1000
-    return f"{n:,.0f} PB"
 
 
 @dataclass(frozen=True)
