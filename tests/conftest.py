@@ -148,6 +148,28 @@ def device(request: pytest.FixtureRequest) -> Device:
     return cuda_device()
 
 
+# The float dtypes the math must keep, and how closely each agrees with a float64 reference computed in numpy:
+# a float32 result carries ~1e-7 relative rounding per operation, summed over a few dozen terms here.
+DTYPES = ("float32", "float64")
+AGREEMENT = {"float32": 1e-4, "float64": 1e-10}
+NAMESPACES = ("numpy", "array-api-strict", "cupy")
+
+
+@pytest.fixture(
+    params=[
+        pytest.param((ns, dtype), id=f"{ns}-{dtype}", marks=[pytest.mark.gpu] if ns == "cupy" else [])
+        for ns in NAMESPACES
+        for dtype in DTYPES
+    ]
+)
+def device_dtype(request: pytest.FixtureRequest) -> tuple[Device, str]:
+    """Each backend × each float dtype: the math must run on every combination and keep the dtype
+    (in the manner of scikit-learn's namespace × device × dtype combinations)."""
+    namespace, dtype = request.param
+    device = {"numpy": numpy_device, "array-api-strict": strict_device, "cupy": cuda_device}[namespace]()
+    return device, dtype
+
+
 @pytest.fixture(autouse=True)
 def in_a_scratch_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Each test runs in its own empty directory: `gpunet train` keeps its model in ./runs by default."""

@@ -13,6 +13,7 @@ from gpunet.device.backend import to_numpy
 from gpunet.training.doctor import gradient_error
 from gpunet.training.initializers import OUTPUT_SCALE, he_normal
 from gpunet.training.train import DeviceData
+from tests.conftest import AGREEMENT
 
 ARCHITECTURES = [(), (5,), (7, 6), (4, 3, 5)]
 
@@ -138,30 +139,38 @@ def test_relu_keeps_most_units_alive_at_initialisation() -> None:
 # --- portability ----------------------------------------------------------------------------
 
 
-def test_math_runs_unchanged_on_every_backend(device, rng: np.random.Generator) -> None:
+def test_math_runs_unchanged_on_every_backend_and_dtype(device_dtype, rng: np.random.Generator) -> None:
+    """Loss, gradients, predictions and accuracy in every namespace × dtype, against float64 numpy; every
+    result keeps the dtype (a float64 bias gradient would upcast the whole flat vector)."""
+    device, dtype = device_dtype
     x, labels, targets = random_problem(rng, n=30)
     host_params = he_normal([9, 7, 6, 4], seed=5, dtype="float64")
-    params = [device.asarray(p) for p in host_params]
-    loss, grads = model.loss_and_gradients(params, device.asarray(x), device.asarray(targets))
+    params = [device.asarray(p.astype(dtype)) for p in host_params]
+    x_dev, targets_dev = device.asarray(x.astype(dtype)), device.asarray(targets.astype(dtype))
+    loss, grads = model.loss_and_gradients(params, x_dev, targets_dev)
     ref_loss, ref_grads = model.loss_and_gradients(host_params, x, targets)
-    assert float(to_numpy(loss)) == pytest.approx(float(ref_loss), rel=1e-12)
+    tol = AGREEMENT[dtype]
+    assert to_numpy(loss).dtype == dtype and float(to_numpy(loss)) == pytest.approx(float(ref_loss), rel=tol)
     for g, ref in zip(grads, ref_grads):
-        np.testing.assert_allclose(to_numpy(g), ref, rtol=1e-10, atol=1e-13)
-    pred = to_numpy(model.predict(params, device.asarray(x)))
+        assert to_numpy(g).dtype == dtype
+        np.testing.assert_allclose(to_numpy(g), ref, rtol=tol, atol=tol * np.abs(ref).max())
+    sums_loss, sums = model.gradient_sums(params, x_dev, targets_dev)
+    assert to_numpy(sums_loss).dtype == dtype and [to_numpy(g).dtype for g in sums] == [np.dtype(dtype)] * 6
+    assert to_numpy(model.column_sums(x_dev)).dtype == dtype
+    pred = to_numpy(model.predict(params, x_dev))
     np.testing.assert_array_equal(pred, model.predict(host_params, x))
-    _, acc = model.evaluate(params, device.asarray(x), device.asarray(targets), device.asarray(labels))
+    _, acc = model.evaluate(params, x_dev, targets_dev, device.asarray(labels))
     assert float(to_numpy(acc)) == pytest.approx(float(np.mean(pred == labels)))
 
 
-def test_float32_in_float32_out() -> None:
-    """Every gradient keeps the parameters' dtype: a float64 bias gradient would upcast the whole flat vector."""
-    rng = np.random.default_rng(3)
-    params = he_normal([12, 6, 5, 4], seed=1, dtype="float32")
-    x = rng.random((9, 12), dtype=np.float32)
-    targets = np.eye(4, dtype=np.float32)[rng.integers(0, 4, 9)]
-    loss, grads = model.gradient_sums(params, x, targets)
-    assert loss.dtype == np.float32 and [g.dtype for g in grads] == [np.float32] * 6
-    assert model.column_sums(x).dtype == np.float32
+def test_softmax_is_stable_for_huge_logits_everywhere(device_dtype) -> None:
+    """The seed's overflow, in every namespace × dtype: float32's exp overflows near 88, float64's near 709."""
+    device, dtype = device_dtype
+    logits = device.asarray(np.array([[1000.0, 0.0, -1000.0], [3e4, 3e4, 0.0]], dtype=dtype))
+    logp = to_numpy(model.log_softmax(logits))
+    assert logp.dtype == dtype and np.isfinite(logp).all()
+    np.testing.assert_allclose(np.exp(logp).sum(axis=1), 1.0, rtol=1e-6)
+    np.testing.assert_allclose(logp[1, :2], math.log(0.5), rtol=1e-6)
 
 
 def test_each_sample_is_shifted_by_its_own_maximum() -> None:
