@@ -33,12 +33,11 @@ from gpunet.device.arrays import (
     native,
     to_device,
 )
-from gpunet.device.backend import Device, array_namespace, is_numpy_array, to_numpy
+from gpunet.device.backend import Array, Device, array_namespace, is_numpy_array, to_numpy
 from gpunet.errors import Interrupted
 from gpunet.training import checkpoint, doctor
 from gpunet.training.train import TrainConfig, Trainer, device_rows
 
-Array = Any
 DEFAULT = TrainConfig()
 _CONFIG_FIELDS = [f.name for f in dataclasses.fields(TrainConfig)]
 

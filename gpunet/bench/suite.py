@@ -50,6 +50,31 @@ class Progress(Protocol):
     def step(self, step: int) -> None: ...
 
 
+class BenchTrainer(Protocol):
+    """What the bench drives on every backend: gpunet's Trainer and the PyTorch and scikit-learn references."""
+
+    steps_done: int
+
+    @property
+    def schedule(self) -> str:
+        """How a step runs, in words (the report's "schedule")."""
+        ...
+
+    def step(self) -> None: ...
+
+    def evaluate(self) -> Record: ...
+
+    def synchronize(self) -> None:
+        """Wait for queued device work, so a clock read afterwards is honest."""
+        ...
+
+    def host_params(self) -> list[np.ndarray]: ...
+
+    def close(self) -> None:
+        """Let go of worker threads now (a no-op where there are none)."""
+        ...
+
+
 BACKENDS = ("numpy", "cupy", "torch-cpu", "torch-cuda", "sklearn")
 # Backends that start from gpunet's initial weights and batch order, so their final weights are comparable.
 SAME_START = ("numpy", "cupy", "torch-cpu", "torch-cuda")
@@ -105,7 +130,7 @@ def unavailable(backend: str, config: TrainConfig | None = None) -> str | None:
     return torch_unavailable(device_kind(backend))
 
 
-def make_trainer(backend: str, config: TrainConfig, dataset: Dataset) -> Any:
+def make_trainer(backend: str, config: TrainConfig, dataset: Dataset) -> BenchTrainer:
     """A fresh run from the seeded initial weights: gpunet's Trainer, or the PyTorch reference."""
     if backend in ("numpy", "cupy"):
         return Trainer(config, dataset, resolve_device(device_kind(backend)))
@@ -267,7 +292,7 @@ class _DeviceMemory:
 
 
 def time_steps(
-    trainers: dict[str, Any],
+    trainers: dict[str, BenchTrainer],
     warmup: int,
     steps: int,
     repeats: int,
@@ -366,14 +391,13 @@ def train_to_target(
         "final_loss": final.loss,
         "curve": [{"seconds": s, **asdict(r)} for s, r in curve],
         "final_params": final_params,
-        "schedule": trainer.source.describe() if hasattr(trainer, "source") else trainer.schedule,
+        "schedule": trainer.schedule,
     }
 
 
-def close(trainer: Any) -> None:
+def close(trainer: BenchTrainer) -> None:
     """Let a trainer's worker threads go now (the PyTorch reference has none)."""
-    if hasattr(trainer, "close"):
-        trainer.close()
+    trainer.close()
 
 
 def measure_training(

@@ -35,13 +35,12 @@ import numpy as np
 
 from gpunet.core.flat import Layout
 from gpunet.data import datasets
-from gpunet.device.backend import Device, resolve_device, to_numpy
+from gpunet.device.backend import Array, Device, resolve_device, to_numpy
 from gpunet.errors import ConfigError, GpunetError, StepFailed
 from gpunet.files.signals import stop_requested
 from gpunet.training.engine import CPU_CHUNK_ROWS, LocalEngine
 from gpunet.training.train import StepAbandoned
 
-Array = Any
 # Every wait on the cluster has a deadline (seconds; module constants so tests can shorten them).
 CONNECT_TIMEOUT_S = 5  # to reach the scheduler and hear its handshake, or any answer from it later
 WORKERLESS_TIMEOUT_S = 30  # a cluster without a single worker for this long cannot finish the step

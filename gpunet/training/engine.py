@@ -30,9 +30,8 @@ import numpy as np
 
 from gpunet.core import model
 from gpunet.core.flat import Layout
-from gpunet.device.backend import Device, array_namespace, is_numpy_array
+from gpunet.device.backend import Array, Device, array_namespace, is_numpy_array
 
-Array = Any
 CPU_CHUNK_ROWS = 8192
 
 

@@ -7,7 +7,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -16,7 +16,7 @@ from gpunet.core import model
 from gpunet.core.flat import Layout, flatten
 from gpunet.core.optimizers import OPTIMIZERS, make_optimizer
 from gpunet.data.datasets import Dataset
-from gpunet.device.backend import Device, array_namespace, to_numpy
+from gpunet.device.backend import Array, Device, array_namespace, to_numpy
 from gpunet.errors import (
     ConfigError,
     DivergedError,
@@ -32,7 +32,6 @@ from gpunet.files.signals import deferred, stop_requests
 from gpunet.training import initializers
 from gpunet.training.engine import LocalEngine
 
-Array = Any
 DTYPES = ("float32", "float64")
 LOSS_SLOTS = 1024  # steps whose losses wait on the device to be checked together
 
@@ -284,6 +283,31 @@ class BatchOrder:
         self._order = None
 
 
+class GradientSource(Protocol):
+    """Where a Trainer gets each step's gradient and the training-set metrics: LocalSource on its own
+    device, or gpunet.training.distributed.DaskSource on a cluster's workers."""
+
+    def gradient(self, params: list[Array]) -> tuple[Array, Array]:
+        """The mean loss and the mean gradient as one flat vector, over the next batch."""
+        ...
+
+    def evaluate(self, params: list[Array]) -> tuple[Array, Array]:
+        """The loss and accuracy over the whole training set (device scalars)."""
+        ...
+
+    def state(self) -> dict[str, Any]:
+        """What a checkpoint needs to resume on the same batches."""
+        ...
+
+    def restore(self, state: dict[str, Any]) -> None: ...
+
+    def describe(self) -> str:
+        """The schedule in words (shown by train and bench)."""
+        ...
+
+    def close(self) -> None: ...
+
+
 class LocalSource:
     """The training set on the trainer's own device: batches from BatchOrder, gradients from a LocalEngine.
 
@@ -338,7 +362,9 @@ class Trainer:
     (A distributed source must send the parameters to its workers every step.)
     """
 
-    def __init__(self, config: TrainConfig, dataset: Dataset, device: Device, source: Any = None) -> None:
+    def __init__(
+        self, config: TrainConfig, dataset: Dataset, device: Device, source: GradientSource | None = None
+    ) -> None:
         self.config, self.device = config, device
         self.dataset_name, self.dataset_checksum = dataset.name, dataset.checksum
         self.sizes = layer_sizes(config, dataset)
@@ -346,7 +372,7 @@ class Trainer:
         check_fits(config, self.sizes, device, samples)
         self.engine = LocalEngine.for_device(device)
         self.shuffle_rng = shuffle_rng(config.seed)
-        self.source = source or LocalSource(dataset, config, device, self.engine, self.shuffle_rng)
+        self.source: GradientSource = source or LocalSource(dataset, config, device, self.engine, self.shuffle_rng)
         self.test = (  # a fit on arrays (the Python API) may have no test split
             None
             if dataset.test_images is None
@@ -446,6 +472,11 @@ class Trainer:
     def host_slots(self) -> dict[str, list[np.ndarray]]:
         """The optimizer's state, per layer like the parameters."""
         return {name: self.layout.views(to_numpy(slot)) for name, slot in self.optimizer.slots.items()}
+
+    @property
+    def schedule(self) -> str:
+        """How the steps run, in words (the source's: threads and chunks, or workers)."""
+        return self.source.describe()
 
     def synchronize(self) -> None:
         self.device.synchronize()
