@@ -194,6 +194,7 @@ def measure_floor(kind: str, dtype: str = "float32") -> Floor:
     installed): the floor belongs to the machine, not to one library.
     """
     rates: list[tuple[float, float, str]] = []
+    libraries: list[tuple[str, Any, Callable[[], None]]]  # name, array namespace, wait for the device
     if kind == "cpu":
         libraries = [("numpy", np, _no_sync)]
     else:
@@ -212,7 +213,11 @@ def measure_floor(kind: str, dtype: str = "float32") -> Floor:
     words = (256 if kind == "cpu" else 2048) * 2**20 // np.dtype(dtype).itemsize
     for name, xp, sync in libraries:
         a = xp.ones((side, side), dtype=getattr(xp, dtype))
-        t_matmul = _best_time(lambda a=a: a @ a, sync, 3)
+
+        def matmul(a: Any = a) -> Any:
+            return a @ a
+
+        t_matmul = _best_time(matmul, sync, 3)
         src, dst = xp.ones((words,), dtype=getattr(xp, dtype)), xp.ones((words,), dtype=getattr(xp, dtype))
 
         def copy(src: Any = src, dst: Any = dst) -> None:
@@ -488,12 +493,12 @@ def run_bench(
     for backend in runnable:
         say(f"{backend}: training {config.iterations} steps")
         with _showing(progress, config.iterations, f"{backend} step"):
-            trained[backend] = measure_training(backend, settings, dataset, progress and progress.record)
+            trained[backend] = measure_training(backend, settings, dataset, progress.record if progress else None)
     say(f"timing steps: {settings.repeats} rounds of {settings.timed_steps} per backend, taking turns")
     timers = {b: make_trainer(b, config, dataset) for b in runnable}
     with _showing(progress, len(timers) * settings.repeats * settings.timed_steps, "timed step"):
         step_ms = time_steps(
-            timers, settings.warmup, settings.timed_steps, settings.repeats, progress and progress.step
+            timers, settings.warmup, settings.timed_steps, settings.repeats, progress.step if progress else None
         )
     for timer in timers.values():
         close(timer)

@@ -170,7 +170,7 @@ def _grey(picture, path: Path) -> tuple[np.ndarray, list[str]]:
     elif mode.startswith("I;16"):
         values, what = np.asarray(picture, dtype=np.float64) / 65535.0, "16-bit greyscale, 0..65535"
     elif mode == "I":
-        raw = np.asarray(picture, dtype=np.int64)
+        raw: np.ndarray = np.asarray(picture, dtype=np.int64)
         bits = _bits(picture)
         top = 2**bits - 1 if bits < 32 else 2**31 - 1
         if raw.min(initial=0) < 0:

@@ -255,20 +255,22 @@ class BatchOrder:
         if self.batch_size is None:
             return self.data.x, self.data.targets
         n = self.data.x.shape[0]
-        if self._order is None:  # the first batch, or just restored: draw this epoch's order
-            self._draw_order(n)
+        order = self._order
+        if order is None:  # the first batch, or just restored: draw this epoch's order
+            order = self._draw_order(n)
         if self.position >= n:  # the epoch is done: a new order
-            self._draw_order(n)
+            order = self._draw_order(n)
             self.position = 0
-        index = self._order[self.position : min(self.position + self.batch_size, n)]
+        index = order[self.position : min(self.position + self.batch_size, n)]
         self.position += self.batch_size
         xp = self.device.xp
         # The targets are taken as the contiguous (classes, samples) rows they are kept in (see from_host).
         return xp.take(self.data.x, index, axis=0), xp.take(self.data.targets.T, index, axis=1).T
 
-    def _draw_order(self, n: int) -> None:
+    def _draw_order(self, n: int) -> Array:
         self.epoch_rng_state = self.rng.bit_generator.state
         self._order = self.device.asarray(self.rng.permutation(n))
+        return self._order
 
     def state(self) -> dict[str, Any]:
         return {"epoch_rng_state": self.epoch_rng_state, "position": self.position}
@@ -446,6 +448,8 @@ class Trainer:
         except (StepFailed, StepAbandoned):
             # The training set's source is gone (a cluster without workers) or a stop will not wait
             # for it: the test split, on this device, tells whether these parameters give a finite loss.
+            if self.test is None:
+                raise  # no other split to ask
             loss, _ = self.engine.evaluate(self.params, self.test.x, self.test.targets, self.test.labels)
         value = float(to_numpy(self.device.xp.asarray(loss)))
         if not math.isfinite(value):
