@@ -15,7 +15,7 @@ import functools
 import json
 import math
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, astuple
 from pathlib import Path
 from typing import Annotated, Any
@@ -25,7 +25,7 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from gpunet.bench.suite import BenchSettings
+from gpunet.bench.suite import BenchReport, BenchSettings, SweepRow
 from gpunet.cli import help
 from gpunet.cli.options import (
     BatchOpt,
@@ -174,7 +174,7 @@ def _options(
     """Train a from-scratch MLP on MNIST-style data, on the CPU (numpy) or an NVIDIA GPU (cupy)."""
 
 
-def write_json(path: Path, payload: dict[str, Any]) -> None:
+def write_json(path: Path, payload: Mapping[str, Any]) -> None:
     """Write `payload` atomically as valid JSON whatever the numbers (NaN and infinities, a diverged
     loss, are written as null); raise WriteFailed (whatever was at `path` is then intact)."""
     try:
@@ -732,7 +732,7 @@ def bench_dask_command(
         out.say(f"results written to {json_path}")
 
 
-def bench_table(report: dict[str, Any]) -> Table:
+def bench_table(report: BenchReport) -> Table:
     config = report["config"]
     table = Table(  # the dataset's name may be a file's: text, never markup
         title=Text(
@@ -774,7 +774,7 @@ def bench_table(report: dict[str, Any]) -> Table:
     return table
 
 
-def sweep_table(rows: list[dict[str, Any]]) -> Table:
+def sweep_table(rows: list[SweepRow]) -> Table:
     table = Table(title="cost as the work grows")
     for column in ("backend", "samples", "hidden", "GFLOP/step", "ms/step", "floor ms", "x floor"):
         table.add_column(column, justify="left" if column == "backend" else "right")
