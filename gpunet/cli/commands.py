@@ -681,7 +681,7 @@ def named_backends(text: str) -> list[str]:
 
 
 def bench_dask_command(
-    settings: Any,
+    settings: BenchSettings,
     dataset: str,
     data_dir: Path | None,
     offline: bool,
