@@ -207,7 +207,9 @@ class MLPClassifier:
         self._set_state(state, device.name, classes)
         return self
 
-    def _continued(self, previous: checkpoint.Checkpoint, config: TrainConfig, x: Array, classes: np.ndarray):
+    def _continued(
+        self, previous: checkpoint.Checkpoint, config: TrainConfig, x: Array, classes: np.ndarray
+    ) -> TrainConfig:
         """The configuration that continues `previous` for `config.iterations` more updates."""
         if x.shape[1] != self.n_features_in_:
             raise ValueError(f"warm_start: X has {x.shape[1]} features, the fitted model {self.n_features_in_}")
