@@ -33,12 +33,11 @@ from gpunet.device.arrays import (
     native,
     to_device,
 )
-from gpunet.device.backend import Device, array_namespace, is_numpy_array, to_numpy
+from gpunet.device.backend import Array, Device, array_namespace, is_numpy_array, to_numpy
 from gpunet.errors import Interrupted
 from gpunet.training import checkpoint, doctor
 from gpunet.training.train import TrainConfig, Trainer, device_rows
 
-Array = Any
 DEFAULT = TrainConfig()
 _CONFIG_FIELDS = [f.name for f in dataclasses.fields(TrainConfig)]
 
@@ -208,7 +207,9 @@ class MLPClassifier:
         self._set_state(state, device.name, classes)
         return self
 
-    def _continued(self, previous: checkpoint.Checkpoint, config: TrainConfig, x: Array, classes: np.ndarray):
+    def _continued(
+        self, previous: checkpoint.Checkpoint, config: TrainConfig, x: Array, classes: np.ndarray
+    ) -> TrainConfig:
         """The configuration that continues `previous` for `config.iterations` more updates."""
         if x.shape[1] != self.n_features_in_:
             raise ValueError(f"warm_start: X has {x.shape[1]} features, the fitted model {self.n_features_in_}")

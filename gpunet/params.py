@@ -120,6 +120,6 @@ def table(*rules: Rule) -> dict[str, Rule]:
 
 def sizes_tuple(value: int | Sequence[int]) -> tuple[int, ...]:
     """Checked sizes as the tuple a config stores: a list (from JSON) is the same sizes, an int one layer."""
-    if isinstance(value, numbers.Integral):
+    if isinstance(value, (int, numbers.Integral)):  # numpy integers too
         return (int(value),)
     return tuple(int(v) for v in value)

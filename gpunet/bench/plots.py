@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gpunet.errors import ConfigError, install_hint
 from gpunet.files.outputs import atomic_file
+
+if TYPE_CHECKING:  # the report's shapes; the figures need nothing else of the bench
+    from gpunet.bench.suite import BenchReport
 
 
 def _pyplot() -> Any:
@@ -46,7 +49,7 @@ def _save(fig: Any, path: Path) -> None:
         _pyplot().close(fig)
 
 
-def plot_bench(report: dict[str, Any], path: Path) -> None:
+def plot_bench(report: BenchReport, path: Path) -> None:
     """Test accuracy against wall-clock time per backend, and ms/step bars with the floor marked."""
     plt = _pyplot()
     results = report["results"]
@@ -78,7 +81,7 @@ def plot_bench(report: dict[str, Any], path: Path) -> None:
     _save(fig, path)
 
 
-def plot_sweep(report: dict[str, Any], path: Path) -> None:
+def plot_sweep(report: BenchReport, path: Path) -> None:
     """ms per step against samples and against hidden width, per backend, with the floor."""
     plt = _pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))

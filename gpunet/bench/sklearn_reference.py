@@ -92,6 +92,9 @@ class SklearnTrainer:
     def synchronize(self) -> None:
         pass  # scikit-learn computes on the host, synchronously
 
+    def close(self) -> None:
+        """Nothing to let go: no worker threads of its own (BenchTrainer)."""
+
     def host_params(self) -> list[Any]:
         if self.steps_done == 0:
             return []

@@ -25,7 +25,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from itertools import pairwise
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypedDict
 
 import numpy as np
 
@@ -36,6 +36,9 @@ from gpunet.errors import DeviceError
 from gpunet.training.engine import cpu_cores
 from gpunet.training.train import Record, TrainConfig, Trainer, layer_sizes
 from gpunet.version import __version__
+
+if TYPE_CHECKING:
+    from typing_extensions import NotRequired  # typing's own from Python 3.11
 
 
 class Progress(Protocol):
@@ -48,6 +51,31 @@ class Progress(Protocol):
     def record(self, r: Record) -> None: ...
 
     def step(self, step: int) -> None: ...
+
+
+class BenchTrainer(Protocol):
+    """What the bench drives on every backend: gpunet's Trainer and the PyTorch and scikit-learn references."""
+
+    steps_done: int
+
+    @property
+    def schedule(self) -> str:
+        """How a step runs, in words (the report's "schedule")."""
+        ...
+
+    def step(self) -> None: ...
+
+    def evaluate(self) -> Record: ...
+
+    def synchronize(self) -> None:
+        """Wait for queued device work, so a clock read afterwards is honest."""
+        ...
+
+    def host_params(self) -> list[np.ndarray]: ...
+
+    def close(self) -> None:
+        """Let go of worker threads now (a no-op where there are none)."""
+        ...
 
 
 BACKENDS = ("numpy", "cupy", "torch-cpu", "torch-cuda", "sklearn")
@@ -105,7 +133,7 @@ def unavailable(backend: str, config: TrainConfig | None = None) -> str | None:
     return torch_unavailable(device_kind(backend))
 
 
-def make_trainer(backend: str, config: TrainConfig, dataset: Dataset) -> Any:
+def make_trainer(backend: str, config: TrainConfig, dataset: Dataset) -> BenchTrainer:
     """A fresh run from the seeded initial weights: gpunet's Trainer, or the PyTorch reference."""
     if backend in ("numpy", "cupy"):
         return Trainer(config, dataset, resolve_device(device_kind(backend)))
@@ -145,6 +173,88 @@ class Floor:
         return 1000.0 * max(flops / self.matmul_flops_per_s, nbytes / self.bandwidth_bytes_per_s)
 
 
+# --- the report's shapes ----------------------------------------------------------------------
+# What `gpunet bench --json` writes is these dicts, as built (the key order is theirs); typed here so
+# that every reader (the CLI's tables, the figures, the agreement) is checked against one shape.
+
+
+class TrainingRun(TypedDict):
+    """train_to_target: a run as a user would train it, timed to the target."""
+
+    time_to_target_s: float | None
+    target_step: int | None
+    wall_seconds: float
+    train_accuracy: float
+    test_accuracy: float
+    final_loss: float
+    curve: list[dict[str, float]]  # each evaluation: "seconds" since the start, then the Record's fields
+    final_params: NotRequired[list[np.ndarray]]  # compared across backends, then left out of the report
+    schedule: str
+
+
+class MeasuredRun(TrainingRun):
+    """measure_training: the run with its backend, set-up time and peak memory."""
+
+    backend: str
+    device: str
+    init_seconds: float
+    peak_host_rss_mb: float
+    peak_device_mb: float | None
+
+
+class StepSummary(TypedDict):
+    """step_summary: the timed steps against the floor."""
+
+    ms_per_step_median: float
+    ms_per_step_iqr: float
+    ms_per_step_p25: float
+    ms_per_step_p75: float
+    timed_steps: int
+    flops_per_step: float
+    bytes_per_step: float
+    floor_ms: float
+    x_floor: float
+
+
+class BackendResult(MeasuredRun, StepSummary):
+    """One backend's row of the report ("results")."""
+
+
+class Agreement(TypedDict):
+    """How far one backend's final weights and accuracy are from the first backend's."""
+
+    versus: str
+    max_relative_weight_difference: float
+    test_accuracy_difference: float
+
+
+class SweepRow(StepSummary):
+    axis: str
+    backend: str
+    samples: int
+    hidden: list[int]
+
+
+class BenchReport(TypedDict):
+    """run_bench's report; the CLI adds "sweep" when asked to."""
+
+    date: str
+    command: str | None
+    machine: dict[str, Any]
+    config: dict[str, Any]
+    floors: dict[str, dict[str, Any]]  # each Floor's fields
+    results: list[BackendResult]
+    skipped: dict[str, str]
+    agreement: dict[str, Agreement]
+    sweep: NotRequired[list[SweepRow]]
+
+
+class SweepReport(TypedDict):
+    machine: dict[str, Any]
+    floors: dict[str, dict[str, Any]]
+    sweep: list[SweepRow]
+
+
 def _no_sync() -> None:
     """On the CPU a call's work is done when it returns: nothing to wait for."""
 
@@ -169,6 +279,7 @@ def measure_floor(kind: str, dtype: str = "float32") -> Floor:
     installed): the floor belongs to the machine, not to one library.
     """
     rates: list[tuple[float, float, str]] = []
+    libraries: list[tuple[str, Any, Callable[[], None]]]  # name, array namespace, wait for the device
     if kind == "cpu":
         libraries = [("numpy", np, _no_sync)]
     else:
@@ -187,7 +298,11 @@ def measure_floor(kind: str, dtype: str = "float32") -> Floor:
     words = (256 if kind == "cpu" else 2048) * 2**20 // np.dtype(dtype).itemsize
     for name, xp, sync in libraries:
         a = xp.ones((side, side), dtype=getattr(xp, dtype))
-        t_matmul = _best_time(lambda a=a: a @ a, sync, 3)
+
+        def matmul(a: Any = a) -> Any:
+            return a @ a
+
+        t_matmul = _best_time(matmul, sync, 3)
         src, dst = xp.ones((words,), dtype=getattr(xp, dtype)), xp.ones((words,), dtype=getattr(xp, dtype))
 
         def copy(src: Any = src, dst: Any = dst) -> None:
@@ -267,7 +382,7 @@ class _DeviceMemory:
 
 
 def time_steps(
-    trainers: dict[str, Any],
+    trainers: dict[str, BenchTrainer],
     warmup: int,
     steps: int,
     repeats: int,
@@ -330,7 +445,7 @@ def train_to_target(
     dataset: Dataset,
     target: float,
     on_record: Callable[[Record], None] | None = None,
-) -> dict[str, Any]:
+) -> TrainingRun:
     """Train as a user would (no per-step synchronisation), noting when the target is first reached.
 
     `on_record` sees each evaluation: the only progress shown, since the clock is running.
@@ -366,19 +481,18 @@ def train_to_target(
         "final_loss": final.loss,
         "curve": [{"seconds": s, **asdict(r)} for s, r in curve],
         "final_params": final_params,
-        "schedule": trainer.source.describe() if hasattr(trainer, "source") else trainer.schedule,
+        "schedule": trainer.schedule,
     }
 
 
-def close(trainer: Any) -> None:
+def close(trainer: BenchTrainer) -> None:
     """Let a trainer's worker threads go now (the PyTorch reference has none)."""
-    if hasattr(trainer, "close"):
-        trainer.close()
+    trainer.close()
 
 
 def measure_training(
     backend: str, settings: BenchSettings, dataset: Dataset, on_record: Callable[[Record], None] | None = None
-) -> dict[str, Any]:
+) -> MeasuredRun:
     """The training run of one backend, with its peak host and device memory."""
     init_seconds = initialize(backend, settings.config, dataset)
     memory = _DeviceMemory(backend)
@@ -396,7 +510,7 @@ def measure_training(
     }
 
 
-def step_summary(step_ms: list[float], flops: float, nbytes: float, floor: Floor) -> dict[str, Any]:
+def step_summary(step_ms: list[float], flops: float, nbytes: float, floor: Floor) -> StepSummary:
     p25, median, p75 = (float(v) for v in np.percentile(step_ms, [25, 50, 75]))
     floor_ms = floor.ms(flops, nbytes)
     return {
@@ -441,7 +555,7 @@ def run_bench(
     backends: Sequence[str],
     say: Callable[[str], None] = lambda _: None,
     progress: Progress | None = None,
-) -> dict[str, Any]:
+) -> BenchReport:
     """Every requested backend in turn; unavailable ones are listed with the reason.
 
     `progress` shows each backend's training and the timing rounds as `gpunet train` shows its
@@ -460,22 +574,24 @@ def run_bench(
     for kind in dict.fromkeys(device_kind(b) for b in runnable):
         say(f"measuring this machine's {kind} matrix-multiply rate and memory bandwidth")
         floors[kind] = measure_floor(kind, config.dtype)
-    trained = {}
+    trained: dict[str, MeasuredRun] = {}
     for backend in runnable:
         say(f"{backend}: training {config.iterations} steps")
         with _showing(progress, config.iterations, f"{backend} step"):
-            trained[backend] = measure_training(backend, settings, dataset, progress and progress.record)
+            trained[backend] = measure_training(backend, settings, dataset, progress.record if progress else None)
     say(f"timing steps: {settings.repeats} rounds of {settings.timed_steps} per backend, taking turns")
     timers = {b: make_trainer(b, config, dataset) for b in runnable}
     with _showing(progress, len(timers) * settings.repeats * settings.timed_steps, "timed step"):
         step_ms = time_steps(
-            timers, settings.warmup, settings.timed_steps, settings.repeats, progress and progress.step
+            timers, settings.warmup, settings.timed_steps, settings.repeats, progress.step if progress else None
         )
     for timer in timers.values():
         close(timer)
     rows = min(config.batch_size or len(dataset.train_images), len(dataset.train_images))
     flops, nbytes = step_cost(layer_sizes(config, dataset), rows, np.dtype(config.dtype).itemsize)
-    results = [{**trained[b], **step_summary(step_ms[b], flops, nbytes, floors[device_kind(b)])} for b in runnable]
+    results: list[BackendResult] = [
+        {**trained[b], **step_summary(step_ms[b], flops, nbytes, floors[device_kind(b)])} for b in runnable
+    ]
     agreement = _agreement(results)
     for r in results:
         r.pop("final_params")
@@ -500,7 +616,7 @@ def run_bench(
     }
 
 
-def _agreement(results: list[dict[str, Any]]) -> dict[str, Any]:
+def _agreement(results: list[BackendResult]) -> dict[str, Agreement]:
     """How far each backend's final weights and accuracy are from the first backend's.
 
     Only backends that start from gpunet's initial weights are compared (not scikit-learn's).
@@ -509,7 +625,7 @@ def _agreement(results: list[dict[str, Any]]) -> dict[str, Any]:
     if not results:
         return {}
     reference = results[0]
-    out = {}
+    out: dict[str, Agreement] = {}
     for r in results[1:]:
         diffs = [
             float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-30))
@@ -535,7 +651,7 @@ def sweep(
     widths: Sequence[int] = (16, 32, 64, 128, 256),
     say: Callable[[str], None] = lambda _: None,
     floors: dict[str, Floor] | None = None,
-) -> dict[str, Any]:
+) -> SweepReport:
     """ms per step as the work grows: more samples (hidden 16,16), then wider layers (all samples).
 
     Fewer timed steps than the main table (a wide step is slow on a CPU); medians still.
@@ -548,7 +664,7 @@ def sweep(
     n_max = len(dataset.train_images)
     cases = [("samples", n, settings.config.hidden) for n in samples if n <= n_max]
     cases += [("width", n_max, (w, w)) for w in widths]
-    rows = []
+    rows: list[SweepRow] = []
     for axis, n, hidden in cases:
         subset = replace(dataset, train_images=dataset.train_images[:n], train_labels=dataset.train_labels[:n])
         config = replace(settings.config, hidden=hidden, batch_size=None)

@@ -105,5 +105,8 @@ class TorchTrainer:
         if self.device.type == "cuda":
             self.torch.cuda.synchronize()
 
+    def close(self) -> None:
+        """Nothing to let go: no worker threads of its own (BenchTrainer)."""
+
     def host_params(self) -> list[np.ndarray]:
         return [p.detach().cpu().numpy() for p in self.params]

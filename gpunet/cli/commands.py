@@ -11,9 +11,11 @@ and SIGHUP (129). Every command claims its output files before it starts
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import math
 import sys
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, astuple
 from pathlib import Path
 from typing import Annotated, Any
@@ -23,7 +25,7 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from gpunet.bench.suite import BenchSettings
+from gpunet.bench.suite import BenchReport, BenchSettings, SweepRow
 from gpunet.cli import help
 from gpunet.cli.options import (
     BatchOpt,
@@ -84,14 +86,16 @@ from gpunet.version import __version__
 
 # Typer bundles its own click in recent releases and uses the public one in
 # older ones; the base class of its exceptions is found either way.
-_ClickException = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+_ClickException: Any = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
 _NoArgsIsHelp = sys.modules[_ClickException.__module__].NoArgsIsHelpError
 
 
 class _OneLineErrors(help.Group):
     """Runs a command and turns every expected failure into one line and an exit code."""
 
-    def main(
+    # typer's bundled click and the public one differ in main's keywords (windows_expand_args): the rest
+    # pass through **extra, whichever is installed.
+    def main(  # type: ignore[override]
         self,
         args: Any = None,
         prog_name: Any = None,
@@ -170,7 +174,7 @@ def _options(
     """Train a from-scratch MLP on MNIST-style data, on the CPU (numpy) or an NVIDIA GPU (cupy)."""
 
 
-def write_json(path: Path, payload: dict[str, Any]) -> None:
+def write_json(path: Path, payload: Mapping[str, Any]) -> None:
     """Write `payload` atomically as valid JSON whatever the numbers (NaN and infinities, a diverged
     loss, are written as null); raise WriteFailed (whatever was at `path` is then intact)."""
     try:
@@ -234,6 +238,12 @@ def _given(ctx: typer.Context, name: str) -> bool:
     """Whether an option was set on the command line (or the environment), not left at its default."""
     source = ctx.get_parameter_source(name)
     return source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP")
+
+
+def _from_command_line(ctx: typer.Context, name: str) -> bool:
+    """Whether an option was typed on the command line (not set by the environment or left at its default)."""
+    source = ctx.get_parameter_source(name)
+    return source is not None and source.name == "COMMANDLINE"
 
 
 @app.command("train")
@@ -304,7 +314,7 @@ def train_command(
         if ckpt_option == "--resume" and str(e).startswith("--resume"):
             e.hint = "give --checkpoint PATH to save the continued run elsewhere"
         raise
-    options = {"hidden": hidden, "optimizer": optimizer, "lr": lr, "iterations": iterations}
+    options: dict[str, Any] = {"hidden": hidden, "optimizer": optimizer, "lr": lr, "iterations": iterations}
     options |= {"batch_size": batch_size, "dtype": dtype, "seed": seed, "eval_every": eval_every, "dataset": dataset}
     if more is not None and (more < 1 or _given(ctx, "iterations")):
         raise ConfigError(
@@ -313,7 +323,7 @@ def train_command(
             else "give --more (steps to add) or --iterations (the new total), not both"
         )
     saved = checkpoint.load(resume) if resume else None
-    if saved is not None:  # the checkpoint's settings, except those given on the command line
+    if saved is not None and resume:  # the checkpoint's settings, except those given on the command line
         previous = asdict(saved.config) | {"hidden": ",".join(map(str, saved.config.hidden)), "dataset": saved.dataset}
         options = {name: value if _given(ctx, name) else previous[name] for name, value in options.items()}
         options["iterations"] = resumed_total(saved, resume, options["iterations"], _given(ctx, "iterations"), more)
@@ -348,7 +358,7 @@ def train_command(
     outputs.check_inputs({"dataset file": ds.files})
     if dev.note:
         out.say(dev.note)
-    if saved is not None:  # refused before anything is built on the device or a cluster
+    if saved is not None and resume:  # refused before anything is built on the device or a cluster
         checkpoint.check_matches(saved, config, ds, resume)
     source = make_source(engine, config, ds, dev, workers, scheduler, out.say)
     try:
@@ -388,6 +398,7 @@ def train_command(
         return "no checkpoint was saved"
 
     def save(t: Trainer) -> None:
+        assert checkpoint_path is not None  # the run is given save() only with a path
         try:
             checkpoint.save(checkpoint_path, t)
         except WriteFailed as e:
@@ -397,18 +408,18 @@ def train_command(
 
     def keep_outputs(result: TrainResult, status: str) -> list[str]:
         """Whatever happened, the history and the summary are written, each on its own; returns the failed."""
-        jobs = []
+        jobs: list[tuple[str, Path, Callable[[], None]]] = []
         if result.history:
             summary = {**result.summary(), "status": status, "dataset_source": ds.source, "version": __version__}
             title = f"{ds.name}, {'-'.join(map(str, trainer.sizes))}"
-            jobs = [
-                ("summary", json_path, lambda: write_json(json_path, summary)),
-                ("history", history_path, lambda: write_history_csv(history_path, result.history)),
-                ("curves", plot, lambda: plot_history(result.history, plot, title)),
-            ]
+            jobs = asked_for(
+                ("summary", json_path, lambda path: write_json(path, summary)),
+                ("history", history_path, lambda path: write_history_csv(path, result.history)),
+                ("curves", plot, lambda path: plot_history(result.history, path, title)),
+            )
         # A signal now only waits: each file is finished first (the exit code then says it came).
         with signals.stop_requests() as stop:
-            failed = write_each([job for job in jobs if job[1]], stderr_line)
+            failed = write_each(jobs, stderr_line)
         late_signals.extend(stop)
         return failed
 
@@ -464,6 +475,13 @@ def train_command(
         raise error
     if failed:
         raise typer.Exit(1)
+
+
+def asked_for(
+    *jobs: tuple[str, Path | None, Callable[[Path], None]],
+) -> list[tuple[str, Path, Callable[[], None]]]:
+    """The outputs asked for (a path given) as write_each's jobs, each writer bound to its path."""
+    return [(what, path, functools.partial(write, path)) for what, path, write in jobs if path]
 
 
 def plot_history(history: list[Record], path: Path, title: str) -> None:
@@ -631,12 +649,12 @@ def bench_command(
         out.console.print(sweep_table(report["sweep"]))
     from gpunet.bench import plots
 
-    jobs = [
-        ("results", json_path, lambda: write_json(json_path, report)),
-        ("figure", plot, lambda: plots.plot_bench(report, plot)),
-        ("sweep figure", sweep_plot, lambda: plots.plot_sweep(report, sweep_plot)),
-    ]
-    failed = write_each([job for job in jobs if job[1]], stderr_line)
+    jobs = asked_for(
+        ("results", json_path, lambda path: write_json(path, report)),
+        ("figure", plot, lambda path: plots.plot_bench(report, path)),
+        ("sweep figure", sweep_plot, lambda path: plots.plot_sweep(report, path)),
+    )
+    failed = write_each(jobs, stderr_line)
     for what, path, _ in jobs:
         if path and what not in failed:
             out.say(f"{what} written to {path}")
@@ -663,7 +681,7 @@ def named_backends(text: str) -> list[str]:
 
 
 def bench_dask_command(
-    settings: Any,
+    settings: BenchSettings,
     dataset: str,
     data_dir: Path | None,
     offline: bool,
@@ -714,7 +732,7 @@ def bench_dask_command(
         out.say(f"results written to {json_path}")
 
 
-def bench_table(report: dict[str, Any]) -> Table:
+def bench_table(report: BenchReport) -> Table:
     config = report["config"]
     table = Table(  # the dataset's name may be a file's: text, never markup
         title=Text(
@@ -756,7 +774,7 @@ def bench_table(report: dict[str, Any]) -> Table:
     return table
 
 
-def sweep_table(rows: list[dict[str, Any]]) -> Table:
+def sweep_table(rows: list[SweepRow]) -> Table:
     table = Table(title="cost as the work grows")
     for column in ("backend", "samples", "hidden", "GFLOP/step", "ms/step", "floor ms", "x floor"):
         table.add_column(column, justify="left" if column == "backend" else "right")
@@ -922,7 +940,7 @@ def doctor_command(
 ) -> None:
     """Check the inputs, initial loss, gradients, accuracy read-out and first steps; exit 1 if any fails."""
     config = TrainConfig(hidden=parse_hidden(hidden), dtype=dtype, seed=seed)
-    if user_data is not None and (data_dir is not None or ctx.get_parameter_source("dataset").name == "COMMANDLINE"):
+    if user_data is not None and (data_dir is not None or _from_command_line(ctx, "dataset")):
         raise ConfigError("--data names the data itself: give it without --dataset or --data-dir")
     if user_data is None and dataset not in datasets.DATASET_NAMES:
         raise ConfigError(f"unknown dataset '{dataset}': choose one of {', '.join(datasets.DATASET_NAMES)}")

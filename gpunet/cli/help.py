@@ -14,7 +14,7 @@ from typing import Any
 import typer
 from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
 
-_KINDS = {int: "INTEGER", float: "NUMBER", str: "TEXT"}
+_KINDS: dict[Any, str] = {int: "INTEGER", float: "NUMBER", str: "TEXT"}
 
 
 def _value_name(param: TyperOption | TyperArgument) -> str:
@@ -41,7 +41,7 @@ def _named(params: list[Any]) -> list[Any]:
                 param.metavar = param.name.upper() + ("..." if param.nargs != 1 else "")
             kind = _value_name(param) + ("..." if param.nargs != 1 else "")
             # The table's type column asks the argument itself, which ignores the metavar.
-            param.display_type_rich = lambda ctx, kind=kind: kind
+            param.display_type_rich = lambda ctx, kind=kind: kind  # type: ignore[method-assign, misc]
     return params
 
 
@@ -54,7 +54,7 @@ class Command(TyperCommand):
     def collect_usage_pieces(self, ctx: Any) -> list[str]:
         pieces = [self.options_metavar] if self.options_metavar else []
         for param in self.get_params(ctx):
-            if isinstance(param, TyperArgument):
+            if isinstance(param, TyperArgument) and param.metavar is not None:  # _named gave each one
                 pieces.append(param.metavar if param.required else f"[{param.metavar}]")
         return pieces
 

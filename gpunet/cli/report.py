@@ -15,6 +15,7 @@ from rich.progress import (
     DownloadColumn,
     MofNCompleteColumn,
     Progress,
+    TaskID,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
@@ -65,7 +66,7 @@ class Reporter:
         self.console = console or Console(highlight=False, width=None if sys.stdout.isatty() else 160)
         self.live = self.console.is_terminal and not quiet
         self._progress: Progress | None = None
-        self._task = None
+        self._task = TaskID(0)  # the bar's task: set with _progress, and used only while it is
         self._total = 0
         self._label = "step"
         self._redraw = False
@@ -144,7 +145,7 @@ class Reporter:
         """A byte-count callback; it speaks only once bytes arrive, so a mirror that
         cannot be reached leaves no line behind (`auto` announces its fallback first)."""
         progress = self._progress
-        task = None
+        task = TaskID(0)  # set when the first bytes arrive, before any update
         started = False
 
         def update(done: int, total: int) -> None:

@@ -15,11 +15,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import accumulate, pairwise
 from math import prod
-from typing import Any
 
-from gpunet.device.backend import array_namespace
-
-Array = Any
+from gpunet.device.backend import Array, array_namespace
 
 
 def flatten(arrays: Sequence[Array]) -> Array:

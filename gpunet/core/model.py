@@ -20,9 +20,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from gpunet.device.backend import array_namespace, fusable, matmul_into
-
-Array = Any
+from gpunet.device.backend import Array, array_namespace, fusable, matmul_into
 
 
 def layers(params: Sequence[Array]) -> list[tuple[Array, Array]]:

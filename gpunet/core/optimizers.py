@@ -9,9 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from gpunet.device.backend import array_namespace, fusable
-
-Array = Any
+from gpunet.device.backend import Array, array_namespace, fusable
 
 
 @fusable

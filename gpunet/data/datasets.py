@@ -352,7 +352,12 @@ def load(
     return load_dir(spec, found)
 
 
-def _load_auto(data_dir: Path | None, offline: bool, progress, say) -> Dataset:
+def _load_auto(
+    data_dir: Path | None,
+    offline: bool,
+    progress: Callable[[str], Progress | None] | None,
+    say: Callable[[str], None],
+) -> Dataset:
     try:
         return load("mnist", data_dir, offline, progress, say)
     except (DatasetMissing, ForeignFile) as e:  # a corrupt MNIST is reported, not replaced

@@ -114,8 +114,10 @@ class _Watchdog:
         """urllib's usual opener (proxies, redirects, HTTPS) whose connections report their sockets here."""
         watchdog = self
 
-        def watched(connection_class: type) -> type:
+        def watched(connection_class: type[http.client.HTTPConnection]) -> type[http.client.HTTPConnection]:
             class Watched(connection_class):  # type: ignore[misc, valid-type]
+                _create_connection: Callable[..., socket.socket]  # http.client's, undeclared in its stubs
+
                 def __init__(self, *args: Any, **kwargs: Any) -> None:
                     super().__init__(*args, **kwargs)
                     create = self._create_connection

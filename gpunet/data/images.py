@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from gpunet.data.idx import read_idx
 from gpunet.errors import ConfigError, DatasetError, printable
 from gpunet.files import archives, inputs
+
+if TYPE_CHECKING:  # Pillow is imported only when a picture is read
+    from PIL import Image
 
 SIDE = 28
 INVERT_CHOICES = ("auto", "yes", "no")
@@ -149,7 +153,7 @@ def _border(grey: np.ndarray) -> np.ndarray:
     return np.concatenate([grey[:k].ravel(), grey[-k:].ravel(), grey[k:-k, :k].ravel(), grey[k:-k, -k:].ravel()])
 
 
-def _grey(picture, path: Path) -> tuple[np.ndarray, list[str]]:
+def _grey(picture: Image.Image, path: Path) -> tuple[np.ndarray, list[str]]:
     """[0, 1] greyscale values of a picture by its real range, alpha laid on the contrasting background."""
     mode = picture.mode
     alpha = None
@@ -170,7 +174,7 @@ def _grey(picture, path: Path) -> tuple[np.ndarray, list[str]]:
     elif mode.startswith("I;16"):
         values, what = np.asarray(picture, dtype=np.float64) / 65535.0, "16-bit greyscale, 0..65535"
     elif mode == "I":
-        raw = np.asarray(picture, dtype=np.int64)
+        raw: np.ndarray = np.asarray(picture, dtype=np.int64)
         bits = _bits(picture)
         top = 2**bits - 1 if bits < 32 else 2**31 - 1
         if raw.min(initial=0) < 0:
@@ -205,7 +209,7 @@ def _grey(picture, path: Path) -> tuple[np.ndarray, list[str]]:
     return np.asarray(values, dtype=np.float64), done
 
 
-def _bits(picture) -> int:
+def _bits(picture: Image.Image) -> int:
     """The bit depth of a 32-bit integer ("I") picture's samples: a TIFF's tag says, a PNG's is 16."""
     if picture.format == "PNG":  # Pillow before 10 opened 16-bit PNGs as "I"
         return 16

@@ -107,7 +107,7 @@ def _load_npz(path: Path, say: Callable[[str], None]) -> datasets.Dataset:
         )
     with archives.Npz(path) as f:  # only the arrays used are read, each checked before it is
         if all(k in f for k in NPZ_SPLITS):
-            keys = NPZ_SPLITS
+            keys: tuple[str, ...] = NPZ_SPLITS
         elif "x" in f and "y" in f:
             keys = ("x", "y")
         else:

@@ -18,9 +18,8 @@ from typing import Any
 import numpy as np
 from array_api_compat import is_array_api_strict_namespace, is_cupy_array, is_numpy_array
 
-from gpunet.device.backend import Device, array_namespace, resolve_device, to_numpy
+from gpunet.device.backend import Array, Device, array_namespace, resolve_device, to_numpy
 
-Array = Any
 DLPACK_CPU, DLPACK_CUDA = 1, 2
 
 

@@ -10,7 +10,7 @@ import os
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeAlias
 
 import array_api_compat
 import numpy as np
@@ -24,6 +24,11 @@ __all__ = [
     "resolve_device", "to_numpy",
 ]  # fmt: skip
 
+
+# An array on some device: numpy, cupy or array-api-strict (or whatever array_namespace accepts).
+# They share no base class and cupy ships no type stubs, so to the type checker it is Any; the
+# alias names the role, once, for every module that takes or returns arrays.
+Array: TypeAlias = Any
 
 _namespaces: dict[type, Any] = {}
 

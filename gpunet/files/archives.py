@@ -54,11 +54,12 @@ def _read_data(
 ) -> np.ndarray:
     count = math.prod(shape)
     a = np.empty(count, dtype)
-    view = memoryview(a).cast("B") if a.nbytes else memoryview(b"")
+    view = a.data.cast("B") if a.nbytes else memoryview(b"")
     done = 0
     try:
         while done < a.nbytes:
-            n = f.readinto(view[done : done + CHUNK])
+            # A file opened "rb" and a zip member are both buffered readers; the stubs call them IO[bytes].
+            n = f.readinto(view[done : done + CHUNK])  # type: ignore[attr-defined]
             if not n:
                 break
             done += n
@@ -106,7 +107,7 @@ class Npz:
             infos = self._zip.infolist()
         except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError) as e:
             raise DatasetError(f"not a readable .npz archive ({e})", self.path) from None
-        self._members = {}
+        self._members: dict[str, zipfile.ZipInfo] = {}
         for info in infos:
             name = info.filename[:-4] if info.filename.endswith(".npy") else info.filename
             self._members.setdefault(name, info)
@@ -144,8 +145,8 @@ class Npz:
 
     def __getitem__(self, name: str) -> np.ndarray:
         where = f"member {name!r}: "
-        info = self._members.get(name)
-        with self._open(name) as f:
+        with self._open(name) as f:  # refuses a name the archive does not hold
+            info = self._members[name]
             dtype, shape, fortran, offset = _header(f, where, self.path)
             nbytes = math.prod(shape) * dtype.itemsize
             _check_size(nbytes, info.file_size - offset, dtype, shape, where, self.path)

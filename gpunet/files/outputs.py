@@ -144,7 +144,7 @@ def remove_stale_temporaries(target: Path) -> list[Path]:
     file name, on this host) no longer runs, or when it is older than
     STALE_AFTER_S whoever made it. Files of other names are never touched.
     """
-    removed = []
+    removed: list[Path] = []
     try:
         entries = list(os.scandir(target.parent))
     except OSError:

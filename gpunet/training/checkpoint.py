@@ -128,7 +128,7 @@ def write(path: Path, ckpt: Checkpoint) -> None:
     }
     if ckpt.classes is not None:  # optional, so checkpoints without it stay format 1
         meta["classes"] = ckpt.classes
-    arrays = {f"param_{i}": p for i, p in enumerate(ckpt.params)}
+    arrays: dict[str, Any] = {f"param_{i}": p for i, p in enumerate(ckpt.params)}
     for name, slot in ckpt.optimizer_slots.items():
         arrays |= {f"slot_{name}_{i}": a for i, a in enumerate(slot)}
     try:
@@ -301,7 +301,7 @@ def _batch_state(value: Any) -> dict[str, Any]:
     if not isinstance(rng, dict) or rng.get("bit_generator") != "PCG64":
         raise _Bad("batch_state.epoch_rng_state", f"{_what(rng)}, not the state of a PCG64 generator")
     try:  # the judge of a generator's state is numpy: a fresh generator must take it
-        np.random.PCG64().state = rng
+        np.random.PCG64().state = rng  # type: ignore[assignment]  # any dict: what numpy accepts is the test
     except Exception:  # TypeError, ValueError, KeyError or OverflowError, as numpy sees fit
         raise _Bad("batch_state.epoch_rng_state", "not a generator state numpy accepts") from None
     return state

@@ -29,19 +29,21 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import pairwise
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 import numpy as np
 
 from gpunet.core.flat import Layout
 from gpunet.data import datasets
-from gpunet.device.backend import Device, resolve_device, to_numpy
+from gpunet.device.backend import Array, Device, resolve_device, to_numpy
 from gpunet.errors import ConfigError, GpunetError, StepFailed
 from gpunet.files.signals import stop_requested
 from gpunet.training.engine import CPU_CHUNK_ROWS, LocalEngine
-from gpunet.training.train import StepAbandoned
+from gpunet.training.train import StepAbandoned, TrainConfig
 
-Array = Any
+if TYPE_CHECKING:
+    from typing_extensions import NotRequired  # typing's own from Python 3.11
+
 # Every wait on the cluster has a deadline (seconds; module constants so tests can shorten them).
 CONNECT_TIMEOUT_S = 5  # to reach the scheduler and hear its handshake, or any answer from it later
 WORKERLESS_TIMEOUT_S = 30  # a cluster without a single worker for this long cannot finish the step
@@ -435,8 +437,22 @@ class DaskSource:
             self.cluster.close(timeout=CONNECT_TIMEOUT_S)
 
 
+class DaskBenchRow(TypedDict):
+    """One row of bench_dask (and of `gpunet bench --engine dask --json`): the Dask engine's step on
+    `samples` samples, or the local engine's beside it (which has no workers and no shards)."""
+
+    engine: str  # "dask" or "local"
+    workers: NotRequired[int]
+    samples: int
+    ms_per_step_median: float
+    ms_compute_slowest_shard_median: NotRequired[float]
+    ms_communication_and_scheduling_median: NotRequired[float]
+    overhead_fraction: NotRequired[float]
+    samples_per_s: float
+
+
 def bench_dask(
-    config: Any,
+    config: TrainConfig,
     dataset: datasets.Dataset,
     data_dir: Path | None,
     workers: int,
@@ -445,7 +461,7 @@ def bench_dask(
     warmup: int = 2,
     timed_steps: int = 10,
     say: Callable[[str], None] = lambda _: None,
-) -> list[dict[str, Any]]:
+) -> list[DaskBenchRow]:
     """Per-step time of the Dask engine, the part of it that is not shard computation, and samples/s.
 
     The local engine's step on the same samples is timed beside it where they fit in memory here.
@@ -453,7 +469,7 @@ def bench_dask(
     from gpunet.training.train import Trainer
 
     device = resolve_device("cpu")
-    rows = []
+    rows: list[DaskBenchRow] = []
     for n in samples:
         say(f"dask bench: building {n:,} samples on the workers")
         source = DaskSource(dataset, data_dir, config.dtype, device, scheduler, workers, samples=n, say=say)
@@ -496,6 +512,8 @@ def bench_dask(
                     times.append(time.perf_counter() - start)
             finally:
                 local.close()
-            rows.append({"engine": "local", "samples": n, "ms_per_step_median": 1000 * float(np.median(times))})
-            rows[-1]["samples_per_s"] = n / float(np.median(times))
+            median = float(np.median(times))
+            rows.append(
+                {"engine": "local", "samples": n, "ms_per_step_median": 1000 * median, "samples_per_s": n / median}
+            )
     return rows

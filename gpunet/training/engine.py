@@ -30,9 +30,8 @@ import numpy as np
 
 from gpunet.core import model
 from gpunet.core.flat import Layout
-from gpunet.device.backend import Device, array_namespace, is_numpy_array
+from gpunet.device.backend import Array, Device, array_namespace, is_numpy_array
 
-Array = Any
 CPU_CHUNK_ROWS = 8192
 
 
@@ -239,13 +238,16 @@ def _even_split(start: int, stop: int, pieces: int) -> list[tuple[int, int]]:
     return list(pairwise(start + i * base + min(i, extra) for i in range(pieces + 1)))
 
 
-def _sum_over(unit: Any, params: Sequence[Array], rows: Sequence[Array], chunks: list[tuple[int, int]]):
-    total, sums = None, None
+def _sum_over(
+    unit: Any, params: Sequence[Array], rows: Sequence[Array], chunks: list[tuple[int, int]]
+) -> tuple[Array, list[Array]]:
+    total: Array = None
+    sums: list[Array] = []
     n = rows[0].shape[0]
-    for start, stop in chunks:
+    for k, (start, stop) in enumerate(chunks):
         whole = start == 0 and stop == n  # the GPU's one chunk: no slicing (each is a host-side cost)
         loss, grads = unit(params, *(r if whole else r[start:stop, ...] for r in rows))
-        if sums is None:
+        if k == 0:
             total, sums = loss, list(grads)
         else:
             total = total + loss

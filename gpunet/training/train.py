@@ -7,7 +7,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -16,7 +16,7 @@ from gpunet.core import model
 from gpunet.core.flat import Layout, flatten
 from gpunet.core.optimizers import OPTIMIZERS, make_optimizer
 from gpunet.data.datasets import Dataset
-from gpunet.device.backend import Device, array_namespace, to_numpy
+from gpunet.device.backend import Array, Device, array_namespace, to_numpy
 from gpunet.errors import (
     ConfigError,
     DivergedError,
@@ -32,7 +32,6 @@ from gpunet.files.signals import deferred, stop_requests
 from gpunet.training import initializers
 from gpunet.training.engine import LocalEngine
 
-Array = Any
 DTYPES = ("float32", "float64")
 LOSS_SLOTS = 1024  # steps whose losses wait on the device to be checked together
 
@@ -256,20 +255,22 @@ class BatchOrder:
         if self.batch_size is None:
             return self.data.x, self.data.targets
         n = self.data.x.shape[0]
-        if self._order is None:  # the first batch, or just restored: draw this epoch's order
-            self._draw_order(n)
+        order = self._order
+        if order is None:  # the first batch, or just restored: draw this epoch's order
+            order = self._draw_order(n)
         if self.position >= n:  # the epoch is done: a new order
-            self._draw_order(n)
+            order = self._draw_order(n)
             self.position = 0
-        index = self._order[self.position : min(self.position + self.batch_size, n)]
+        index = order[self.position : min(self.position + self.batch_size, n)]
         self.position += self.batch_size
         xp = self.device.xp
         # The targets are taken as the contiguous (classes, samples) rows they are kept in (see from_host).
         return xp.take(self.data.x, index, axis=0), xp.take(self.data.targets.T, index, axis=1).T
 
-    def _draw_order(self, n: int) -> None:
+    def _draw_order(self, n: int) -> Array:
         self.epoch_rng_state = self.rng.bit_generator.state
         self._order = self.device.asarray(self.rng.permutation(n))
+        return self._order
 
     def state(self) -> dict[str, Any]:
         return {"epoch_rng_state": self.epoch_rng_state, "position": self.position}
@@ -282,6 +283,31 @@ class BatchOrder:
         self.epoch_rng_state = state["epoch_rng_state"]
         self.position = state["position"]
         self._order = None
+
+
+class GradientSource(Protocol):
+    """Where a Trainer gets each step's gradient and the training-set metrics: LocalSource on its own
+    device, or gpunet.training.distributed.DaskSource on a cluster's workers."""
+
+    def gradient(self, params: list[Array]) -> tuple[Array, Array]:
+        """The mean loss and the mean gradient as one flat vector, over the next batch."""
+        ...
+
+    def evaluate(self, params: list[Array]) -> tuple[Array, Array]:
+        """The loss and accuracy over the whole training set (device scalars)."""
+        ...
+
+    def state(self) -> dict[str, Any]:
+        """What a checkpoint needs to resume on the same batches."""
+        ...
+
+    def restore(self, state: dict[str, Any]) -> None: ...
+
+    def describe(self) -> str:
+        """The schedule in words (shown by train and bench)."""
+        ...
+
+    def close(self) -> None: ...
 
 
 class LocalSource:
@@ -338,7 +364,9 @@ class Trainer:
     (A distributed source must send the parameters to its workers every step.)
     """
 
-    def __init__(self, config: TrainConfig, dataset: Dataset, device: Device, source: Any = None) -> None:
+    def __init__(
+        self, config: TrainConfig, dataset: Dataset, device: Device, source: GradientSource | None = None
+    ) -> None:
         self.config, self.device = config, device
         self.dataset_name, self.dataset_checksum = dataset.name, dataset.checksum
         self.sizes = layer_sizes(config, dataset)
@@ -346,7 +374,7 @@ class Trainer:
         check_fits(config, self.sizes, device, samples)
         self.engine = LocalEngine.for_device(device)
         self.shuffle_rng = shuffle_rng(config.seed)
-        self.source = source or LocalSource(dataset, config, device, self.engine, self.shuffle_rng)
+        self.source: GradientSource = source or LocalSource(dataset, config, device, self.engine, self.shuffle_rng)
         self.test = (  # a fit on arrays (the Python API) may have no test split
             None
             if dataset.test_images is None
@@ -420,6 +448,8 @@ class Trainer:
         except (StepFailed, StepAbandoned):
             # The training set's source is gone (a cluster without workers) or a stop will not wait
             # for it: the test split, on this device, tells whether these parameters give a finite loss.
+            if self.test is None:
+                raise  # no other split to ask
             loss, _ = self.engine.evaluate(self.params, self.test.x, self.test.targets, self.test.labels)
         value = float(to_numpy(self.device.xp.asarray(loss)))
         if not math.isfinite(value):
@@ -446,6 +476,11 @@ class Trainer:
     def host_slots(self) -> dict[str, list[np.ndarray]]:
         """The optimizer's state, per layer like the parameters."""
         return {name: self.layout.views(to_numpy(slot)) for name, slot in self.optimizer.slots.items()}
+
+    @property
+    def schedule(self) -> str:
+        """How the steps run, in words (the source's: threads and chunks, or workers)."""
+        return self.source.describe()
 
     def synchronize(self) -> None:
         self.device.synchronize()
