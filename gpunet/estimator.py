@@ -34,9 +34,9 @@ from gpunet.device.arrays import (
     to_device,
 )
 from gpunet.device.backend import Device, array_namespace, is_numpy_array, to_numpy
-from gpunet.errors import Interrupted
+from gpunet.errors import ConvergenceWarning
 from gpunet.training import checkpoint, doctor
-from gpunet.training.train import TrainConfig, Trainer, device_rows
+from gpunet.training.train import Outcome, TrainConfig, Trainer, device_rows
 
 Array = Any
 DEFAULT = TrainConfig()
@@ -167,6 +167,12 @@ class MLPClassifier:
 
         With `warm_start`, training continues from the fitted state for
         `iterations` more updates; otherwise it starts from the seeded weights.
+
+        A run whose loss blew up but stayed finite ("not learning") keeps its
+        model, as scikit-learn does, and warns with gpunet.ConvergenceWarning;
+        one whose loss became NaN or infinite raises gpunet.errors.DivergedError
+        (the estimator is then left as it was). Ctrl-C keeps the weights of the
+        last step done, with a warning.
         """
         config = self.config()
         x = as_array(X)
@@ -197,11 +203,14 @@ class MLPClassifier:
         try:
             if previous is not None:
                 checkpoint.restore(trainer, previous)
-            try:
-                trainer.run()
-            except Interrupted as e:  # Ctrl-C in a notebook: keep what was learned, as scikit-learn does
+            result = trainer.run()
+            if result.outcome is Outcome.INTERRUPTED:  # Ctrl-C in a notebook: keep what was learned, as sklearn does
                 trainer.check_losses()
-                warnings.warn(f"training {e}; the model holds the weights of that step", stacklevel=2)
+                warnings.warn(f"training {result.problem}; the model holds the weights of that step", stacklevel=2)
+            elif result.outcome is Outcome.NOT_LEARNING:  # a poor model is still a model: kept, with a warning
+                warnings.warn(f"{result.problem}; the model holds its last step's weights", ConvergenceWarning, 2)
+            elif result.problem is not None:  # diverged: NaN weights are no model to keep
+                raise result.problem
             state = checkpoint.capture(trainer, _jsonable(classes))
         finally:
             trainer.close()

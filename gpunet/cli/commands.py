@@ -14,6 +14,7 @@ import csv
 import json
 import math
 import sys
+from collections.abc import Callable
 from dataclasses import asdict, astuple
 from pathlib import Path
 from typing import Annotated, Any
@@ -54,12 +55,9 @@ from gpunet.errors import (
     ConfigError,
     DatasetError,
     DeviceError,
-    DivergedError,
     GpunetError,
     Interrupted,
-    NotLearning,
     OutputRefused,
-    StepFailed,
     WriteFailed,
     printable,
     program,
@@ -73,6 +71,7 @@ from gpunet.training import checkpoint, doctor
 from gpunet.training.engine import LocalEngine
 from gpunet.training.train import (
     DeviceData,
+    Outcome,
     Record,
     TrainConfig,
     Trainer,
@@ -417,20 +416,10 @@ def train_command(
     try:
         with out.training(config.iterations):
             result = trainer.run(out.record, out.step, save if checkpoint_path else None, checkpoint_every)
-    except (Interrupted, DivergedError, NotLearning, StepFailed) as e:
-        if isinstance(e.result, TrainResult):
-            keep_outputs(e.result, type(e).__name__)
-        if isinstance(e, (Interrupted, StepFailed)):
-            if checkpoint_path and trainer.last_saved_step == trainer.steps_done:
-                again = f"{program()} train --resume {checkpoint_path}"
-                e.hint = f"checkpoint written to {checkpoint_path}; resume with: {again}"
-            elif checkpoint_path and trainer.save_error is not None:
-                e.hint = f"the checkpoint could not be written ({trainer.save_error.reason}); {still_there()}"
-            else:
-                e.hint = "nothing saved" + (" (--no-save)" if no_save else "")
-        elif checkpoint_path and trainer.last_saved_step is not None:
-            e.hint = f"the last good checkpoint (step {trainer.last_saved_step}) is {checkpoint_path}"
-        raise
+        if result.problem is not None:  # the outcome's line and exit code are its error's
+            keep_outputs(result, type(result.problem).__name__)
+            result.problem.hint = outcome_hint(result, trainer, checkpoint_path, no_save, still_there)
+            raise result.problem
     finally:
         trainer.close()
         if claimed is not None and trainer.last_saved_step is None:
@@ -464,6 +453,22 @@ def train_command(
         raise error
     if failed:
         raise typer.Exit(1)
+
+
+def outcome_hint(
+    result: TrainResult, trainer: Trainer, path: Path | None, no_save: bool, still_there: Callable[[], str]
+) -> str:
+    """What the line of a run that did not finish adds: where to resume a stopped run from, or the
+    last good checkpoint of one that diverged or did not learn."""
+    if result.outcome in (Outcome.INTERRUPTED, Outcome.FAILED):
+        if path and trainer.last_saved_step == trainer.steps_done:
+            return f"checkpoint written to {path}; resume with: {program()} train --resume {path}"
+        if path and trainer.save_error is not None:
+            return f"the checkpoint could not be written ({trainer.save_error.reason}); {still_there()}"
+        return "nothing saved" + (" (--no-save)" if no_save else "")
+    if path and trainer.last_saved_step is not None:
+        return f"the last good checkpoint (step {trainer.last_saved_step}) is {path}"
+    return ""
 
 
 def plot_history(history: list[Record], path: Path, title: str) -> None:
