@@ -35,7 +35,7 @@ from gpunet.device.arrays import (
 )
 from gpunet.device.backend import Device, array_namespace, is_numpy_array, to_numpy
 from gpunet.errors import ConvergenceWarning
-from gpunet.training import checkpoint, doctor
+from gpunet.training import checkpoint, doctor, evaluation
 from gpunet.training.train import Outcome, TrainConfig, Trainer, device_rows
 
 Array = Any
@@ -262,8 +262,8 @@ class MLPClassifier:
             )
         return self._state
 
-    def _logits_t(self, X: Any) -> tuple[Array, Device, bool]:
-        """The output logits (classes, samples) on the device, and whether X came from the host."""
+    def _rows(self, X: Any) -> tuple[list[Array], Array, Device, bool]:
+        """The parameters and X's rows on the device the model runs on, and whether X came from the host."""
         state = self._fitted()
         x = as_array(X)
         from_host = is_numpy_array(x)
@@ -275,24 +275,24 @@ class MLPClassifier:
                 f"X has {x.shape[1]} features, but MLPClassifier is expecting {self.n_features_in_} features as input"
             )
         params = [device.asarray(p) for p in state.params]
-        return model.logits_t(params, device_rows(x, device, state.config.dtype)), device, from_host
+        return params, device_rows(x, device, state.config.dtype), device, from_host
 
     def predict_proba(self, X: Any) -> Array:
         """Each row's probability of each class in `classes_`, (samples, classes), where X lives."""
-        logits_t, _, from_host = self._logits_t(X)
-        xp = array_namespace(logits_t)
-        proba = xp.exp(model.log_softmax(logits_t, axis=0)).T
+        params, x, _, from_host = self._rows(X)
+        proba = evaluation.probabilities(params, x)
         return to_numpy(proba) if from_host else proba
 
     def predict_log_proba(self, X: Any) -> Array:
         """The log of predict_proba, computed stably."""
-        logits_t, _, from_host = self._logits_t(X)
-        log_proba = model.log_softmax(logits_t, axis=0).T
+        params, x, _, from_host = self._rows(X)
+        log_proba = evaluation.log_probabilities(params, x)
         return to_numpy(log_proba) if from_host else log_proba
 
     def predict(self, X: Any) -> Array:
         """Each row's most probable label (from `classes_`), where X lives if the labels are numbers."""
-        logits_t, device, from_host = self._logits_t(X)
+        params, x, device, from_host = self._rows(X)
+        logits_t = model.logits_t(params, x)
         xp = array_namespace(logits_t)
         index = xp.argmax(logits_t, axis=0)
         if from_host or self.classes_.dtype.kind not in "biuf":  # strings exist only on the host
@@ -308,6 +308,23 @@ class MLPClassifier:
             raise ValueError(f"sample_weight has shape {weights.shape}, X {len(predicted)} samples: one weight each")
         return float(np.average(predicted == truth, weights=weights))
 
+    def evaluate(self, X: Any, y: Any) -> evaluation.Evaluation:
+        """Loss, accuracy and confusion matrix on rows `X` with labels `y` (what `gpunet evaluate` reports).
+
+        The labels must be among `classes_`; the confusion matrix's rows and columns follow `classes_`
+        (rows: the true class, columns: the predicted one). Computed on the device X is on, or the
+        estimator's `device` for host arrays.
+        """
+        params, x, device, _ = self._rows(X)
+        classes = self.classes_
+        truth = comparable_labels(to_numpy(as_array(y, numbers=False)), classes, x.shape[0])
+        index = np.searchsorted(classes, truth)  # classes_ is sorted, as np.unique leaves it
+        known = (index < len(classes)) & (classes[np.minimum(index, len(classes) - 1)] == truth)
+        if not known.all():
+            unknown = np.unique(truth[~known])
+            raise ValueError(f"y holds labels the model was not trained on: {unknown[:5].tolist()}")
+        return evaluation.evaluate(params, x, index, device, self._state.config.dtype, classes.tolist())
+
     # --- files -----------------------------------------------------------------------------
 
     def save(self, path: str | Path) -> None:
@@ -317,7 +334,11 @@ class MLPClassifier:
 
 def load(path: str | Path, device: str = "auto") -> MLPClassifier:
     """A fitted MLPClassifier from a checkpoint written by `save` or by `gpunet train --checkpoint`."""
-    state = checkpoint.load(Path(path))
+    return from_checkpoint(checkpoint.load(Path(path)), device)
+
+
+def from_checkpoint(state: checkpoint.Checkpoint, device: str = "auto") -> MLPClassifier:
+    """A fitted MLPClassifier holding a checkpoint already read (gpunet.training.checkpoint.load)."""
     config = state.config
     estimator = MLPClassifier(
         hidden=config.hidden,

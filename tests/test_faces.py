@@ -3,8 +3,11 @@ probabilities and the engine's choice are library calls a Python user has too (i
 
 from __future__ import annotations
 
+import json
 import warnings
+from pathlib import Path
 
+import numpy as np
 import pytest
 
 import gpunet
@@ -57,3 +60,63 @@ def test_the_command_line_words_the_same_outcome_with_its_flags() -> None:
     args = ["--optimizer", "gd", "--lr", "50", "--iterations", "40", "--eval-every", "20", "--no-save"]
     line = one_line_error(invoke("train", "--dataset", "synthetic", "--device", "cpu", *args), 3, "not learning")
     assert "such as --lr 5 (gpunet doctor checks the network itself)" in line and "lr=5" not in line
+
+
+# --- evaluation and probabilities: the library's, the CLI printing them ---------------------------
+
+
+@pytest.fixture
+def trained(tmp_path: Path) -> Path:
+    """A model trained by the command line on the synthetic dataset."""
+    path = tmp_path / "m.npz"
+    result = invoke("train", "--dataset", "synthetic", "--device", "cpu", "--iterations", "30", "--checkpoint", path)
+    assert result.exit_code == 0, result.output
+    return path
+
+
+def test_a_loaded_model_evaluates_as_gpunet_evaluate_does(trained: Path, tmp_path: Path) -> None:
+    result = invoke("evaluate", trained, "--device", "cpu", "--json", tmp_path / "e.json")
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "e.json").read_text())
+    _, _, x_test, y_test = gpunet.load_dataset("synthetic")
+    measured = gpunet.load(trained, device="cpu").evaluate(x_test, y_test)
+    assert measured.samples == report["samples"] == len(y_test)
+    assert np.float32(measured.loss) == np.float32(report["loss"])  # the JSON holds float32's shortest digits
+    assert np.float32(measured.accuracy) == np.float32(report["accuracy"])
+    assert measured.confusion.tolist() == report["confusion_matrix"]
+    assert measured.per_class_accuracy.tolist() == list(report["per_class_accuracy"].values())
+    assert measured.classes == tuple(range(10))
+
+
+def test_evaluate_follows_the_estimators_own_labels() -> None:
+    data = datasets.synthetic(n_train=600, n_test=200)
+    names = np.array([f"class {i}" for i in range(10)])
+    estimator = gpunet.MLPClassifier(device="cpu", iterations=40).fit(data.train_images, names[data.train_labels])
+    measured = estimator.evaluate(data.test_images, names[data.test_labels])
+    assert measured.classes == tuple(estimator.classes_.tolist())
+    assert measured.accuracy == pytest.approx(estimator.score(data.test_images, names[data.test_labels]))
+    assert measured.confusion.sum() == 200 and measured.confusion.shape == (10, 10)
+    predicted = estimator.predict(data.test_images)
+    rows, columns = (
+        np.searchsorted(estimator.classes_, names[data.test_labels]),
+        np.searchsorted(estimator.classes_, predicted),
+    )
+    expected = np.zeros((10, 10), dtype=np.int64)
+    np.add.at(expected, (rows, columns), 1)
+    np.testing.assert_array_equal(measured.confusion, expected)  # rows: the true class, columns: the predicted
+    with pytest.raises(ValueError, match="labels the model was not trained on: \\['class 99'\\]"):
+        estimator.evaluate(data.test_images[:2], ["class 1", "class 99"])
+    with pytest.raises(gpunet.NotFittedError):
+        gpunet.MLPClassifier().evaluate(data.test_images, data.test_labels)
+
+
+def test_predict_prints_the_estimators_probabilities(trained: Path, tmp_path: Path) -> None:
+    _, _, x_test, _ = gpunet.load_dataset("synthetic")
+    np.save(tmp_path / "rows.npy", x_test[:4])
+    result = invoke("predict", trained, tmp_path / "rows.npy", "--device", "cpu", "--json", tmp_path / "p.json")
+    assert result.exit_code == 0, result.output
+    predictions = json.loads((tmp_path / "p.json").read_text())["predictions"]
+    proba = gpunet.load(trained, device="cpu").predict_proba(x_test[:4])
+    printed = np.array([list(p["probabilities"].values()) for p in predictions], dtype=np.float32)
+    np.testing.assert_array_equal(printed, proba)  # the JSON holds float32's shortest digits: the same numbers
+    assert [p["class"] for p in predictions] == proba.argmax(axis=1).tolist()

@@ -47,10 +47,9 @@ from gpunet.cli.options import (
     parse_hidden,
 )
 from gpunet.cli.report import Reporter, forgiving_output, safe_output, standard_streams, stderr_line
-from gpunet.core import model
 from gpunet.data import datasets, userdata
 from gpunet.data.images import check_invert, read_images
-from gpunet.device.backend import Device, describe, resolve_device, to_numpy
+from gpunet.device.backend import Device, describe, resolve_device
 from gpunet.errors import (
     ConfigError,
     DatasetError,
@@ -62,15 +61,14 @@ from gpunet.errors import (
     printable,
     program,
 )
+from gpunet.estimator import from_checkpoint
 from gpunet.files import environment, signals
 from gpunet.files import outputs as output_files
 from gpunet.files.inputs import byte_size
 from gpunet.files.outputs import Claim, atomic_file, claim_outputs, failure_reason, write_each
 from gpunet.params import worded_for_flags
-from gpunet.training import checkpoint, doctor
-from gpunet.training.engine import LocalEngine
+from gpunet.training import checkpoint, doctor, evaluation
 from gpunet.training.train import (
-    DeviceData,
     Outcome,
     Record,
     TrainConfig,
@@ -841,19 +839,17 @@ def evaluate_command(
         out.say(f"note: the model was trained on other data ({saved.dataset}) than {ds.name}")
     check_model_fits_data(saved, ds, checkpoint_file)
     images, labels = (ds.test_images, ds.test_labels) if split == "test" else (ds.train_images, ds.train_labels)
-    rows = DeviceData.from_host(images, labels, dev, saved.config.dtype, saved.sizes[-1])  # one-hot over its outputs
-    loss, accuracy = LocalEngine.for_device(dev).evaluate(params, rows.x, rows.targets, rows.labels)
-    confusion = to_numpy(model.confusion_matrix(params, rows.x, rows.targets)).astype(np.int64)
-    per_class = np.diag(confusion) / np.maximum(confusion.sum(axis=1), 1)
     names = model_class_names(saved)
+    measured = evaluation.evaluate(params, images, labels, dev, saved.config.dtype, names)
+    confusion, per_class = measured.confusion, measured.per_class_accuracy
     report = {
         "checkpoint": str(checkpoint_file),
         "step": saved.step,
         "dataset": ds.name,
         "split": split,
-        "samples": len(labels),
-        "loss": float(to_numpy(loss)),
-        "accuracy": float(to_numpy(accuracy)),
+        "samples": measured.samples,
+        "loss": measured.loss,
+        "accuracy": measured.accuracy,
         "per_class_accuracy": dict(zip(names, per_class.tolist())),
         "confusion_matrix": confusion.tolist(),
     }
@@ -895,14 +891,14 @@ def predict_command(
         raise ConfigError(f"--top must be at least 1, got {top}")
     check_invert(invert)
     claim(ctx, {"--json": json_path}, inputs={"the checkpoint": checkpoint_file, "image file": files})
-    saved, dev, params = load_model(checkpoint_file, device)
+    saved, dev, _ = load_model(checkpoint_file, device)
+    fitted = from_checkpoint(saved, dev.name)  # the estimator's predict_proba is the one computation
     names = model_class_names(saved)
     predictions = []
     for path in files:
         # A model of a built-in dataset takes pictures; one of your own data, your kind of rows.
         pixels, labels = read_images(path, saved.sizes[0], saved.dataset in datasets.DATASET_NAMES, invert)
-        x = dev.asarray(pixels.astype(saved.config.dtype))
-        probabilities = np.exp(to_numpy(model.log_softmax(model.logits_t(params, x), axis=0))).T
+        probabilities = fitted.predict_proba(pixels)
         for label, p in zip(labels, probabilities):
             best = np.argsort(p)[::-1][:top]
             predictions.append({"image": label, "class": int(best[0]), "name": names[best[0]]})
