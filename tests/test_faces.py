@@ -13,8 +13,10 @@ import pytest
 import gpunet
 from gpunet.data import datasets
 from gpunet.device.backend import resolve_device
-from gpunet.errors import DivergedError
-from gpunet.training.train import Outcome, TrainConfig, Trainer
+from gpunet.errors import ConfigError, DivergedError
+from gpunet.training import sources
+from gpunet.training.train import LocalSource, Outcome, TrainConfig, Trainer
+from tests.conftest import FASHION_DIR
 from tests.helpers import invoke, one_line_error
 
 BLOWS_UP = {"optimizer": "gd", "lr": 50.0, "iterations": 40, "eval_every": 20}  # finite, but not learning
@@ -120,3 +122,31 @@ def test_predict_prints_the_estimators_probabilities(trained: Path, tmp_path: Pa
     printed = np.array([list(p["probabilities"].values()) for p in predictions], dtype=np.float32)
     np.testing.assert_array_equal(printed, proba)  # the JSON holds float32's shortest digits: the same numbers
     assert [p["class"] for p in predictions] == proba.argmax(axis=1).tolist()
+
+
+# --- the engine: chosen in the library ------------------------------------------------------------
+
+
+def test_the_local_engine_trains_on_the_trainers_own_device() -> None:
+    data, cpu = datasets.synthetic(n_train=300, n_test=100), resolve_device("cpu")
+    assert sources.make_source("local", TrainConfig(), data, cpu) is None
+    trainer = sources.make_trainer("local", TrainConfig(iterations=5), data, cpu)
+    try:
+        assert isinstance(trainer.source, LocalSource) and trainer.run().outcome is Outcome.FINISHED
+    finally:
+        trainer.close()
+
+
+def test_the_engine_choice_refuses_what_it_cannot_run() -> None:
+    data, cpu = datasets.synthetic(n_train=300, n_test=100), resolve_device("cpu")
+    with pytest.raises(ConfigError, match="unknown engine 'spark': choose local or dask"):
+        sources.make_source("spark", TrainConfig(), data, cpu)
+    with pytest.raises(ConfigError, match="reads the built-in datasets' files; synthetic has none"):
+        sources.make_source("dask", TrainConfig(), data, cpu)  # made in memory: no files for workers to read
+
+
+def test_a_built_in_dataset_knows_the_directory_its_files_are_in() -> None:
+    data = datasets.load("fashion-mnist", Path(FASHION_DIR), offline=True)
+    assert data.directory is not None and data.directory.is_dir()
+    assert all(f.parent == data.directory for f in data.files)  # what the Dask workers read, not a display string
+    assert datasets.synthetic().directory is None

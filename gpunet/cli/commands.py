@@ -67,7 +67,7 @@ from gpunet.files import outputs as output_files
 from gpunet.files.inputs import byte_size
 from gpunet.files.outputs import Claim, atomic_file, claim_outputs, failure_reason, write_each
 from gpunet.params import worded_for_flags
-from gpunet.training import checkpoint, doctor, evaluation
+from gpunet.training import checkpoint, doctor, evaluation, sources
 from gpunet.training.train import (
     Outcome,
     Record,
@@ -347,13 +347,7 @@ def train_command(
         out.say(dev.note)
     if saved is not None:  # refused before anything is built on the device or a cluster
         checkpoint.check_matches(saved, config, ds, resume)
-    source = make_source(engine, config, ds, dev, workers, scheduler, out.say)
-    try:
-        trainer = Trainer(config, ds, dev, source=source)
-    except BaseException:
-        if source is not None:
-            source.close()
-        raise
+    trainer = sources.make_trainer(engine, config, ds, dev, workers, scheduler, out.say)
     if saved is not None:
         checkpoint.restore(trainer, saved)
         out.say(f"resuming from {resume} at step {saved.step}")
@@ -518,17 +512,6 @@ def check_data_options(ctx: typer.Context, user_data: Path | None, data_dir: Pat
         raise ConfigError("--data and --dataset are alternatives: give one")
     if data_dir is not None:
         raise ConfigError("--data names the data itself; --data-dir is where built-in datasets are looked for")
-
-
-def make_source(
-    engine: str, config: TrainConfig, ds: datasets.Dataset, dev: Device, workers: int, scheduler: str | None, say: Any
-) -> Any:
-    """Where the training samples live: None for this process's device, or shards on Dask workers."""
-    if engine == "local":
-        return None
-    from gpunet.training.distributed import DaskSource
-
-    return DaskSource(ds, Path(ds.source), config.dtype, dev, scheduler, workers, say=say)
 
 
 def write_history_csv(path: Path, history: list[Record]) -> None:
@@ -696,7 +679,7 @@ def bench_dask_command(
     out = Reporter()
     ds = load_dataset(dataset, data_dir, offline, out)
     outputs.check_inputs({"dataset file": ds.files})
-    rows = bench_dask(settings.config, ds, Path(ds.source), workers, scheduler, sizes, timed_steps=10, say=out.say)
+    rows = bench_dask(settings.config, ds, ds.directory, workers, scheduler, sizes, timed_steps=10, say=out.say)
     table = Table(title=f"dask engine, {settings.config.dtype}, full batch")
     for column in ("engine", "workers", "samples", "ms/step", "slowest shard ms", "communication ms", "samples/s"):
         table.add_column(column, justify="left" if column == "engine" else "right")
