@@ -218,14 +218,16 @@ class MLPClassifier:
         return self
 
     def _continued(self, previous: checkpoint.Checkpoint, config: TrainConfig, x: Array, classes: np.ndarray):
-        """The configuration that continues `previous` for `config.iterations` more updates."""
-        if x.shape[1] != self.n_features_in_:
+        """The configuration that continues `previous` for `config.iterations` more updates, or a ValueError
+        naming what would change (checkpoint.continuation_mismatches: the rule `gpunet train --resume` follows)."""
+        sizes = [x.shape[1], *config.hidden, len(classes)]
+        found = {m.setting: m for m in checkpoint.continuation_mismatches(previous, config, sizes, classes=classes)}
+        if "features" in found:
             raise ValueError(f"warm_start: X has {x.shape[1]} features, the fitted model {self.n_features_in_}")
-        if not np.array_equal(classes, self.classes_):
+        if "classes" in found or "outputs" in found:
             raise ValueError(f"warm_start: y holds classes {classes}, the fitted model {self.classes_}")
-        fixed = ("hidden", "optimizer", "dtype", "seed")  # the seed drew the weights being continued
-        changed = [f for f in fixed if getattr(config, f) != getattr(previous.config, f)]
-        if changed:
+        changed = [name for name in ("hidden", "optimizer", "dtype", "seed") if name in found]
+        if changed:  # (the seed drew the weights being continued)
             raise ValueError(f"warm_start continues the fitted network: {', '.join(changed)} cannot change")
         return replace(config, iterations=previous.step + config.iterations)
 

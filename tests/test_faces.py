@@ -14,7 +14,7 @@ import gpunet
 from gpunet.data import datasets
 from gpunet.device.backend import resolve_device
 from gpunet.errors import ConfigError, DivergedError
-from gpunet.training import sources
+from gpunet.training import checkpoint, sources
 from gpunet.training.train import LocalSource, Outcome, TrainConfig, Trainer
 from tests.conftest import FASHION_DIR
 from tests.helpers import invoke, one_line_error
@@ -150,3 +150,24 @@ def test_a_built_in_dataset_knows_the_directory_its_files_are_in() -> None:
     assert data.directory is not None and data.directory.is_dir()
     assert all(f.parent == data.directory for f in data.files)  # what the Dask workers read, not a display string
     assert datasets.synthetic().directory is None
+
+
+# --- one rule for what may continue a checkpoint: warm_start and --resume -------------------------
+
+
+def test_warm_start_and_resume_follow_one_rule(trained: Path, tmp_path: Path) -> None:
+    saved = checkpoint.load(trained)
+    data = datasets.synthetic()
+    same = TrainConfig(**{**vars(saved.config), "lr": 0.01, "iterations": 80})  # a new lr and total may change
+    assert checkpoint.continuation_mismatches(saved, same, saved.sizes, dataset=data) == []
+    other = TrainConfig(**{**vars(saved.config), "seed": 7, "dtype": "float64"})
+    found = checkpoint.continuation_mismatches(saved, other, saved.sizes, dataset=data)
+    assert [(m.setting, m.saved, m.given) for m in found] == [("seed", 0, 7), ("dtype", "float32", "float64")]
+    # The command line and the estimator refuse the same change, each in its own words.
+    line = one_line_error(invoke("train", "--resume", trained, "--more", "5", "--seed", "7", "--device", "cpu"), 1)
+    assert "continues the run of seed 0: --seed 7 would change nothing" in line
+    estimator = gpunet.load(trained, device="cpu").set_params(warm_start=True, seed=7, iterations=5)
+    with pytest.raises(ValueError, match="warm_start continues the fitted network: seed cannot change"):
+        estimator.fit(data.train_images, data.train_labels)
+    estimator.set_params(seed=0, lr=0.01).fit(data.train_images, data.train_labels)  # lr may change in both
+    assert estimator.n_iter_ == saved.step + 5
