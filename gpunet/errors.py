@@ -48,6 +48,19 @@ class GpunetError(Exception):
         text = super().__str__()
         return f"{text}; {self.hint}" if self.hint else text
 
+    def for_flags(self) -> str:
+        """The message as the command line shows it: settings named by their flags (`--lr`), not
+        by their Python names (`lr`). The same text for every error that names no setting."""
+        return str(self)
+
+
+class ConvergenceWarning(UserWarning):
+    """A fit that ended with finite losses but did not learn: the model is kept, and may be poor.
+
+    gpunet's own class (scikit-learn is not a dependency), named and used as scikit-learn's
+    sklearn.exceptions.ConvergenceWarning is; filter either one by its own name.
+    """
+
 
 # Characters that act on a terminal instead of showing: C0 and C1 controls, DEL, and the
 # bidirectional overrides that reorder what follows them on screen.
@@ -133,9 +146,25 @@ class DivergedError(GpunetError):
 
 
 class NotLearning(GpunetError):
-    """Training finished with finite losses but did not learn (see gpunet.training.train.learning_failure)."""
+    """Training finished with finite losses but did not learn (see gpunet.training.train.learning_failure).
+
+    `what` says how the run went; `lr` is the learning rate to try instead. str() names it as Python
+    does (lr=0.5), for_flags() as the command line does (--lr 0.5).
+    """
 
     exit_code = 3
+
+    def __init__(self, what: str, lr: float) -> None:
+        self.what, self.lr = what, lr
+        super().__init__(self._worded(f"lr={lr:g}", "gpunet.training.doctor.run_checks"))
+
+    def for_flags(self) -> str:
+        text = self._worded(f"--lr {self.lr:g}", "gpunet doctor")
+        return f"{text}; {self.hint}" if self.hint else text
+
+    def _worded(self, lr: str, doctor: str) -> str:
+        advice = f"try a lower learning rate, such as {lr} ({doctor} checks the network itself)"
+        return f"not learning: {self.what}; {advice}"
 
 
 class StepFailed(GpunetError):

@@ -34,9 +34,9 @@ from gpunet.device.arrays import (
     to_device,
 )
 from gpunet.device.backend import Array, Device, array_namespace, is_numpy_array, to_numpy
-from gpunet.errors import Interrupted
-from gpunet.training import checkpoint, doctor
-from gpunet.training.train import TrainConfig, Trainer, device_rows
+from gpunet.errors import ConvergenceWarning
+from gpunet.training import checkpoint, doctor, evaluation
+from gpunet.training.train import Outcome, TrainConfig, Trainer, device_rows
 
 DEFAULT = TrainConfig()
 _CONFIG_FIELDS = [f.name for f in dataclasses.fields(TrainConfig)]
@@ -166,6 +166,12 @@ class MLPClassifier:
 
         With `warm_start`, training continues from the fitted state for
         `iterations` more updates; otherwise it starts from the seeded weights.
+
+        A run whose loss blew up but stayed finite ("not learning") keeps its
+        model, as scikit-learn does, and warns with gpunet.ConvergenceWarning;
+        one whose loss became NaN or infinite raises gpunet.errors.DivergedError
+        (the estimator is then left as it was). Ctrl-C keeps the weights of the
+        last step done, with a warning.
         """
         config = self.config()
         x = as_array(X)
@@ -196,11 +202,14 @@ class MLPClassifier:
         try:
             if previous is not None:
                 checkpoint.restore(trainer, previous)
-            try:
-                trainer.run()
-            except Interrupted as e:  # Ctrl-C in a notebook: keep what was learned, as scikit-learn does
+            result = trainer.run()
+            if result.outcome is Outcome.INTERRUPTED:  # Ctrl-C in a notebook: keep what was learned, as sklearn does
                 trainer.check_losses()
-                warnings.warn(f"training {e}; the model holds the weights of that step", stacklevel=2)
+                warnings.warn(f"training {result.problem}; the model holds the weights of that step", stacklevel=2)
+            elif result.outcome is Outcome.NOT_LEARNING:  # a poor model is still a model: kept, with a warning
+                warnings.warn(f"{result.problem}; the model holds its last step's weights", ConvergenceWarning, 2)
+            elif result.problem is not None:  # diverged: NaN weights are no model to keep
+                raise result.problem
             state = checkpoint.capture(trainer, _jsonable(classes))
         finally:
             trainer.close()
@@ -210,14 +219,16 @@ class MLPClassifier:
     def _continued(
         self, previous: checkpoint.Checkpoint, config: TrainConfig, x: Array, classes: np.ndarray
     ) -> TrainConfig:
-        """The configuration that continues `previous` for `config.iterations` more updates."""
-        if x.shape[1] != self.n_features_in_:
+        """The configuration that continues `previous` for `config.iterations` more updates, or a ValueError
+        naming what would change (checkpoint.continuation_mismatches: the rule `gpunet train --resume` follows)."""
+        sizes = [x.shape[1], *config.hidden, len(classes)]
+        found = {m.setting: m for m in checkpoint.continuation_mismatches(previous, config, sizes, classes=classes)}
+        if "features" in found:
             raise ValueError(f"warm_start: X has {x.shape[1]} features, the fitted model {self.n_features_in_}")
-        if not np.array_equal(classes, self.classes_):
+        if "classes" in found or "outputs" in found:
             raise ValueError(f"warm_start: y holds classes {classes}, the fitted model {self.classes_}")
-        fixed = ("hidden", "optimizer", "dtype", "seed")  # the seed drew the weights being continued
-        changed = [f for f in fixed if getattr(config, f) != getattr(previous.config, f)]
-        if changed:
+        changed = [name for name in ("hidden", "optimizer", "dtype", "seed") if name in found]
+        if changed:  # (the seed drew the weights being continued)
             raise ValueError(f"warm_start continues the fitted network: {', '.join(changed)} cannot change")
         return replace(config, iterations=previous.step + config.iterations)
 
@@ -254,8 +265,8 @@ class MLPClassifier:
             )
         return self._state
 
-    def _logits_t(self, X: Any) -> tuple[Array, Device, bool]:
-        """The output logits (classes, samples) on the device, and whether X came from the host."""
+    def _rows(self, X: Any) -> tuple[list[Array], Array, Device, bool]:
+        """The parameters and X's rows on the device the model runs on, and whether X came from the host."""
         state = self._fitted()
         x = as_array(X)
         from_host = is_numpy_array(x)
@@ -267,24 +278,24 @@ class MLPClassifier:
                 f"X has {x.shape[1]} features, but MLPClassifier is expecting {self.n_features_in_} features as input"
             )
         params = [device.asarray(p) for p in state.params]
-        return model.logits_t(params, device_rows(x, device, state.config.dtype)), device, from_host
+        return params, device_rows(x, device, state.config.dtype), device, from_host
 
     def predict_proba(self, X: Any) -> Array:
         """Each row's probability of each class in `classes_`, (samples, classes), where X lives."""
-        logits_t, _, from_host = self._logits_t(X)
-        xp = array_namespace(logits_t)
-        proba = xp.exp(model.log_softmax(logits_t, axis=0)).T
+        params, x, _, from_host = self._rows(X)
+        proba = evaluation.probabilities(params, x)
         return to_numpy(proba) if from_host else proba
 
     def predict_log_proba(self, X: Any) -> Array:
         """The log of predict_proba, computed stably."""
-        logits_t, _, from_host = self._logits_t(X)
-        log_proba = model.log_softmax(logits_t, axis=0).T
+        params, x, _, from_host = self._rows(X)
+        log_proba = evaluation.log_probabilities(params, x)
         return to_numpy(log_proba) if from_host else log_proba
 
     def predict(self, X: Any) -> Array:
         """Each row's most probable label (from `classes_`), where X lives if the labels are numbers."""
-        logits_t, device, from_host = self._logits_t(X)
+        params, x, device, from_host = self._rows(X)
+        logits_t = model.logits_t(params, x)
         xp = array_namespace(logits_t)
         index = xp.argmax(logits_t, axis=0)
         if from_host or self.classes_.dtype.kind not in "biuf":  # strings exist only on the host
@@ -300,6 +311,23 @@ class MLPClassifier:
             raise ValueError(f"sample_weight has shape {weights.shape}, X {len(predicted)} samples: one weight each")
         return float(np.average(predicted == truth, weights=weights))
 
+    def evaluate(self, X: Any, y: Any) -> evaluation.Evaluation:
+        """Loss, accuracy and confusion matrix on rows `X` with labels `y` (what `gpunet evaluate` reports).
+
+        The labels must be among `classes_`; the confusion matrix's rows and columns follow `classes_`
+        (rows: the true class, columns: the predicted one). Computed on the device X is on, or the
+        estimator's `device` for host arrays.
+        """
+        params, x, device, _ = self._rows(X)
+        classes = self.classes_
+        truth = comparable_labels(to_numpy(as_array(y, numbers=False)), classes, x.shape[0])
+        index = np.searchsorted(classes, truth)  # classes_ is sorted, as np.unique leaves it
+        known = (index < len(classes)) & (classes[np.minimum(index, len(classes) - 1)] == truth)
+        if not known.all():
+            unknown = np.unique(truth[~known])
+            raise ValueError(f"y holds labels the model was not trained on: {unknown[:5].tolist()}")
+        return evaluation.evaluate(params, x, index, device, self._state.config.dtype, classes.tolist())
+
     # --- files -----------------------------------------------------------------------------
 
     def save(self, path: str | Path) -> None:
@@ -309,7 +337,11 @@ class MLPClassifier:
 
 def load(path: str | Path, device: str = "auto") -> MLPClassifier:
     """A fitted MLPClassifier from a checkpoint written by `save` or by `gpunet train --checkpoint`."""
-    state = checkpoint.load(Path(path))
+    return from_checkpoint(checkpoint.load(Path(path)), device)
+
+
+def from_checkpoint(state: checkpoint.Checkpoint, device: str = "auto") -> MLPClassifier:
+    """A fitted MLPClassifier holding a checkpoint already read (gpunet.training.checkpoint.load)."""
     config = state.config
     estimator = MLPClassifier(
         hidden=config.hidden,

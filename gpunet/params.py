@@ -18,7 +18,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from gpunet.errors import ConfigError
+from gpunet.errors import ConfigError, GpunetError
 
 
 @dataclass(frozen=True)
@@ -101,8 +101,9 @@ class ParamError(ConfigError):
 
 
 def worded_for_flags(error: BaseException) -> str:
-    """An error as the command line shows it: a ParamError names the flag, anything else is as it is."""
-    return error.for_flags() if isinstance(error, ParamError) else str(error)
+    """An error as the command line shows it: a gpunet error in its flags' words (GpunetError.for_flags),
+    anything else as it is."""
+    return error.for_flags() if isinstance(error, GpunetError) else str(error)
 
 
 def check(rules: Mapping[str, Rule], values: Mapping[str, Any]) -> None:

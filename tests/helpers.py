@@ -5,9 +5,13 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from typer.testing import CliRunner, Result
 
 from gpunet.cli.commands import app
+from gpunet.errors import DivergedError, GpunetError, Interrupted, NotLearning, StepFailed
+from gpunet.training.train import Outcome, TrainResult
 
 runner = CliRunner()
 
@@ -36,3 +40,21 @@ def one_line_error(result: Result, code: int | None = None, text: str = "") -> s
     assert len(lines) == 1, result.output
     assert lines[0].startswith("error: ") and text in lines[0], lines[0]
     return lines[0]
+
+
+@dataclass
+class Ended:
+    """A run that did not finish, read as pytest.raises' info is: `.value` is the problem, `.result` the run."""
+
+    result: TrainResult
+    value: GpunetError
+
+
+_OUTCOMES = {DivergedError: Outcome.DIVERGED, NotLearning: Outcome.NOT_LEARNING}
+_OUTCOMES |= {Interrupted: Outcome.INTERRUPTED, StepFailed: Outcome.FAILED}
+
+
+def ended(result: TrainResult, problem: type[GpunetError]) -> Ended:
+    """Trainer.run's result, which must be the outcome that `problem` describes (a `problem` returned, not raised)."""
+    assert result.outcome is _OUTCOMES[problem] and isinstance(result.problem, problem), (result.outcome, problem)
+    return Ended(result, result.problem)

@@ -22,6 +22,7 @@ from gpunet.errors import DivergedError, WriteFailed
 from gpunet.training import checkpoint
 from gpunet.training.train import TrainConfig, Trainer
 from tests.conftest import numpy_device
+from tests.helpers import ended
 
 runner = CliRunner()
 
@@ -214,8 +215,7 @@ def test_divergence_keeps_the_last_good_checkpoint_and_it_resumes(
     trainer = Trainer(config, diverging, numpy_device())
     if how == "inf":
         overflow_at_update(trainer, bad)
-    with pytest.raises(DivergedError) as caught:
-        trainer.run(save=lambda t: checkpoint.save(path, t), save_every=1)
+    caught = ended(trainer.run(save=lambda t: checkpoint.save(path, t), save_every=1), DivergedError)
     assert caught.value.step == bad  # the parameters after `bad` updates are the first bad ones
     assert (math.isnan if how == "nan" else math.isinf)(caught.value.loss)
     assert (math.isnan if how == "nan" else math.isinf)(training_loss(trainer.host_params(), diverging))
@@ -229,8 +229,7 @@ def test_divergence_keeps_the_last_good_checkpoint_and_it_resumes(
     checkpoint.restore(again, saved)
     if how == "inf":
         overflow_at_update(again, bad)
-    with pytest.raises(DivergedError) as replayed:
-        again.run()
+    replayed = ended(again.run(), DivergedError)
     # Without saves, a 1e38 bias is named at the first evaluation at or after `bad`: the step's own loss is
     # a mean of per-sample shares (8.9e37, finite), while the evaluation's float32 sum overflows to inf.
     named = bad if how == "nan" else -(-bad // eval_every) * eval_every
@@ -246,8 +245,7 @@ def test_divergence_keeps_the_last_good_checkpoint_and_it_resumes(
 def test_a_run_diverging_at_its_first_step_saves_nothing(tmp_path: Path, small: datasets.Dataset) -> None:
     """The initial parameters are never saved by a run, so a run bad from step 1 leaves no checkpoint."""
     trainer = Trainer(TrainConfig(optimizer="gd", lr=1e30, iterations=50, eval_every=10), small, numpy_device())
-    with pytest.raises(DivergedError) as caught:
-        trainer.run(save=lambda t: checkpoint.save(tmp_path / "c.npz", t), save_every=1)
+    caught = ended(trainer.run(save=lambda t: checkpoint.save(tmp_path / "c.npz", t), save_every=1), DivergedError)
     assert caught.value.step == 1 and trainer.last_saved_step is None
     assert not (tmp_path / "c.npz").exists()
 
@@ -344,9 +342,8 @@ def test_a_step_that_cannot_be_computed_applies_nothing_and_saves_the_state_befo
     config = TrainConfig(iterations=20, eval_every=5)
     trainer = Trainer(config, small, numpy_device())
     trainer.source = FailsAtStep7(small, config, numpy_device(), trainer.engine, trainer.shuffle_rng)
-    with pytest.raises(StepFailed) as caught:
-        trainer.run(save=lambda t: checkpoint.save(tmp_path / "c.npz", t))
-    assert caught.value.result.history[-1].iteration == 5
+    caught = ended(trainer.run(save=lambda t: checkpoint.save(tmp_path / "c.npz", t)), StepFailed)
+    assert caught.result.history[-1].iteration == 5
     saved = checkpoint.load(tmp_path / "c.npz")
     assert saved.step == 6  # six updates applied; the seventh never was
     straight = Trainer(replace(config, iterations=6), small, numpy_device())

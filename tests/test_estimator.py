@@ -41,8 +41,16 @@ def test_scikit_learn_estimator_checks(estimator, check) -> None:
 
 
 def test_public_api_is_what_gpunet_names() -> None:
-    assert set(gpunet.__all__) == {"MLPClassifier", "NotFittedError", "__version__", "load", "load_dataset"}
+    assert set(gpunet.__all__) == {
+        "ConvergenceWarning",
+        "MLPClassifier",
+        "NotFittedError",
+        "__version__",
+        "load",
+        "load_dataset",
+    }
     assert gpunet.MLPClassifier.__doc__ and gpunet.load.__doc__ and gpunet.load_dataset.__doc__
+    assert gpunet.ConvergenceWarning.__doc__
 
 
 def test_fit_is_the_cli_trainer_on_the_same_rows(small: datasets.Dataset) -> None:

@@ -20,6 +20,7 @@ from gpunet.device.backend import Device
 from gpunet.errors import ConfigError, DivergedError, Interrupted, NotLearning, StepFailed, WriteFailed
 from gpunet.training.train import DeviceData, TrainConfig, Trainer, train
 from tests.conftest import FASHION_DIR, numpy_device, strict_device
+from tests.helpers import ended
 
 QUICK = TrainConfig(iterations=30, eval_every=10)
 
@@ -133,12 +134,14 @@ def test_no_host_reads_between_evaluations(
 def test_divergence_names_the_step(small: datasets.Dataset) -> None:
     config = TrainConfig(optimizer="gd", lr=1e30, iterations=50, eval_every=50)
     with pytest.raises(DivergedError) as caught:
-        train(config, small, numpy_device())
+        train(config, small, numpy_device())  # a plain function raises the problem of a run that did not finish
     err = caught.value
     assert 1 <= err.step < 50
     assert not math.isfinite(err.loss)
     assert "lower learning rate" in str(err)
-    assert err.result.history[0].iteration == 0  # what was done before is kept
+    result = Trainer(config, small, numpy_device()).run()  # Trainer.run returns it, with what was done
+    assert result.outcome is train_module.Outcome.DIVERGED and result.problem.step == err.step
+    assert result.history[0].iteration == 0  # what was done before is kept
 
 
 def test_the_recorded_metrics_are_the_models(small: datasets.Dataset) -> None:
@@ -179,8 +182,7 @@ def test_a_run_that_never_evaluates_holds_a_bounded_loss_buffer_and_still_pins_d
         if step == 6:
             trainer.flat_params[:] = np.nan  # step 7 computes a NaN loss (of the parameters after 6 updates)
 
-    with pytest.raises(DivergedError) as info:
-        trainer.run(on_step=poison_after_step_6)
+    info = ended(trainer.run(on_step=poison_after_step_6), DivergedError)
     assert info.value.step == 6 and trainer.steps_done == 8  # found when the buffer filled, at step 8
 
 
@@ -393,9 +395,8 @@ def test_the_not_learning_verdict_names_the_first_step_whose_loss_took_off(small
     """Step 5's loss (of the parameters after 4 updates) is the first above 1.5x the start: 'step 4'."""
     config = TrainConfig(iterations=6, eval_every=3, lr=5.0)
     trainer = scripted_trainer(small, config, [2.0, 2.0, 2.0, 2.0, 9.0, 9.0], [(2.0, 0.1)] * 3)
-    with pytest.raises(NotLearning) as caught:
-        trainer.run()
-    assert str(caught.value) == (
+    caught = ended(trainer.run(), NotLearning)
+    assert caught.value.for_flags() == (
         "not learning: the training loss went from 2 to 2 and train accuracy is 0.1000, chance level for 10 classes"
         "; the loss took off at step 4; try a lower learning rate, such as --lr 0.5 "
         "(gpunet doctor checks the network itself)"
@@ -468,8 +469,7 @@ def test_when_the_training_set_cannot_evaluate_the_test_split_vouches_for_the_sa
 
     trainer.source.evaluate = fails_after_the_first
     saved = []
-    with pytest.raises(StepFailed) as caught:
-        trainer.run(save=lambda t: saved.append((t.steps_done, t.host_params())))
+    caught = ended(trainer.run(save=lambda t: saved.append((t.steps_done, t.host_params()))), StepFailed)
     assert str(caught.value) == "the cluster lost every worker" and calls == [0, 3, 3]
     assert [step for step, _ in saved] == [3]
     straight = train(replace(config, iterations=3), small, device)  # what step 3 holds
@@ -493,10 +493,11 @@ def test_a_stopped_runs_state_that_overflows_is_not_saved_and_the_divergence_rep
     saved = []
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        with pytest.raises(DivergedError) as caught:
-            trainer.run(on_step=overflow_after_step_3, save=lambda t: saved.append(t.steps_done))
+        caught = ended(
+            trainer.run(on_step=overflow_after_step_3, save=lambda t: saved.append(t.steps_done)), DivergedError
+        )
     assert caught.value.step == 3 and math.isnan(caught.value.loss) and saved == []
-    assert caught.value.result.history[-1].iteration == 0
+    assert caught.result.history[-1].iteration == 0
 
 
 def test_a_diverging_run_reports_its_step_without_numpy_warnings(small: datasets.Dataset) -> None:
@@ -518,8 +519,7 @@ def test_a_stop_signal_ends_the_run_after_its_step_with_that_step_saved(
             signal.raise_signal(signum)  # asks the loop to stop; the step is finished first
 
     saved = []
-    with pytest.raises(Interrupted) as caught:
-        trainer.run(on_step=stop_at_step_3, save=lambda t: saved.append(t.steps_done))
+    caught = ended(trainer.run(on_step=stop_at_step_3, save=lambda t: saved.append(t.steps_done)), Interrupted)
     assert str(caught.value) == f"interrupted by {text} after step 3" and caught.value.exit_code == code
     assert caught.value.step == 3 and saved == [3] and trainer.steps_done == 3
 
@@ -532,8 +532,7 @@ def test_a_step_abandoned_for_a_signal_is_an_interruption_after_the_last_step(sm
     source.fail[4] = train_module.StepAbandoned(signal.SIGTERM)
     trainer = Trainer(config, small, numpy_device(), source=source)
     saved = []
-    with pytest.raises(Interrupted) as caught:
-        trainer.run(save=lambda t: saved.append(t.steps_done))
+    caught = ended(trainer.run(save=lambda t: saved.append(t.steps_done)), Interrupted)
     assert str(caught.value) == "interrupted by SIGTERM after step 3" and caught.value.exit_code == 143
     assert caught.value.step == 3 and saved == [3]
 

@@ -48,33 +48,29 @@ from gpunet.cli.options import (
     parse_hidden,
 )
 from gpunet.cli.report import Reporter, forgiving_output, safe_output, standard_streams, stderr_line
-from gpunet.core import model
 from gpunet.data import datasets, userdata
 from gpunet.data.images import check_invert, read_images
-from gpunet.device.backend import Device, describe, resolve_device, to_numpy
+from gpunet.device.backend import Device, describe, resolve_device
 from gpunet.errors import (
     ConfigError,
     DatasetError,
     DeviceError,
-    DivergedError,
     GpunetError,
     Interrupted,
-    NotLearning,
     OutputRefused,
-    StepFailed,
     WriteFailed,
     printable,
     program,
 )
+from gpunet.estimator import from_checkpoint
 from gpunet.files import environment, signals
 from gpunet.files import outputs as output_files
 from gpunet.files.inputs import byte_size
 from gpunet.files.outputs import Claim, atomic_file, claim_outputs, failure_reason, write_each
 from gpunet.params import worded_for_flags
-from gpunet.training import checkpoint, doctor
-from gpunet.training.engine import LocalEngine
+from gpunet.training import checkpoint, doctor, evaluation, sources
 from gpunet.training.train import (
-    DeviceData,
+    Outcome,
     Record,
     TrainConfig,
     Trainer,
@@ -360,13 +356,7 @@ def train_command(
         out.say(dev.note)
     if saved is not None and resume:  # refused before anything is built on the device or a cluster
         checkpoint.check_matches(saved, config, ds, resume)
-    source = make_source(engine, config, ds, dev, workers, scheduler, out.say)
-    try:
-        trainer = Trainer(config, ds, dev, source=source)
-    except BaseException:
-        if source is not None:
-            source.close()
-        raise
+    trainer = sources.make_trainer(engine, config, ds, dev, workers, scheduler, out.say)
     if saved is not None:
         checkpoint.restore(trainer, saved)
         out.say(f"resuming from {resume} at step {saved.step}")
@@ -428,20 +418,10 @@ def train_command(
     try:
         with out.training(config.iterations):
             result = trainer.run(out.record, out.step, save if checkpoint_path else None, checkpoint_every)
-    except (Interrupted, DivergedError, NotLearning, StepFailed) as e:
-        if isinstance(e.result, TrainResult):
-            keep_outputs(e.result, type(e).__name__)
-        if isinstance(e, (Interrupted, StepFailed)):
-            if checkpoint_path and trainer.last_saved_step == trainer.steps_done:
-                again = f"{program()} train --resume {checkpoint_path}"
-                e.hint = f"checkpoint written to {checkpoint_path}; resume with: {again}"
-            elif checkpoint_path and trainer.save_error is not None:
-                e.hint = f"the checkpoint could not be written ({trainer.save_error.reason}); {still_there()}"
-            else:
-                e.hint = "nothing saved" + (" (--no-save)" if no_save else "")
-        elif checkpoint_path and trainer.last_saved_step is not None:
-            e.hint = f"the last good checkpoint (step {trainer.last_saved_step}) is {checkpoint_path}"
-        raise
+        if result.problem is not None:  # the outcome's line and exit code are its error's
+            keep_outputs(result, type(result.problem).__name__)
+            result.problem.hint = outcome_hint(result, trainer, checkpoint_path, no_save, still_there)
+            raise result.problem
     finally:
         trainer.close()
         if claimed is not None and trainer.last_saved_step is None:
@@ -482,6 +462,22 @@ def asked_for(
 ) -> list[tuple[str, Path, Callable[[], None]]]:
     """The outputs asked for (a path given) as write_each's jobs, each writer bound to its path."""
     return [(what, path, functools.partial(write, path)) for what, path, write in jobs if path]
+
+
+def outcome_hint(
+    result: TrainResult, trainer: Trainer, path: Path | None, no_save: bool, still_there: Callable[[], str]
+) -> str:
+    """What the line of a run that did not finish adds: where to resume a stopped run from, or the
+    last good checkpoint of one that diverged or did not learn."""
+    if result.outcome in (Outcome.INTERRUPTED, Outcome.FAILED):
+        if path and trainer.last_saved_step == trainer.steps_done:
+            return f"checkpoint written to {path}; resume with: {program()} train --resume {path}"
+        if path and trainer.save_error is not None:
+            return f"the checkpoint could not be written ({trainer.save_error.reason}); {still_there()}"
+        return "nothing saved" + (" (--no-save)" if no_save else "")
+    if path and trainer.last_saved_step is not None:
+        return f"the last good checkpoint (step {trainer.last_saved_step}) is {path}"
+    return ""
 
 
 def plot_history(history: list[Record], path: Path, title: str) -> None:
@@ -533,17 +529,6 @@ def check_data_options(ctx: typer.Context, user_data: Path | None, data_dir: Pat
         raise ConfigError("--data and --dataset are alternatives: give one")
     if data_dir is not None:
         raise ConfigError("--data names the data itself; --data-dir is where built-in datasets are looked for")
-
-
-def make_source(
-    engine: str, config: TrainConfig, ds: datasets.Dataset, dev: Device, workers: int, scheduler: str | None, say: Any
-) -> Any:
-    """Where the training samples live: None for this process's device, or shards on Dask workers."""
-    if engine == "local":
-        return None
-    from gpunet.training.distributed import DaskSource
-
-    return DaskSource(ds, Path(ds.source), config.dtype, dev, scheduler, workers, say=say)
 
 
 def write_history_csv(path: Path, history: list[Record]) -> None:
@@ -711,7 +696,7 @@ def bench_dask_command(
     out = Reporter()
     ds = load_dataset(dataset, data_dir, offline, out)
     outputs.check_inputs({"dataset file": ds.files})
-    rows = bench_dask(settings.config, ds, Path(ds.source), workers, scheduler, sizes, timed_steps=10, say=out.say)
+    rows = bench_dask(settings.config, ds, ds.directory, workers, scheduler, sizes, timed_steps=10, say=out.say)
     table = Table(title=f"dask engine, {settings.config.dtype}, full batch")
     for column in ("engine", "workers", "samples", "ms/step", "slowest shard ms", "communication ms", "samples/s"):
         table.add_column(column, justify="left" if column == "engine" else "right")
@@ -854,19 +839,17 @@ def evaluate_command(
         out.say(f"note: the model was trained on other data ({saved.dataset}) than {ds.name}")
     check_model_fits_data(saved, ds, checkpoint_file)
     images, labels = (ds.test_images, ds.test_labels) if split == "test" else (ds.train_images, ds.train_labels)
-    rows = DeviceData.from_host(images, labels, dev, saved.config.dtype, saved.sizes[-1])  # one-hot over its outputs
-    loss, accuracy = LocalEngine.for_device(dev).evaluate(params, rows.x, rows.targets, rows.labels)
-    confusion = to_numpy(model.confusion_matrix(params, rows.x, rows.targets)).astype(np.int64)
-    per_class = np.diag(confusion) / np.maximum(confusion.sum(axis=1), 1)
     names = model_class_names(saved)
+    measured = evaluation.evaluate(params, images, labels, dev, saved.config.dtype, names)
+    confusion, per_class = measured.confusion, measured.per_class_accuracy
     report = {
         "checkpoint": str(checkpoint_file),
         "step": saved.step,
         "dataset": ds.name,
         "split": split,
-        "samples": len(labels),
-        "loss": float(to_numpy(loss)),
-        "accuracy": float(to_numpy(accuracy)),
+        "samples": measured.samples,
+        "loss": measured.loss,
+        "accuracy": measured.accuracy,
         "per_class_accuracy": dict(zip(names, per_class.tolist())),
         "confusion_matrix": confusion.tolist(),
     }
@@ -908,14 +891,14 @@ def predict_command(
         raise ConfigError(f"--top must be at least 1, got {top}")
     check_invert(invert)
     claim(ctx, {"--json": json_path}, inputs={"the checkpoint": checkpoint_file, "image file": files})
-    saved, dev, params = load_model(checkpoint_file, device)
+    saved, dev, _ = load_model(checkpoint_file, device)
+    fitted = from_checkpoint(saved, dev.name)  # the estimator's predict_proba is the one computation
     names = model_class_names(saved)
     predictions = []
     for path in files:
         # A model of a built-in dataset takes pictures; one of your own data, your kind of rows.
         pixels, labels = read_images(path, saved.sizes[0], saved.dataset in datasets.DATASET_NAMES, invert)
-        x = dev.asarray(pixels.astype(saved.config.dtype))
-        probabilities = np.exp(to_numpy(model.log_softmax(model.logits_t(params, x), axis=0))).T
+        probabilities = fitted.predict_proba(pixels)
         for label, p in zip(labels, probabilities):
             best = np.argsort(p)[::-1][:top]
             predictions.append({"image": label, "class": int(best[0]), "name": names[best[0]]})

@@ -146,6 +146,9 @@ class Dataset:
     verified: bool = True  # False when no published checksum could vouch for a file
     num_classes: int = NUM_CLASSES
     files: tuple[Path, ...] = ()  # the files it was read from (no output may replace them)
+    # The directory a built-in dataset was read from, for readers in other processes (Dask workers);
+    # None for data that is not a built-in dataset's files. (`source` is for people, not for reading.)
+    directory: Path | None = None
 
     def __post_init__(self) -> None:
         # Built from arrays anywhere (a user's, a subset, a sweep's): never one label per sample too few.
@@ -290,6 +293,7 @@ def load_dir(spec: DatasetSpec, directory: Path) -> Dataset:
         checksum=hashlib.sha256("".join(shas).encode()).hexdigest(),
         verified=verified,
         files=tuple(paths),
+        directory=Path(directory),
     )
 
 

@@ -387,26 +387,76 @@ def _decode(meta: dict[str, Any], archive: archives.Npz) -> Checkpoint:
     )
 
 
+@dataclass(frozen=True)
+class Mismatch:
+    """One thing a run would change in the checkpoint it continues: `setting` is "seed", "features",
+    "hidden", "outputs", "classes", "dtype", "optimizer" or "dataset"; `saved` and `given` its values."""
+
+    setting: str
+    saved: Any
+    given: Any
+
+
+LAYERS = ("features", "hidden", "outputs")  # the network's shape, sizes[0], sizes[1:-1] and sizes[-1]
+
+
+def continuation_mismatches(
+    ckpt: Checkpoint,
+    config: TrainConfig,
+    sizes: list[int],
+    dataset: Dataset | None = None,
+    classes: Any = None,
+) -> list[Mismatch]:
+    """What stops a run of `config`, on a network of `sizes`, from continuing `ckpt`: the one rule for
+    `gpunet train --resume` and MLPClassifier(warm_start=True), each wording the answer its own way.
+
+    The seed (it drew the weights and the batch order being continued), the layers, the dtype and the
+    optimizer must be the checkpoint's. With `dataset` (a resumed run), the data must be the very
+    data it was trained on (name and checksum); with `classes` (a warm start, which may bring new
+    rows), the labels must be the classes the output units stand for. Other settings (lr, iterations,
+    batch_size, eval_every) may change. Returns [] when the run continues the checkpoint.
+    """
+    found = []
+    if ckpt.config.seed != config.seed:
+        found.append(Mismatch("seed", ckpt.config.seed, config.seed))
+    shapes = {"features": lambda s: s[0], "hidden": lambda s: tuple(s[1:-1]), "outputs": lambda s: s[-1]}
+    for setting, part in shapes.items():
+        if part(ckpt.sizes) != part(sizes):
+            found.append(Mismatch(setting, part(ckpt.sizes), part(sizes)))
+    if classes is not None:
+        saved = np.asarray(ckpt.classes) if ckpt.classes is not None else np.arange(ckpt.sizes[-1])
+        if not np.array_equal(saved, np.asarray(classes)):
+            found.append(Mismatch("classes", saved, classes))
+    for setting in ("dtype", "optimizer"):
+        if getattr(ckpt.config, setting) != getattr(config, setting):
+            found.append(Mismatch(setting, getattr(ckpt.config, setting), getattr(config, setting)))
+    if dataset is not None and (ckpt.dataset, ckpt.dataset_checksum) != (dataset.name, dataset.checksum):
+        found.append(Mismatch("dataset", (ckpt.dataset, ckpt.dataset_checksum), (dataset.name, dataset.checksum)))
+    return found
+
+
 def check_matches(ckpt: Checkpoint, config: TrainConfig, dataset: Dataset, path: Path) -> None:
-    """Refuse a checkpoint from another architecture, dtype, optimizer or dataset."""
+    """Refuse, in the command line's words, a checkpoint that `config` on `dataset` does not continue
+    (continuation_mismatches): another seed, architecture, dtype, optimizer or dataset."""
     sizes = layer_sizes(config, dataset)
-    if ckpt.config.seed != config.seed:  # the seed drew weights and a batch order the checkpoint already holds
+    found = continuation_mismatches(ckpt, config, sizes, dataset=dataset)
+    if any(m.setting == "seed" for m in found):  # the weights and batch order are the checkpoint's already
         raise CheckpointError(
             f"{path} continues the run of seed {ckpt.config.seed}: --seed {config.seed} would change nothing "
             "(the weights and batch order are the checkpoint's), so it is refused; resume without --seed, "
             "or start a new run with it"
         )
     mismatches = []
-    if sizes != ckpt.sizes:
+    if any(m.setting in LAYERS for m in found):
         mismatches.append(f"layers {'-'.join(map(str, ckpt.sizes))}, not {'-'.join(map(str, sizes))}")
-    for name in ("dtype", "optimizer"):
-        if getattr(ckpt.config, name) != getattr(config, name):
-            mismatches.append(f"{name} {getattr(ckpt.config, name)}, not {getattr(config, name)}")
-    if (ckpt.dataset, ckpt.dataset_checksum) != (dataset.name, dataset.checksum):
-        mismatches.append(
-            f"dataset {ckpt.dataset} (sha256 {ckpt.dataset_checksum[:12]}…), "
-            f"not {dataset.name} (sha256 {dataset.checksum[:12]}…)"
-        )
+    for m in found:
+        if m.setting in ("dtype", "optimizer"):
+            mismatches.append(f"{m.setting} {m.saved}, not {m.given}")
+        elif m.setting == "dataset":
+            mismatches.append(
+                f"dataset {ckpt.dataset} (sha256 {ckpt.dataset_checksum[:12]}…), "
+                f"not {dataset.name} (sha256 {dataset.checksum[:12]}…)"
+            )
     if mismatches:
         raise CheckpointError(f"{path} was written for {'; '.join(mismatches)}: refusing to mix them")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 import itertools
 import math
 import time
@@ -108,14 +109,38 @@ class Record:
     test_accuracy: float
 
 
+class Outcome(enum.Enum):
+    """How a run ended. Each front end turns it into its own convention: the command line into an
+    exit code and one line, the estimator into a fitted model (with a ConvergenceWarning for
+    NOT_LEARNING) or an error (DIVERGED)."""
+
+    FINISHED = "finished"  # every step done, and the run learned
+    DIVERGED = "diverged"  # a loss became NaN or infinite
+    NOT_LEARNING = "not learning"  # every step done with finite losses, but the loss blew up (learning_failure)
+    INTERRUPTED = "interrupted"  # Ctrl-C, SIGTERM or SIGHUP stopped it between two steps
+    FAILED = "failed"  # a step could not be computed (a distributed source lost what it needed)
+
+
 @dataclass
 class TrainResult:
+    """What a run did, however it ended: `outcome` says how, and `problem`, for every outcome but
+    FINISHED, is the error that describes it (not raised: a front end raises it if its convention
+    is to)."""
+
     config: TrainConfig
     device: str
     dataset: str
     params: list[np.ndarray]
     history: list[Record] = field(default_factory=list)
     train_seconds: float = 0.0
+    outcome: Outcome = Outcome.FINISHED
+    problem: GpunetError | None = None
+
+    def raise_problem(self) -> TrainResult:
+        """Raise `problem` if the run did not finish (a plain function's convention); else return self."""
+        if self.problem is not None:
+            raise self.problem
+        return self
 
     @property
     def final(self) -> Record:
@@ -152,6 +177,14 @@ CHANCE_FACTOR = 1.2
 
 
 def learning_failure(history: list[Record], classes: int, lr: float, took_off_at: int | None = None) -> str | None:
+    """Why a finished run did not learn, as the command line says it (--lr), or None if it learned."""
+    problem = learning_problem(history, classes, lr, took_off_at)
+    return None if problem is None else problem.for_flags()
+
+
+def learning_problem(
+    history: list[Record], classes: int, lr: float, took_off_at: int | None = None
+) -> NotLearning | None:
     """Why a finished run did not learn, with the learning rate to try, or None if it learned.
 
     `took_off_at` is the first step whose loss rose above LOSS_BLOWUP_FACTOR times the start, where
@@ -171,10 +204,7 @@ def learning_failure(history: list[Record], classes: int, lr: float, took_off_at
         what += f" and train accuracy is {last.train_accuracy:.4f}, chance level for {classes} classes"
     if took_off_at is not None:
         what += f"; the loss took off at step {took_off_at}"
-    return (
-        f"not learning: {what}; try a lower learning rate, such as --lr {lr / 10:g} "
-        "(gpunet doctor checks the network itself)"
-    )
+    return NotLearning(what, lr / 10)
 
 
 @dataclass
@@ -506,7 +536,8 @@ class Trainer:
         checkpoint survives a divergence and resumes. Signals arriving during a
         save wait for it to finish. A save that raises WriteFailed does not stop
         the run: it is kept in `save_error` (and `last_saved_step` stays where it
-        was). Raises DivergedError or Interrupted with `.result` holding what was done.
+        was). Returns what was done, however the run ended: its `outcome` says how, and its
+        `problem` is the error describing any outcome but FINISHED (nothing is raised for those).
         """
         config = self.config
 
@@ -533,7 +564,8 @@ class Trainer:
 
         self.device.synchronize()
         start = time.perf_counter()
-        error: GpunetError | None = None
+        outcome: Outcome = Outcome.FINISHED
+        problem: GpunetError | None = None
         try:
             # Overflow in a diverging run is caught and named by its step;
             # numpy's warnings about it would only bury that message.
@@ -553,29 +585,34 @@ class Trainer:
                         self.check_losses()  # the loss buffer is full: one read every LOSS_SLOTS steps
                     if save_every and self.steps_done % save_every == 0:
                         checkpoint()
-                failure = learning_failure(self.history, self.sizes[-1], config.lr, self.took_off_at)
-                if failure:
-                    raise NotLearning(failure)  # like a divergence: its final state is not saved
-                checkpoint()
+                problem = learning_problem(self.history, self.sizes[-1], config.lr, self.took_off_at)
+                if problem is None:
+                    checkpoint()
+                else:  # like a divergence: its final state is not saved
+                    outcome = Outcome.NOT_LEARNING
         except (Interrupted, StepFailed, StepAbandoned) as e:
             # A step or evaluation the source gave up for a stop: the parameters are those of the last step.
-            error = Interrupted(self.steps_done, e.signum) if isinstance(e, StepAbandoned) else e
+            problem = Interrupted(self.steps_done, e.signum) if isinstance(e, StepAbandoned) else e
+            outcome = Outcome.FAILED if isinstance(problem, StepFailed) else Outcome.INTERRUPTED
             try:
                 with np.errstate(over="ignore", invalid="ignore"), stop_requests():  # more signals: we are stopping
                     checkpoint()  # between two steps: a consistent state to resume from
             except DivergedError as diverged:
-                error = diverged
-        except (DivergedError, NotLearning) as e:
-            error = e
+                outcome, problem = Outcome.DIVERGED, diverged
+        except DivergedError as e:
+            outcome, problem = Outcome.DIVERGED, e
         self.device.synchronize()
         seconds = time.perf_counter() - start
-        result = TrainResult(
-            config, self.device.name, self.dataset_name, self.host_params(), list(self.history), seconds
+        return TrainResult(
+            config,
+            self.device.name,
+            self.dataset_name,
+            self.host_params(),
+            list(self.history),
+            seconds,
+            outcome,
+            problem,
         )
-        if error is not None:
-            error.result = result
-            raise error
-        return result
 
 
 def train(
@@ -585,8 +622,9 @@ def train(
     on_record: Callable[[Record], None] | None = None,
     on_step: Callable[[int], None] | None = None,
 ) -> TrainResult:
-    """Train from the seeded initial weights; raise DivergedError if the loss stops being finite."""
-    return Trainer(config, dataset, device).run(on_record, on_step)
+    """Train from the seeded initial weights; raise the problem of a run that did not finish
+    (DivergedError if the loss stops being finite, NotLearning, Interrupted), as a plain function does."""
+    return Trainer(config, dataset, device).run(on_record, on_step).raise_problem()
 
 
 class StepAbandoned(Exception):
