@@ -6,12 +6,17 @@ Nothing leaves the machine: downloads go to a server on 127.0.0.1 (tests/idxfile
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import time
 import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import invoke
+from conftest import FASHION_DIR
+from helpers import invoke, one_line_error
+from idxfiles import gzipped, idx_bytes, make_dataset, serve
 
 import gpunet
 from gpunet.data import datasets
@@ -58,3 +63,96 @@ def test_doctor_passes_standardised_data_and_fails_unscaled_floats(tmp_path: Pat
     first = next(line for line in bad.stdout.splitlines() if " 1. " in line)
     assert first.startswith("FAIL") and "far outside a unit range" in first, bad.stdout
     assert bad.exit_code == 1
+
+
+# --- a. unreachable mirrors: a cool-off ----------------------------------------------------------
+
+IDX_NAMES = [f.name for f in datasets.MNIST.files]
+
+
+@pytest.fixture
+def fashion_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """$GPUNET_DATA holding Fashion-MNIST (links to the installed files) and no MNIST; requests to
+    127.0.0.1 never go through a proxy."""
+    folder = tmp_path / "data" / "fashion-mnist"
+    folder.mkdir(parents=True)
+    for name in IDX_NAMES:
+        (folder / f"{name}.gz").symlink_to(Path(FASHION_DIR) / f"{name}.gz")
+    monkeypatch.setenv("GPUNET_DATA", str(folder.parent))
+    for name in ("no_proxy", "NO_PROXY"):
+        monkeypatch.setenv(name, "127.0.0.1,localhost")
+    return folder
+
+
+def load_auto() -> tuple[str, list[str]]:
+    said: list[str] = []
+    return datasets.load("auto", say=said.append).name, said
+
+
+def test_mirrors_that_all_failed_are_not_retried_run_after_run(
+    fashion_only: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with serve({}) as mirror:  # answers 404 to everything: MNIST cannot be had
+        monkeypatch.setenv("GPUNET_MIRRORS", f"{mirror.base}mnist/")
+        assert load_auto()[0] == "fashion-mnist"
+        assert mirror.requests == ["/mnist/train-images-idx3-ubyte.gz"]
+        name, said = load_auto()  # the next run: no request, one line saying why and how to retry
+        assert name == "fashion-mnist" and mirror.requests == ["/mnist/train-images-idx3-ubyte.gz"]
+        assert said == [
+            f"MNIST mirrors unreachable under a minute ago; training on Fashion-MNIST from {fashion_only}; "
+            "retry now with `gpunet datasets download mnist` (or GPUNET_MIRROR_COOLOFF=0)"
+        ]
+        clock = time.time
+        now = clock()
+        monkeypatch.setattr(time, "time", lambda: now + 12 * 60 + 5)
+        assert load_auto()[1][0].startswith("MNIST mirrors unreachable 12 min ago; training on Fashion-MNIST")
+        assert len(mirror.requests) == 1
+        monkeypatch.setattr(time, "time", lambda: now + 3601)  # an hour later, the mirrors are tried again
+        load_auto()
+        assert len(mirror.requests) == 2
+        monkeypatch.setattr(time, "time", clock)
+
+
+def test_the_cool_off_can_be_set_or_skipped_and_other_mirrors_are_tried_at_once(
+    fashion_only: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with serve({}) as mirror, serve({}) as other:
+        monkeypatch.setenv("GPUNET_MIRRORS", f"{mirror.base}mnist/")
+        load_auto()
+        monkeypatch.setenv("GPUNET_MIRROR_COOLOFF", "0")  # retry every time
+        load_auto()
+        assert len(mirror.requests) == 2
+        monkeypatch.setenv("GPUNET_MIRROR_COOLOFF", "7200")
+        load_auto()
+        assert len(mirror.requests) == 2
+        monkeypatch.setenv("GPUNET_MIRRORS", f"{other.base}mnist/")  # other mirrors: no failure known of them
+        load_auto()
+        assert len(other.requests) == 1
+    monkeypatch.setenv("GPUNET_MIRROR_COOLOFF", "soon")
+    one_line_error(invoke("datasets"), 2, "$GPUNET_MIRROR_COOLOFF is 'soon': give a number of seconds, 0 or more")
+
+
+def test_an_explicit_download_retries_at_once_and_a_success_ends_the_cool_off(
+    fashion_only: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    arrays = make_dataset(n_train=25, n_test=10, seed=7)
+    stored = {name: gzipped(idx_bytes(array)) for name, array in arrays.items()}
+    files = tuple(
+        dataclasses.replace(f, gz_sha256=hashlib.sha256(stored[f.name]).hexdigest()) for f in datasets.MNIST.files
+    )
+    spec = dataclasses.replace(datasets.MNIST, files=files)  # a small MNIST the mirror below can serve
+    monkeypatch.setattr(datasets, "MNIST", spec)
+    monkeypatch.setitem(datasets.SPECS, "mnist", spec)
+    routes: dict[str, bytes] = {}  # served as they are when asked for: empty now, MNIST's files later
+    with serve(routes) as mirror:
+        monkeypatch.setenv("GPUNET_MIRRORS", f"{mirror.base}mnist/")
+        assert load_auto()[0] == "fashion-mnist"
+        failed = invoke("datasets", "download", "mnist")  # asked for by name: tried despite the cool-off
+        assert failed.exit_code == 1 and len(mirror.requests) == 2
+        routes.update({f"/mnist/{name}.gz": body for name, body in stored.items()})  # the mirror is back
+        assert invoke("datasets", "download", "mnist").exit_code == 0
+        for f in (datasets.cache_dir() / "mnist").iterdir():  # gone again: `auto` downloads it, no cool-off
+            f.unlink()
+        mirror.requests.clear()
+        name, said = load_auto()
+    assert name == "mnist" and said == [] and len(mirror.requests) == 4

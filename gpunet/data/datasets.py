@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from gpunet.data import cooloff
 from gpunet.data.idx import check_split, parse_idx, read_bytes
 from gpunet.errors import DatasetError, DatasetMissing, ForeignFile, program, shown
 from gpunet.files import environment, inputs
@@ -301,12 +302,18 @@ def fetch(
 ) -> Path:
     """Download whatever of `spec` `target` (by default the cache) lacks; returns that directory."""
     target = target or cache_dir() / spec.name
+    bases = mirrors(spec)
     for f in spec.files:
         if _file_in(target, f) is None:
-            urls = [base + f.name + ".gz" for base in mirrors(spec)]
+            urls = [base + f.name + ".gz" for base in bases]
             from gpunet.data.download import download
 
-            download(urls, target / f"{f.name}.gz", f.gz_sha256, progress(f.name) if progress else None, say=say)
+            try:
+                download(urls, target / f"{f.name}.gz", f.gz_sha256, progress(f.name) if progress else None, say=say)
+            except DatasetError:  # every mirror failed: `auto` need not wait for them again for a while
+                cooloff.remember(cache_dir(), spec.name, bases)
+                raise
+    cooloff.forget(cache_dir(), spec.name)
     return target
 
 
@@ -353,6 +360,8 @@ def load(
 
 
 def _load_auto(data_dir: Path | None, offline: bool, progress, say) -> Dataset:
+    if not offline and data_dir is None and (fashion := _fallback_while_mirrors_cool_off(say)) is not None:
+        return fashion
     try:
         return load("mnist", data_dir, offline, progress, say)
     except (DatasetMissing, ForeignFile) as e:  # a corrupt MNIST is reported, not replaced
@@ -366,6 +375,25 @@ def _load_auto(data_dir: Path | None, offline: bool, progress, say) -> Dataset:
     fashion = load_dir(FASHION_MNIST, found)
     why = "offline" if offline else "(could not be downloaded)"
     say(f"MNIST unavailable {why}: training on Fashion-MNIST from {fashion.source}")
+    return fashion
+
+
+def _fallback_while_mirrors_cool_off(say: Callable[[str], None]) -> Dataset | None:
+    """The installed Fashion-MNIST, said in one line, when MNIST is not here and its mirrors all failed
+    lately (gpunet.data.cooloff); None when MNIST is to be looked for (and downloaded) as usual."""
+    if locate(MNIST)[0] is not None:
+        return None
+    failed = cooloff.failed_recently(cache_dir(), MNIST.name, mirrors(MNIST))
+    if failed is None:
+        return None
+    found, _ = locate(FASHION_MNIST)
+    if found is None:  # no fallback: the mirrors are the only hope, so they are tried
+        return None
+    fashion = load_dir(FASHION_MNIST, found)
+    say(
+        f"MNIST mirrors unreachable {cooloff.ago(failed)}; training on Fashion-MNIST from {fashion.source}; "
+        f"retry now with `{program()} datasets download mnist` (or GPUNET_MIRROR_COOLOFF=0)"
+    )
     return fashion
 
 
