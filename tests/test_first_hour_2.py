@@ -156,3 +156,29 @@ def test_an_explicit_download_retries_at_once_and_a_success_ends_the_cool_off(
         mirror.requests.clear()
         name, said = load_auto()
     assert name == "mnist" and said == [] and len(mirror.requests) == 4
+
+
+# --- e. a run that diverges before its first checkpoint -------------------------------------------
+
+QUICK = ["--dataset", "synthetic", "--iterations", "20", "--eval-every", "10", "--device", "cpu"]
+DIVERGING = [*QUICK, "--optimizer", "gd", "--lr", "1e30"]  # NaN at step 1
+
+
+def test_a_run_diverging_at_step_1_says_that_nothing_was_saved_and_why(tmp_path: Path) -> None:
+    path = tmp_path / "c.npz"
+    line = one_line_error(invoke("train", *DIVERGING, "--checkpoint", path), 3, "diverged")
+    assert line.endswith(
+        "nothing was saved: the run diverged before its first checkpoint, so no good state existed to keep"
+    )
+    assert not path.exists()
+    default = one_line_error(invoke("train", *DIVERGING), 3, "nothing was saved")  # runs/<name>-1.npz given back
+    assert "no good state existed" in default and not list(Path("runs").glob("*.npz"))
+
+
+def test_a_file_already_at_the_checkpoint_path_is_said_to_be_intact(tmp_path: Path) -> None:
+    path = tmp_path / "c.npz"
+    assert invoke("train", *QUICK, "--optimizer", "gd", "--checkpoint", path).exit_code == 0
+    before = path.read_bytes()
+    line = one_line_error(invoke("train", *DIVERGING, "--checkpoint", path), 3)
+    assert line.endswith(f"no good state existed to keep; the file already at {path} is intact")
+    assert path.read_bytes() == before

@@ -430,6 +430,8 @@ def train_command(
                 e.hint = "nothing saved" + (" (--no-save)" if no_save else "")
         elif checkpoint_path and trainer.last_saved_step is not None:
             e.hint = f"the last good checkpoint (step {trainer.last_saved_step}) is {checkpoint_path}"
+        elif checkpoint_path:  # a bad state is never saved, and none was good before it
+            e.hint = checkpoint.nothing_saved(e, checkpoint_path if outputs.existed.get(ckpt_option) else None)
         raise
     finally:
         trainer.close()

@@ -24,7 +24,7 @@ import numpy as np
 from gpunet.core.flat import flatten
 from gpunet.core.optimizers import OPTIMIZERS
 from gpunet.data.datasets import Dataset
-from gpunet.errors import DatasetError, GpunetError, WriteFailed, shown
+from gpunet.errors import DatasetError, DivergedError, GpunetError, WriteFailed, shown
 from gpunet.files import archives, inputs
 from gpunet.files.outputs import atomic_file, failure_reason
 from gpunet.training.train import DTYPES, Record, TrainConfig, Trainer, layer_sizes
@@ -409,6 +409,14 @@ def check_matches(ckpt: Checkpoint, config: TrainConfig, dataset: Dataset, path:
         )
     if mismatches:
         raise CheckpointError(f"{path} was written for {'; '.join(mismatches)}: refusing to mix them")
+
+
+def nothing_saved(problem: Exception, kept: Path | None = None) -> str:
+    """Why a run that diverged (or did not learn) before its first checkpoint left none: a state past the
+    problem is never saved, and no earlier one was kept. `kept`: a file that was there before, untouched."""
+    how = "diverged" if isinstance(problem, DivergedError) else "stopped learning"
+    said = f"nothing was saved: the run {how} before its first checkpoint, so no good state existed to keep"
+    return f"{said}; the file already at {kept} is intact" if kept is not None else said
 
 
 def restore(trainer: Trainer, ckpt: Checkpoint) -> None:
