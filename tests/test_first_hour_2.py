@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import time
 import warnings
 from pathlib import Path
@@ -182,3 +183,58 @@ def test_a_file_already_at_the_checkpoint_path_is_said_to_be_intact(tmp_path: Pa
     line = one_line_error(invoke("train", *DIVERGING, "--checkpoint", path), 3)
     assert line.endswith(f"no good state existed to keep; the file already at {path} is intact")
     assert path.read_bytes() == before
+
+
+# --- c. string labels in --data, as in Python ------------------------------------------------------
+
+NAMES = np.array(["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"])
+
+
+def texts_npz(path: Path, n: int = 600, keep: slice = slice(None)) -> Path:
+    """Synthetic rows labelled with texts; `keep`: which of the classes (sorted) the file holds."""
+    ds = datasets.synthetic(n_train=n, n_test=200)
+    x, y = ds.train_images, NAMES[ds.train_labels]
+    wanted = np.isin(y, sorted(NAMES)[keep])
+    np.savez(path, x=x[wanted], y=y[wanted])
+    return path
+
+
+def test_train_evaluate_and_predict_take_text_labels_and_show_them(tmp_path: Path) -> None:
+    data, model = texts_npz(tmp_path / "words.npz"), tmp_path / "m.npz"
+    trained = invoke("train", "--data", data, "--iterations", "40", "--device", "cpu", "--checkpoint", model)
+    assert trained.exit_code == 0, trained.output
+    assert "10 classes ('eight', 'five', 'four', 'nine', …)" in trained.stdout
+    assert gpunet.load(model).classes_.tolist() == sorted(NAMES)  # as MLPClassifier's classes_
+    evaluated = invoke("evaluate", model, "--data", data, "--json", tmp_path / "e.json")
+    assert evaluated.exit_code == 0, evaluated.output
+
+    report = json.loads((tmp_path / "e.json").read_text())
+    assert sorted(report["per_class_accuracy"]) == sorted(NAMES) and report["accuracy"] > 0.9
+    np.save(tmp_path / "rows.npy", datasets.synthetic(n_train=10, n_test=2).train_images[:3])
+    predicted = invoke("predict", model, tmp_path / "rows.npy")
+    assert predicted.exit_code == 0, predicted.output
+    assert all(any(name in line for name in NAMES) for line in predicted.stdout.splitlines())
+
+
+def test_evaluating_on_some_of_the_classes_numbers_them_as_the_model_does(tmp_path: Path) -> None:
+    model = tmp_path / "m.npz"
+    invoke("train", "--data", texts_npz(tmp_path / "all.npz"), "--iterations", "40", "--device", "cpu",
+           "--checkpoint", model)  # fmt: skip
+    part = texts_npz(tmp_path / "part.npz", keep=slice(5, None))  # 'seven', 'six', 'three', 'two', 'zero'
+    json_path = tmp_path / "part.json"
+    assert invoke("evaluate", model, "--data", part, "--json", json_path).exit_code == 0
+
+    report = json.loads(json_path.read_text())
+    assert report["accuracy"] > 0.9  # numbered by the data's own order (0 = 'seven'), it would be near 0
+    np.savez(tmp_path / "other.npz", x=np.zeros((10, 784), np.uint8), y=np.array(["cat", "dog"] * 5))
+    one_line_error(invoke("evaluate", model, "--data", tmp_path / "other.npz"), 1, "labels")
+    assert "'cat', 'dog'" in invoke("evaluate", model, "--data", tmp_path / "other.npz").stderr
+
+
+def test_bench_and_doctor_take_text_labels(tmp_path: Path) -> None:
+    data = texts_npz(tmp_path / "words.npz")
+    doctor = invoke("doctor", "--data", data, "--device", "cpu")
+    assert "error" not in doctor.stderr and "checks:" in doctor.stdout, doctor.output
+    bench = invoke("bench", "--data", data, "--backends", "numpy", "--iterations", "4", "--repeats", "1",
+                   "--timed-steps", "2", "--warmup", "1")  # fmt: skip
+    assert bench.exit_code == 0, bench.output

@@ -836,6 +836,7 @@ def evaluate_command(
         if not chosen:
             raise checkpoint.CheckpointError(f"{checkpoint_file} was trained on other {ds.name} files than {ds.source}")
         out.say(f"note: the model was trained on other data ({saved.dataset}) than {ds.name}")
+    ds = userdata.relabelled(ds, saved.classes, checkpoint_file)  # labels numbered as the model's units
     check_model_fits_data(saved, ds, checkpoint_file)
     images, labels = (ds.test_images, ds.test_labels) if split == "test" else (ds.train_images, ds.train_labels)
     rows = DeviceData.from_host(images, labels, dev, saved.config.dtype, saved.sizes[-1])  # one-hot over its outputs

@@ -147,6 +147,9 @@ class Dataset:
     verified: bool = True  # False when no published checksum could vouch for a file
     num_classes: int = NUM_CLASSES
     files: tuple[Path, ...] = ()  # the files it was read from (no output may replace them)
+    # What class i stands for when the labels were texts (a user's --data: 'cat', 'dog'); the labels
+    # are then indices into it, sorted as the estimator's classes_ are. None: class i is the number i.
+    classes: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         # Built from arrays anywhere (a user's, a subset, a sweep's): never one label per sample too few.

@@ -56,7 +56,10 @@ class Checkpoint:
 
 
 def capture(trainer: Trainer, classes: list[Any] | None = None) -> Checkpoint:
-    """`trainer`'s state, on the host."""
+    """`trainer`'s state, on the host; `classes`: the labels its output units stand for, by default
+    those of the data it trains on (a --data file's texts) or none (unit i is class i)."""
+    if classes is None and trainer.dataset_classes is not None:
+        classes = list(trainer.dataset_classes)
     return Checkpoint(
         config=trainer.config,
         sizes=list(trainer.sizes),
