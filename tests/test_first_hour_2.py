@@ -238,3 +238,36 @@ def test_bench_and_doctor_take_text_labels(tmp_path: Path) -> None:
     bench = invoke("bench", "--data", data, "--backends", "numpy", "--iterations", "4", "--repeats", "1",
                    "--timed-steps", "2", "--warmup", "1")  # fmt: skip
     assert bench.exit_code == 0, bench.output
+
+
+# --- d. --checkpoint never replaces another model silently -----------------------------------------
+
+
+def test_a_checkpoint_of_another_model_is_refused_naming_what_differs(tmp_path: Path) -> None:
+    path = tmp_path / "run.npz"
+    assert invoke("train", *QUICK, "--hidden", "32", "--checkpoint", path).exit_code == 0
+    before = path.read_bytes()
+    line = one_line_error(invoke("train", *QUICK, "--checkpoint", path), 2)
+    assert line == (
+        f"error: --checkpoint {path} holds another model (layers 784-32-10, not 784-16-16-10): refusing to "
+        f"replace it; continue that one with --resume {path}, give another --checkpoint path, or delete the "
+        "file first"
+    )
+    data = texts_npz(tmp_path / "words.npz")  # the same layers on other data, with other classes
+    line = one_line_error(invoke("train", "--data", data, "--hidden", "32", "--iterations", "5", "--device", "cpu",
+                                 "--checkpoint", path), 2)  # fmt: skip
+    assert "holds another model (dataset synthetic, not words.npz; classes numbered, not 'eight', 'five'" in line
+    (tmp_path / "notes.npz").write_bytes(b"my own notes")
+    line = one_line_error(invoke("train", *QUICK, "--checkpoint", tmp_path / "notes.npz"), 2)
+    assert "is not a checkpoint gpunet can read" in line and "refusing to replace it" in line
+    assert path.read_bytes() == before and (tmp_path / "notes.npz").read_bytes() == b"my own notes"
+
+
+def test_a_checkpoint_of_the_same_model_is_replaced_as_before(tmp_path: Path) -> None:
+    path = tmp_path / "run.npz"
+    assert invoke("train", *QUICK, "--checkpoint", path).exit_code == 0
+    again = invoke("train", *QUICK, "--lr", "0.01", "--seed", "3", "--checkpoint", path)  # other settings
+    assert again.exit_code == 0, again.output
+    assert gpunet.load(path).lr == 0.01
+    resumed = invoke("train", "--resume", path, "--more", "5", "--checkpoint", tmp_path / "other.npz")
+    assert resumed.exit_code == 0, resumed.output

@@ -350,6 +350,8 @@ def train_command(
         out.say(dev.note)
     if saved is not None:  # refused before anything is built on the device or a cluster
         checkpoint.check_matches(saved, config, ds, resume)
+    if ckpt_option == "--checkpoint" and outputs.existed.get(ckpt_option):  # another model is never replaced
+        checkpoint.check_replaceable(checkpoint_path, layer_sizes(config, ds), ds)
     source = make_source(engine, config, ds, dev, workers, scheduler, out.say)
     try:
         trainer = Trainer(config, ds, dev, source=source)
