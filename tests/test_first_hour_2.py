@@ -271,3 +271,39 @@ def test_a_checkpoint_of_the_same_model_is_replaced_as_before(tmp_path: Path) ->
     assert gpunet.load(path).lr == 0.01
     resumed = invoke("train", "--resume", path, "--more", "5", "--checkpoint", tmp_path / "other.npz")
     assert resumed.exit_code == 0, resumed.output
+
+
+# --- item 2's rest: the command line's own settings in a table, one "unknown dataset", sizes from the data ---
+
+
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        (["train", *QUICK, "--checkpoint-every", "0"], "--checkpoint-every must be at least 1, got 0"),
+        (["train", *QUICK, "--more", "0"], "--more must be at least 1, got 0"),
+        (["evaluate", "model.npz", "--split", "validation"], "--split must be one of test, train, got 'validation'"),
+        (["predict", "model.npz", "x.npy", "--top", "0"], "--top must be at least 1, got 0"),
+    ],
+    ids=lambda a: a[0] if isinstance(a, list) else "",
+)
+def test_the_command_lines_own_settings_are_refused_by_their_table_in_flag_names(args: list, named: str) -> None:
+    from gpunet.cli.options import COMMAND_RULES
+
+    assert one_line_error(invoke(*args), 2) == f"error: {named}"  # before any file is looked at
+    assert named.split()[0] in {rule.flag for rule in COMMAND_RULES.values()}
+
+
+def test_unknown_dataset_is_worded_the_same_everywhere() -> None:
+    line = "unknown dataset 'cifar': choose one of auto, mnist, fashion-mnist, synthetic"
+    for command in (["train", "--device", "cpu"], ["doctor", "--device", "cpu"], ["bench"]):
+        assert one_line_error(invoke(*command, "--dataset", "cifar"), 2) == f"error: {line}"
+    with pytest.raises(ValueError, match="^" + line.replace("(", r"\(")):
+        gpunet.load_dataset("cifar")
+
+
+def test_memory_is_checked_for_the_datas_own_layers_not_mnists(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "wide.npz", x=rng.random((12, 5000), dtype=np.float32), y=np.arange(12) % 3)
+    for command in (["doctor", "--device", "cpu"], ["bench", "--backends", "numpy"]):
+        line = one_line_error(invoke(*command, "--data", tmp_path / "wide.npz", "--hidden", "10000000"), 2)
+        assert "of 5000-10000000-3 alone need" in line, line  # 784-10000000-10 before

@@ -21,7 +21,7 @@ import numpy as np
 
 from gpunet.data import cooloff
 from gpunet.data.idx import check_split, parse_idx, read_bytes
-from gpunet.errors import DatasetError, DatasetMissing, ForeignFile, program, shown
+from gpunet.errors import ConfigError, DatasetError, DatasetMissing, ForeignFile, printable, program, shown
 from gpunet.files import environment, inputs
 
 if TYPE_CHECKING:  # the downloader (urllib, http.client) is imported only when a download is due
@@ -119,6 +119,23 @@ def class_names(dataset: str, num_classes: int = NUM_CLASSES) -> list[str]:
 
 
 DATASET_NAMES = ("auto", "mnist", "fashion-mnist", "synthetic")
+
+
+class UnknownDataset(ConfigError, DatasetError):
+    """A --dataset name that is none of DATASET_NAMES: a bad option (exit code 2), and a DatasetError."""
+
+
+def check_name(name: str) -> None:
+    """Refuse a name that is not a built-in dataset, in the one wording every caller uses."""
+    if name not in DATASET_NAMES:
+        raise UnknownDataset(f"unknown dataset '{printable(name)}': choose one of {', '.join(DATASET_NAMES)}")
+
+
+def layers_for(name: str, hidden: tuple[int, ...]) -> list[int]:
+    """The layer sizes of a network on the built-in dataset `name`, known before reading it: every one
+    gpunet knows is 28x28 pixels of 10 classes (a user's data is measured once read: layer_sizes)."""
+    check_name(name)
+    return [IMAGE_PIXELS, *hidden, NUM_CLASSES]
 
 
 def _known() -> dict[str, tuple[DatasetSpec, DataFile]]:
@@ -342,8 +359,7 @@ def load(
         return synthetic()
     if name == "auto":
         return _load_auto(data_dir, offline, progress, say)
-    if name not in SPECS:
-        raise DatasetError(f"unknown dataset '{name}': choose one of {', '.join(DATASET_NAMES)}")
+    check_name(name)
     spec = SPECS[name]
     found, searched = locate(spec, data_dir)
     if found is None:

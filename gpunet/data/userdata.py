@@ -243,6 +243,9 @@ def load_dataset(
     unless `offline`, as the command line does), or a path. Images come as
     (n, pixels) uint8 rows, labels as integer arrays.
     """
+    looks_like_a_name = isinstance(name, str) and not any(c in name for c in "/.\\")
+    if looks_like_a_name and not Path(name).exists():  # 'cifar': a dataset name, not a missing file
+        datasets.check_name(name)
     if isinstance(name, Path) or str(name) not in datasets.DATASET_NAMES:
         ds = load_path(Path(name))
     else:
