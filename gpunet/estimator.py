@@ -372,7 +372,7 @@ def _warn_if_unscaled(x: Array, device: Device, dtype: str) -> None:
     """The seed's failure, named before training: numbers far outside a unit range (doctor's first check)."""
     if x.dtype == device.xp.uint8:  # pixels are scaled on the device
         return
-    problem = doctor.far_outside_unit_range(*doctor.input_range(x))
+    problem = doctor.far_outside_unit_range(x)
     if problem:
         warnings.warn(f"{problem}; scale X (e.g. standardise each feature) before fit", UserWarning, stacklevel=3)
 

@@ -48,7 +48,8 @@ class Rule:
             return self._range_problem(float(value))
         if self.kind == "choice":
             if not isinstance(value, str) or value not in self.choices:
-                return f"must be one of {', '.join(self.choices)}, got {_shown(value)}"
+                got = repr(value[:60]) if isinstance(value, str) else _shown(value)  # a text needs no "(a str)"
+                return f"must be one of {', '.join(self.choices)}, got {got}"
             return None
         if self.kind == "bool":
             return None if isinstance(value, bool) else f"must be True or False, got {_shown(value)}"

@@ -45,6 +45,7 @@ from gpunet.cli.options import (
     SchedulerOpt,
     SeedOpt,
     WorkersOpt,
+    check_options,
     parse_hidden,
 )
 from gpunet.cli.report import Reporter, forgiving_output, safe_output, standard_streams, stderr_line
@@ -218,8 +219,7 @@ def load_dataset(
         ds = userdata.load_path(user_data, out.say)
         out.say(userdata.describe(ds))
         return ds
-    if name not in datasets.DATASET_NAMES:
-        raise ConfigError(f"unknown dataset '{name}': choose one of {', '.join(datasets.DATASET_NAMES)}")
+    datasets.check_name(name)
     with out.downloads():
         ds = datasets.load(name, data_dir, offline, out.download_progress, out.say)
     out.say(
@@ -312,12 +312,9 @@ def train_command(
         raise
     options: dict[str, Any] = {"hidden": hidden, "optimizer": optimizer, "lr": lr, "iterations": iterations}
     options |= {"batch_size": batch_size, "dtype": dtype, "seed": seed, "eval_every": eval_every, "dataset": dataset}
-    if more is not None and (more < 1 or _given(ctx, "iterations")):
-        raise ConfigError(
-            f"--more must be at least 1, got {more}"
-            if more < 1
-            else "give --more (steps to add) or --iterations (the new total), not both"
-        )
+    check_options(checkpoint_every=checkpoint_every, more=more)
+    if more is not None and _given(ctx, "iterations"):
+        raise ConfigError("give --more (steps to add) or --iterations (the new total), not both")
     saved = checkpoint.load(resume) if resume else None
     if saved is not None and resume:  # the checkpoint's settings, except those given on the command line
         previous = asdict(saved.config) | {"hidden": ",".join(map(str, saved.config.hidden)), "dataset": saved.dataset}
@@ -337,10 +334,8 @@ def train_command(
         from gpunet.bench import plots
 
         plots.require(plot)
-    if checkpoint_every is not None and checkpoint_every < 1:
-        raise ConfigError(f"--checkpoint-every must be at least 1, got {checkpoint_every}")
-    if user_data is None and dataset not in datasets.DATASET_NAMES:
-        raise ConfigError(f"unknown dataset '{dataset}': choose one of {', '.join(datasets.DATASET_NAMES)}")
+    if user_data is None:
+        datasets.check_name(dataset)
     check_engine_options(ctx, engine, workers, scheduler)
     if engine == "dask" and config.batch_size is not None:
         raise ConfigError("--engine dask trains on the full batch: omit --batch-size")
@@ -348,7 +343,7 @@ def train_command(
         raise ConfigError("--engine dask reads its shards from files on the workers: use mnist or fashion-mnist")
     dev = resolve_device(device)
     if user_data is None:  # the built-in datasets' sizes are known before reading them; --data's are checked after
-        check_fits(config, [datasets.IMAGE_PIXELS, *config.hidden, datasets.NUM_CLASSES], dev)
+        check_fits(config, datasets.layers_for(dataset, config.hidden), dev)
     out = Reporter(quiet)
     ds = load_dataset(dataset, data_dir, offline, out, user_data)
     outputs.check_inputs({"dataset file": ds.files})
@@ -356,6 +351,9 @@ def train_command(
         out.say(dev.note)
     if saved is not None and resume:  # refused before anything is built on the device or a cluster
         checkpoint.check_matches(saved, config, ds, resume)
+    # another model is never replaced
+    if checkpoint_path and ckpt_option == "--checkpoint" and outputs.existed.get(ckpt_option):
+        checkpoint.check_replaceable(checkpoint_path, layer_sizes(config, ds), ds)
     trainer = sources.make_trainer(engine, config, ds, dev, workers, scheduler, out.say)
     if saved is not None:
         checkpoint.restore(trainer, saved)
@@ -420,7 +418,9 @@ def train_command(
             result = trainer.run(out.record, out.step, save if checkpoint_path else None, checkpoint_every)
         if result.problem is not None:  # the outcome's line and exit code are its error's
             keep_outputs(result, type(result.problem).__name__)
-            result.problem.hint = outcome_hint(result, trainer, checkpoint_path, no_save, still_there)
+            result.problem.hint = outcome_hint(
+                result, trainer, checkpoint_path, no_save, still_there, bool(outputs.existed.get(ckpt_option))
+            )
             raise result.problem
     finally:
         trainer.close()
@@ -465,10 +465,16 @@ def asked_for(
 
 
 def outcome_hint(
-    result: TrainResult, trainer: Trainer, path: Path | None, no_save: bool, still_there: Callable[[], str]
+    result: TrainResult,
+    trainer: Trainer,
+    path: Path | None,
+    no_save: bool,
+    still_there: Callable[[], str],
+    existed: bool = False,
 ) -> str:
     """What the line of a run that did not finish adds: where to resume a stopped run from, or the
-    last good checkpoint of one that diverged or did not learn."""
+    last good checkpoint of one that diverged or did not learn, or that nothing was saved (`existed`:
+    a file was already at `path`, and is intact)."""
     if result.outcome in (Outcome.INTERRUPTED, Outcome.FAILED):
         if path and trainer.last_saved_step == trainer.steps_done:
             return f"checkpoint written to {path}; resume with: {program()} train --resume {path}"
@@ -477,6 +483,8 @@ def outcome_hint(
         return "nothing saved" + (" (--no-save)" if no_save else "")
     if path and trainer.last_saved_step is not None:
         return f"the last good checkpoint (step {trainer.last_saved_step}) is {path}"
+    if path and result.problem is not None:  # a bad state is never saved, and none was good before it
+        return checkpoint.nothing_saved(result.problem, path if existed else None)
     return ""
 
 
@@ -589,9 +597,8 @@ def bench_command(
     config = TrainConfig(parse_hidden(hidden), optimizer, lr, iterations, batch_size, dtype, seed, eval_every)
     settings = suite.BenchSettings(config, target_accuracy, warmup, timed_steps, repeats)
     check_data_options(ctx, user_data, data_dir)
-    check_fits(
-        config, [datasets.IMAGE_PIXELS, *config.hidden, datasets.NUM_CLASSES], resolve_device("cpu")
-    )  # host memory
+    if user_data is None:  # a built-in dataset's sizes are known now; --data's once it is read
+        check_fits(config, datasets.layers_for(dataset, config.hidden), resolve_device("cpu"))  # host memory
     if plot:
         from gpunet.bench import plots
 
@@ -621,6 +628,7 @@ def bench_command(
     out = Reporter()
     ds = load_dataset(dataset, data_dir, offline, out, user_data)
     outputs.check_inputs({"dataset file": ds.files})
+    check_fits(config, layer_sizes(config, ds), resolve_device("cpu"))  # host memory, for the data as it is
     report = suite.run_bench(settings, ds, chosen, out.say, progress=out)
     out.console.print(bench_table(report))
     for name, detail in report["agreement"].items():
@@ -819,8 +827,7 @@ def evaluate_command(
     json_path: JsonOpt = None,
 ) -> None:
     """Loss, accuracy, per-class accuracy and the confusion matrix of a saved model."""
-    if split not in ("test", "train"):
-        raise ConfigError(f"--split must be test or train, got '{split}'")
+    check_options(split=split)
     check_data_options(ctx, user_data, data_dir)
     inputs = {"the checkpoint": checkpoint_file, "--data-dir": data_dir, "--data": user_data}
     outputs = claim(ctx, {"--json": json_path}, inputs=inputs)
@@ -837,6 +844,7 @@ def evaluate_command(
         if not chosen:
             raise checkpoint.CheckpointError(f"{checkpoint_file} was trained on other {ds.name} files than {ds.source}")
         out.say(f"note: the model was trained on other data ({saved.dataset}) than {ds.name}")
+    ds = userdata.relabelled(ds, saved.classes, checkpoint_file)  # labels numbered as the model's units
     check_model_fits_data(saved, ds, checkpoint_file)
     images, labels = (ds.test_images, ds.test_labels) if split == "test" else (ds.train_images, ds.train_labels)
     names = model_class_names(saved)
@@ -887,8 +895,7 @@ def predict_command(
     ] = "auto",
 ) -> None:
     """The class and probabilities a saved model gives each image."""
-    if top < 1:
-        raise ConfigError(f"--top must be at least 1, got {top}")
+    check_options(top=top)
     check_invert(invert)
     claim(ctx, {"--json": json_path}, inputs={"the checkpoint": checkpoint_file, "image file": files})
     saved, dev, _ = load_model(checkpoint_file, device)
@@ -925,15 +932,15 @@ def doctor_command(
     config = TrainConfig(hidden=parse_hidden(hidden), dtype=dtype, seed=seed)
     if user_data is not None and (data_dir is not None or _from_command_line(ctx, "dataset")):
         raise ConfigError("--data names the data itself: give it without --dataset or --data-dir")
-    if user_data is None and dataset not in datasets.DATASET_NAMES:
-        raise ConfigError(f"unknown dataset '{dataset}': choose one of {', '.join(datasets.DATASET_NAMES)}")
     dev = resolve_device(device)
-    check_fits(config, [datasets.IMAGE_PIXELS, *config.hidden, datasets.NUM_CLASSES], dev)
+    if user_data is None:  # a built-in dataset's sizes are known now; --data's once it is read
+        check_fits(config, datasets.layers_for(dataset, config.hidden), dev)
     if user_data is not None:
         ds = userdata.load_path(user_data, say=lambda line: print(printable(line)))
         print(printable(userdata.describe(ds)))  # the file's name: anyone's text
     else:
         ds = datasets.load(dataset, data_dir, offline, say=print)
+    check_fits(config, layer_sizes(config, ds), dev)
     if dev.note:
         print(dev.note)
     network = "-".join(map(str, layer_sizes(config, ds)))

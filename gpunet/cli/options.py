@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from gpunet import params
 from gpunet.errors import ConfigError
 
 DATASET_HELP = (
@@ -57,3 +58,18 @@ def parse_hidden(text: str) -> tuple[int, ...]:
         return tuple(int(p) for p in parts)
     except ValueError:
         raise ConfigError(f"--hidden takes comma-separated layer sizes such as 16,16, got '{text}'") from None
+
+
+# The settings only the command line has (the library's are TRAIN_RULES and BENCH_RULES), in the same
+# table form: refused in one line naming the flag (`--top must be at least 1, got 0`), never coerced.
+COMMAND_RULES = params.table(
+    params.Rule("checkpoint_every", "--checkpoint-every", "int", low=1, optional=True),
+    params.Rule("more", "--more", "int", low=1, optional=True),
+    params.Rule("top", "--top", "int", low=1),
+    params.Rule("split", "--split", "choice", choices=("test", "train")),
+)
+
+
+def check_options(**values: object) -> None:
+    """Refuse the first of these command-line settings that breaks its COMMAND_RULES rule."""
+    params.check(COMMAND_RULES, values)

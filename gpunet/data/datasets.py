@@ -19,8 +19,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from gpunet.data import cooloff
 from gpunet.data.idx import check_split, parse_idx, read_bytes
-from gpunet.errors import DatasetError, DatasetMissing, ForeignFile, program, shown
+from gpunet.errors import ConfigError, DatasetError, DatasetMissing, ForeignFile, printable, program, shown
 from gpunet.files import environment, inputs
 
 if TYPE_CHECKING:  # the downloader (urllib, http.client) is imported only when a download is due
@@ -120,6 +121,23 @@ def class_names(dataset: str, num_classes: int = NUM_CLASSES) -> list[str]:
 DATASET_NAMES = ("auto", "mnist", "fashion-mnist", "synthetic")
 
 
+class UnknownDataset(ConfigError, DatasetError):
+    """A --dataset name that is none of DATASET_NAMES: a bad option (exit code 2), and a DatasetError."""
+
+
+def check_name(name: str) -> None:
+    """Refuse a name that is not a built-in dataset, in the one wording every caller uses."""
+    if name not in DATASET_NAMES:
+        raise UnknownDataset(f"unknown dataset '{printable(name)}': choose one of {', '.join(DATASET_NAMES)}")
+
+
+def layers_for(name: str, hidden: tuple[int, ...]) -> list[int]:
+    """The layer sizes of a network on the built-in dataset `name`, known before reading it: every one
+    gpunet knows is 28x28 pixels of 10 classes (a user's data is measured once read: layer_sizes)."""
+    check_name(name)
+    return [IMAGE_PIXELS, *hidden, NUM_CLASSES]
+
+
 def _known() -> dict[str, tuple[DatasetSpec, DataFile]]:
     """Every known checksum (of SPECS as they are), so a file of one dataset found where another
     was expected is named for what it is instead of being trained on by mistake."""
@@ -149,6 +167,9 @@ class Dataset:
     # The directory a built-in dataset was read from, for readers in other processes (Dask workers);
     # None for data that is not a built-in dataset's files. (`source` is for people, not for reading.)
     directory: Path | None = None
+    # What class i stands for when the labels were texts (a user's --data: 'cat', 'dog'); the labels
+    # are then indices into it, sorted as the estimator's classes_ are. None: class i is the number i.
+    classes: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         # Built from arrays anywhere (a user's, a subset, a sweep's): never one label per sample too few.
@@ -305,12 +326,18 @@ def fetch(
 ) -> Path:
     """Download whatever of `spec` `target` (by default the cache) lacks; returns that directory."""
     target = target or cache_dir() / spec.name
+    bases = mirrors(spec)
     for f in spec.files:
         if _file_in(target, f) is None:
-            urls = [base + f.name + ".gz" for base in mirrors(spec)]
+            urls = [base + f.name + ".gz" for base in bases]
             from gpunet.data.download import download
 
-            download(urls, target / f"{f.name}.gz", f.gz_sha256, progress(f.name) if progress else None, say=say)
+            try:
+                download(urls, target / f"{f.name}.gz", f.gz_sha256, progress(f.name) if progress else None, say=say)
+            except DatasetError:  # every mirror failed: `auto` need not wait for them again for a while
+                cooloff.remember(cache_dir(), spec.name, bases)
+                raise
+    cooloff.forget(cache_dir(), spec.name)
     return target
 
 
@@ -336,8 +363,7 @@ def load(
         return synthetic()
     if name == "auto":
         return _load_auto(data_dir, offline, progress, say)
-    if name not in SPECS:
-        raise DatasetError(f"unknown dataset '{name}': choose one of {', '.join(DATASET_NAMES)}")
+    check_name(name)
     spec = SPECS[name]
     found, searched = locate(spec, data_dir)
     if found is None:
@@ -362,6 +388,8 @@ def _load_auto(
     progress: Callable[[str], Progress | None] | None,
     say: Callable[[str], None],
 ) -> Dataset:
+    if not offline and data_dir is None and (fashion := _fallback_while_mirrors_cool_off(say)) is not None:
+        return fashion
     try:
         return load("mnist", data_dir, offline, progress, say)
     except (DatasetMissing, ForeignFile) as e:  # a corrupt MNIST is reported, not replaced
@@ -375,6 +403,25 @@ def _load_auto(
     fashion = load_dir(FASHION_MNIST, found)
     why = "offline" if offline else "(could not be downloaded)"
     say(f"MNIST unavailable {why}: training on Fashion-MNIST from {fashion.source}")
+    return fashion
+
+
+def _fallback_while_mirrors_cool_off(say: Callable[[str], None]) -> Dataset | None:
+    """The installed Fashion-MNIST, said in one line, when MNIST is not here and its mirrors all failed
+    lately (gpunet.data.cooloff); None when MNIST is to be looked for (and downloaded) as usual."""
+    if locate(MNIST)[0] is not None:
+        return None
+    failed = cooloff.failed_recently(cache_dir(), MNIST.name, mirrors(MNIST))
+    if failed is None:
+        return None
+    found, _ = locate(FASHION_MNIST)
+    if found is None:  # no fallback: the mirrors are the only hope, so they are tried
+        return None
+    fashion = load_dir(FASHION_MNIST, found)
+    say(
+        f"MNIST mirrors unreachable {cooloff.ago(failed)}; training on Fashion-MNIST from {fashion.source}; "
+        f"retry now with `{program()} datasets download mnist` (or GPUNET_MIRROR_COOLOFF=0)"
+    )
     return fashion
 
 

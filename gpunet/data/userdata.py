@@ -10,7 +10,9 @@
 
 Samples are rows: images of any shape are flattened. uint8 values are pixels
 (scaled to [0, 1] for training, as the built-in datasets are); other numbers
-are used as given. Labels are class numbers 0..K-1, any K from 2 up. No
+are used as given. Labels are class numbers 0..K-1, any K from 2 up, or texts
+('cat', 'dog'), numbered in sorted order as the estimator's classes_ are and kept
+as the model's class names (Dataset.classes, then the checkpoint's). No
 published checksum covers a user's files, so they get the format checks
 only; their SHA-256 identifies them in checkpoints, and the file or folder
 name is the dataset's name.
@@ -18,9 +20,11 @@ name is the dataset's name.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -57,8 +61,16 @@ def describe(ds: datasets.Dataset) -> str:
     kind = "uint8 pixels, scaled to [0, 1]" if x.dtype == np.uint8 else f"{x.dtype} numbers, used as given"
     return (
         f"data: {ds.name} from {ds.source}: {len(x):,} train and {len(ds.test_images):,} test rows of "
-        f"{x.shape[1]:,} features ({kind}), {ds.num_classes} classes, sha256 {ds.checksum[:16]}…"
+        f"{x.shape[1]:,} features ({kind}), {ds.num_classes} classes{_named(ds.classes)}, sha256 {ds.checksum[:16]}…"
     )
+
+
+def _named(classes: tuple[str, ...] | None, shown: int = 4) -> str:
+    """The first class names, for describe(): ' (cat, dog, …)'; '' for numbered classes."""
+    if classes is None:
+        return ""
+    more = ", …" if len(classes) > shown else ""
+    return f" ({', '.join(repr(c) for c in classes[:shown])}{more})"
 
 
 # --- IDX folders ------------------------------------------------------------------------------
@@ -119,7 +131,7 @@ def _load_npz(path: Path, say: Callable[[str], None]) -> datasets.Dataset:
     if keys == NPZ_SPLITS:
         splits = [arrays[k] for k in NPZ_SPLITS]
     else:
-        x, y = _rows(arrays["x"], "x", path), _labels(arrays["y"], "y", path)
+        x, y = _rows(arrays["x"], "x", path), _texts_or_labels(arrays["y"], "y", path)
         if len(x) != len(y) or len(x) < 2:
             raise DatasetError(f"x has {len(x)} rows and y {len(y)} labels: one label per row, 2 rows or more", path)
         order = np.random.default_rng(SPLIT_SEED).permutation(len(x))
@@ -128,7 +140,14 @@ def _load_npz(path: Path, say: Callable[[str], None]) -> datasets.Dataset:
         say(f"{path.name} holds x and y: {held:,} of {len(x):,} rows held out as the test split (seeded, fixed)")
         splits = [x[train], y[train], x[test], y[test]]
     train_x, test_x = _rows(splits[0], "x_train", path), _rows(splits[2], "x_test", path)
-    train_y, test_y = _labels(splits[1], "y_train", path), _labels(splits[3], "y_test", path)
+    train_y, test_y = _texts_or_labels(splits[1], "y_train", path), _texts_or_labels(splits[3], "y_test", path)
+    classes = None
+    if (train_y.dtype.kind == "U") != (test_y.dtype.kind == "U"):
+        raise DatasetError("y_train and y_test must both be class numbers or both texts", path)
+    if train_y.dtype.kind == "U":  # texts: numbered in sorted order over both splits, kept as the names
+        names, codes = np.unique(np.concatenate([train_y, test_y]), return_inverse=True)
+        classes = tuple(str(c) for c in names)
+        train_y, test_y = codes[: len(train_y)].astype(np.int64), codes[len(train_y) :].astype(np.int64)
     for x, y, what in ((train_x, train_y, "train"), (test_x, test_y, "test")):
         if len(x) != len(y):
             raise DatasetError(f"the {what} split has {len(x)} rows and {len(y)} labels: one label per row", path)
@@ -136,7 +155,7 @@ def _load_npz(path: Path, say: Callable[[str], None]) -> datasets.Dataset:
         raise DatasetError(f"x_test rows have {test_x.shape[1]} features, x_train rows {train_x.shape[1]}", path)
     if train_x.dtype != test_x.dtype:
         raise DatasetError(f"x_train is {train_x.dtype} and x_test {test_x.dtype}: both must be alike", path)
-    return _dataset(path, train_x, train_y, test_x, test_y, checksum, (path,))
+    return _dataset(path, train_x, train_y, test_x, test_y, checksum, (path,), classes)
 
 
 def _rows(x: np.ndarray, key: str, path: Path) -> np.ndarray:
@@ -156,6 +175,17 @@ def _rows(x: np.ndarray, key: str, path: Path) -> np.ndarray:
     return x
 
 
+def _texts_or_labels(y: np.ndarray, key: str, path: Path) -> np.ndarray:
+    """Texts (as str, one per sample), or class numbers as _labels checks them."""
+    if y.dtype.kind not in "US":
+        return _labels(y, key, path)
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]
+    if y.ndim != 1:
+        raise DatasetError(f"{key} has shape {y.shape}: labels are one class per sample", path)
+    return np.char.decode(y, "utf-8", errors="replace") if y.dtype.kind == "S" else y
+
+
 def _labels(y: np.ndarray, key: str, path: Path) -> np.ndarray:
     """Class numbers 0..K-1, as a 1-D integer array."""
     if y.ndim == 2 and y.shape[1] == 1:
@@ -165,7 +195,7 @@ def _labels(y: np.ndarray, key: str, path: Path) -> np.ndarray:
     if y.dtype.kind == "f" and (not np.isfinite(y).all() or not (y == np.round(y)).all()):
         raise DatasetError(f"{key} holds values that are not class numbers (floats with fractions, NaN)", path)
     if y.dtype.kind not in "biuf":
-        raise DatasetError(f"{key} holds {y.dtype} values; labels are class numbers 0, 1, 2, …", path)
+        raise DatasetError(f"{key} holds {y.dtype} values; labels are class numbers 0, 1, 2, … or texts", path)
     if len(y) and y.max() >= MAX_CLASSES:
         raise DatasetError(
             f"{key} holds labels up to {int(y.max()):,}: gpunet trains at most {MAX_CLASSES:,} classes", path
@@ -183,10 +213,12 @@ def _dataset(
     test_y: np.ndarray,
     checksum: str,
     files: tuple[Path, ...],
+    classes: tuple[str, ...] | None = None,
 ) -> datasets.Dataset:
-    num_classes = int(max(train_y.max(), test_y.max())) + 1
+    num_classes = len(classes) if classes is not None else int(max(train_y.max(), test_y.max())) + 1
     if num_classes < 2:
-        raise DatasetError("every label is 0: a classifier needs at least two classes", path)
+        only = repr(classes[0]) if classes else "0"
+        raise DatasetError(f"every label is {only}: a classifier needs at least two classes", path)
     return datasets.Dataset(
         name=path.resolve().name,
         source=str(path),
@@ -198,6 +230,7 @@ def _dataset(
         verified=False,
         num_classes=num_classes,
         files=files,  # inputs: no output may replace them
+        classes=classes,
     )
 
 
@@ -210,8 +243,37 @@ def load_dataset(
     unless `offline`, as the command line does), or a path. Images come as
     (n, pixels) uint8 rows, labels as integer arrays.
     """
+    # 'cifar': a dataset name, not a missing file
+    if isinstance(name, str) and not any(c in name for c in "/.\\") and not Path(name).exists():
+        datasets.check_name(name)
     if isinstance(name, Path) or str(name) not in datasets.DATASET_NAMES:
         ds = load_path(Path(name))
     else:
         ds = datasets.load(str(name), Path(data_dir) if data_dir else None, offline)
     return ds.train_images, ds.train_labels, ds.test_images, ds.test_labels
+
+
+def relabelled(ds: datasets.Dataset, model_classes: list[Any] | None, model: Path) -> datasets.Dataset:
+    """`ds` with its labels numbered as `model`'s output units are (`model_classes`, its checkpoint's
+    labels): data labelled with texts is numbered in its own sorted order, which is the model's only
+    when both hold the same classes. A label the model does not know, or texts against a model of
+    numbered classes (and numbers against one of texts), is refused in one line."""
+    if ds.classes is None and (model_classes is None or all(not isinstance(c, str) for c in model_classes)):
+        return ds  # numbers against numbers: class i is unit i, as it always was
+    if ds.classes is None or model_classes is None or not all(isinstance(c, str) for c in model_classes):
+        data = "texts" if ds.classes is not None else "class numbers"
+        theirs = "texts" if model_classes and all(isinstance(c, str) for c in model_classes) else "class numbers"
+        raise DatasetError(f"{ds.name} is labelled with {data}, but {model} was trained on {theirs}")
+    units = {c: i for i, c in enumerate(model_classes)}
+    unknown = [c for c in ds.classes if c not in units]
+    if unknown:
+        listed = ", ".join(repr(c) for c in unknown[:5]) + (", …" if len(unknown) > 5 else "")
+        raise DatasetError(f"{ds.name} holds labels {model} was not trained on: {listed}")
+    mapping = np.array([units[c] for c in ds.classes], dtype=np.int64)
+    return dataclasses.replace(
+        ds,
+        train_labels=mapping[ds.train_labels],
+        test_labels=mapping[ds.test_labels],
+        num_classes=len(model_classes),
+        classes=tuple(model_classes),
+    )

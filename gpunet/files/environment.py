@@ -8,6 +8,8 @@ work, as it refuses a bad option. An unset or empty variable is its default.
 - GPUNET_DATA: a directory where datasets are looked for first (checked where used).
 - GPUNET_MIRRORS: comma-separated http:// or https:// base URLs replacing the built-in mirrors.
 - GPUNET_FUSE: 1 (the default) fuses the elementwise steps on cupy, 0 does not.
+- GPUNET_MIRROR_COOLOFF: seconds after every mirror failed during which `auto` does not try them
+  again (default 3600; 0 tries them every time; see gpunet.data.cooloff).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from pathlib import Path
 
 from gpunet.errors import ConfigError
 
-NAMES = ("GPUNET_DATA", "GPUNET_MIRRORS", "GPUNET_FUSE")
+NAMES = ("GPUNET_DATA", "GPUNET_MIRRORS", "GPUNET_FUSE", "GPUNET_MIRROR_COOLOFF")
 
 
 def _raw(name: str) -> str | None:
@@ -68,8 +70,27 @@ def fuse() -> bool:
     return value.strip() == "1"
 
 
+MIRROR_COOLOFF_S = 3600
+
+
+def mirror_cooloff_s() -> float:
+    """$GPUNET_MIRROR_COOLOFF: seconds during which mirrors that all failed are not tried again by `auto`."""
+    value = _raw("GPUNET_MIRROR_COOLOFF")
+    if value is None:
+        return MIRROR_COOLOFF_S
+    wanted = f"give a number of seconds, 0 or more (0 tries the mirrors every time; default {MIRROR_COOLOFF_S})"
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise _refuse("GPUNET_MIRROR_COOLOFF", value, wanted) from None
+    if not (seconds >= 0 and seconds != float("inf")):
+        raise _refuse("GPUNET_MIRROR_COOLOFF", value, wanted)
+    return seconds
+
+
 def check_all() -> None:
     """Read every GPUNET_* setting once: a malformed one raises ConfigError now, before any work."""
     data_dir()
     mirrors()
     fuse()
+    mirror_cooloff_s()

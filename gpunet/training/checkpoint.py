@@ -24,7 +24,7 @@ import numpy as np
 from gpunet.core.flat import flatten
 from gpunet.core.optimizers import OPTIMIZERS
 from gpunet.data.datasets import Dataset
-from gpunet.errors import DatasetError, GpunetError, WriteFailed, shown
+from gpunet.errors import DatasetError, DivergedError, GpunetError, OutputRefused, WriteFailed, printable, shown
 from gpunet.files import archives, inputs
 from gpunet.files.outputs import atomic_file, failure_reason
 from gpunet.training.train import DTYPES, Record, TrainConfig, Trainer, layer_sizes
@@ -56,7 +56,10 @@ class Checkpoint:
 
 
 def capture(trainer: Trainer, classes: list[Any] | None = None) -> Checkpoint:
-    """`trainer`'s state, on the host."""
+    """`trainer`'s state, on the host; `classes`: the labels its output units stand for, by default
+    those of the data it trains on (a --data file's texts) or none (unit i is class i)."""
+    if classes is None and trainer.dataset_classes is not None:
+        classes = list(trainer.dataset_classes)
     return Checkpoint(
         config=trainer.config,
         sizes=list(trainer.sizes),
@@ -459,6 +462,57 @@ def check_matches(ckpt: Checkpoint, config: TrainConfig, dataset: Dataset, path:
             )
     if mismatches:
         raise CheckpointError(f"{path} was written for {'; '.join(mismatches)}: refusing to mix them")
+
+
+def model_differences(ckpt: Checkpoint, sizes: list[int], dataset: Dataset) -> list[str]:
+    """How the model in `ckpt` differs from one of layers `sizes` trained on `dataset`: its layers (the
+    data's features and classes among them), the data it was trained on, the labels of its classes.
+    Empty: the same model (its settings, such as the learning rate, may differ)."""
+    differences = []
+    if ckpt.sizes != sizes:
+        differences.append(f"layers {'-'.join(map(str, ckpt.sizes))}, not {'-'.join(map(str, sizes))}")
+    if ckpt.dataset != dataset.name:
+        differences.append(f"dataset {printable(ckpt.dataset)}, not {printable(dataset.name)}")
+    labels = list(dataset.classes) if dataset.classes is not None else None
+    if ckpt.sizes == sizes and ckpt.classes != labels:
+        differences.append(f"classes {_named(ckpt.classes)}, not {_named(labels)}")
+    return differences
+
+
+def _named(classes: list[Any] | None) -> str:
+    """Class labels, for a message: the first few, or 'numbered' for units that are class 0..k-1."""
+    if classes is None:
+        return "numbered"
+    return printable(", ".join(map(repr, classes[:4])) + (", …" if len(classes) > 4 else ""))
+
+
+def check_replaceable(path: Path, sizes: list[int], dataset: Dataset, option: str = "--checkpoint") -> None:
+    """A new run's checkpoint path that already holds another model (model_differences) or a file that is
+    not a checkpoint is refused in one line, before training: it is never replaced silently. An empty
+    file (a claimed name) and a checkpoint of the same model are replaced as usual."""
+    if not path.is_file() or path.stat().st_size == 0:
+        return
+    how = f"give another {option} path, or delete the file first"
+    try:
+        old = load(path)
+    except CheckpointError as e:
+        raise OutputRefused(
+            f"{option} {shown(path)} is not a checkpoint gpunet can read ({e}): refusing to replace it; {how}"
+        ) from None
+    differences = model_differences(old, sizes, dataset)
+    if differences:
+        raise OutputRefused(
+            f"{option} {shown(path)} holds another model ({'; '.join(differences)}): refusing to replace it; "
+            f"continue that one with --resume {shown(path)}, {how}"
+        )
+
+
+def nothing_saved(problem: Exception, kept: Path | None = None) -> str:
+    """Why a run that diverged (or did not learn) before its first checkpoint left none: a state past the
+    problem is never saved, and no earlier one was kept. `kept`: a file that was there before, untouched."""
+    how = "diverged" if isinstance(problem, DivergedError) else "stopped learning"
+    said = f"nothing was saved: the run {how} before its first checkpoint, so no good state existed to keep"
+    return f"{said}; the file already at {kept} is intact" if kept is not None else said
 
 
 def restore(trainer: Trainer, ckpt: Checkpoint) -> None:

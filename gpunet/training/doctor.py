@@ -64,7 +64,11 @@ def _scalar(a: Any) -> float:
 
 
 UNSCALED = "pixels must be divided by 255: raw 0..255 inputs make the logits huge and the softmax overflow"
-UNIT_RANGE = 10.0  # features beyond ±this are far outside a unit range: standardised data stays well within
+# Inputs whose root mean square is above this are far outside a unit range. The mean square is the
+# mean of each feature's: after standardising, its variance, 1 (0 for a constant feature), so
+# standardised data never has an RMS above 1, even where a near-constant feature's rare values reach
+# sqrt(n), which a rule on the maximum took for unscaled pixels. Raw 0..255 pixels have an RMS near 85.
+UNIT_RMS = 10.0
 
 
 def input_range(x: Any) -> tuple[float, float]:
@@ -73,11 +77,29 @@ def input_range(x: Any) -> tuple[float, float]:
     return _scalar(xp.min(x)), _scalar(xp.max(x))
 
 
-def far_outside_unit_range(lo: float, hi: float) -> str | None:
-    """What is wrong with inputs spanning [lo, hi] if they are far outside a unit range, else None."""
-    if max(abs(lo), abs(hi)) <= UNIT_RANGE:
+def root_mean_square(x: Any) -> float:
+    """sqrt(mean(x**2)) over every input value, without overflowing for values near the dtype's limit."""
+    xp = array_namespace(x)
+    if not xp.isdtype(x.dtype, "real floating"):
+        x = xp.astype(x, xp.float64)
+    largest = _scalar(xp.max(xp.abs(x)))
+    if largest == 0 or not math.isfinite(largest):
+        return largest
+    scaled = x / largest  # in [-1, 1]: its squares cannot overflow
+    return largest * math.sqrt(_scalar(xp.mean(scaled * scaled)))
+
+
+def far_outside_unit_range(x: Any) -> str | None:
+    """What is wrong with inputs `x` if they are far outside a unit range (their RMS is above
+    UNIT_RMS), else None. Standardised data never is; unscaled 0..255 pixels are."""
+    rms = root_mean_square(x)
+    if rms <= UNIT_RMS:
         return None
-    return f"inputs range from {lo:g} to {hi:g}, far outside a unit range, as the seed's did ({UNSCALED})"
+    lo, hi = input_range(x)
+    return (
+        f"inputs range from {lo:g} to {hi:g} with a root mean square of {rms:.3g}, far outside a unit range, "
+        f"as the seed's did ({UNSCALED})"
+    )
 
 
 def _inputs_scaled(s: _Setup) -> Outcome:
@@ -86,7 +108,7 @@ def _inputs_scaled(s: _Setup) -> Outcome:
     if s.dataset.train_images.dtype == np.uint8:  # pixels: scaled to [0, 1] exactly, or a bug
         return lo >= 0 and hi <= 1, value, UNSCALED
     # A user's numbers are used as given: within a unit range is enough (standardised data is fine).
-    problem = far_outside_unit_range(lo, hi)
+    problem = far_outside_unit_range(s.split.x)
     return problem is None, value, problem or ""
 
 

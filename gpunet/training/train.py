@@ -399,6 +399,7 @@ class Trainer:
     ) -> None:
         self.config, self.device = config, device
         self.dataset_name, self.dataset_checksum = dataset.name, dataset.checksum
+        self.dataset_classes = dataset.classes  # the labels' texts, kept in its checkpoints
         self.sizes = layer_sizes(config, dataset)
         samples = dataset.train_images.shape[0] + (0 if dataset.test_images is None else dataset.test_images.shape[0])
         check_fits(config, self.sizes, device, samples)
