@@ -35,6 +35,7 @@ from gpunet.device.arrays import (
 )
 from gpunet.device.backend import Device, array_namespace, is_numpy_array, to_numpy
 from gpunet.errors import Interrupted
+from gpunet.files import signals
 from gpunet.training import checkpoint, doctor
 from gpunet.training.train import TrainConfig, Trainer, device_rows
 
@@ -197,15 +198,27 @@ class MLPClassifier:
         try:
             if previous is not None:
                 checkpoint.restore(trainer, previous)
+            stopped = None
             try:
                 trainer.run()
-            except Interrupted as e:  # Ctrl-C in a notebook: keep what was learned, as scikit-learn does
+            except Interrupted as e:  # Ctrl-C: keep what was learned (as scikit-learn does), then say so
                 trainer.check_losses()
-                warnings.warn(f"training {e}; the model holds the weights of that step", stacklevel=2)
+                stopped = f"training {e}; the model holds the weights of that step"
             state = checkpoint.capture(trainer, _jsonable(classes))
         finally:
             trainer.close()
         self._set_state(state, device.name, classes)
+        if trainer.stop_signals:
+            # The model is fitted and kept; the signal then acts as the caller's handler says: a
+            # KeyboardInterrupt by default, so a script or a loop of fits stops as Python users expect.
+            late = (
+                f"training had completed ({trainer.steps_done} steps) when {signals.name(trainer.stop_signals[0])} came"
+            )
+            signals.hand_over(
+                trainer.stop_signals[0],
+                f"{stopped or late}; fitted: predict, score and save work, "
+                "and fit with warm_start=True trains it further",
+            )
         return self
 
     def _continued(self, previous: checkpoint.Checkpoint, config: TrainConfig, x: Array, classes: np.ndarray):

@@ -114,7 +114,8 @@ class _OneLineErrors(help.Group):
                     **extra,
                 )
         except GpunetError as e:
-            stderr_line(f"error: {worded_for_flags(e)}")  # a parameter is named by its flag here
+            more = signals.said_after_the_first() if isinstance(e, Interrupted) else ""
+            stderr_line(f"error: {worded_for_flags(e)}" + (f"; {more}" if more else ""))  # flags named as flags
             code = e.exit_code
         except _NoArgsIsHelp as e:  # bare `gpunet`: the help was asked for, in effect, and is not an error
             with forgiving_output():
@@ -127,7 +128,9 @@ class _OneLineErrors(help.Group):
             stderr_line(f"error: {e.format_message()}{hint}")
             code = e.exit_code
         except signals.Terminated as e:
-            stderr_line(f"error: interrupted by {signals.name(e.signum)}; {output_files.written_so_far()}")
+            more = signals.said_after_the_first()
+            line = f"error: interrupted by {signals.name(e.signum)}; {output_files.written_so_far()}"
+            stderr_line(line + (f"; {more}" if more else ""))
             code = 128 + e.signum
         except (KeyboardInterrupt, EOFError):
             stderr_line("error: interrupted")
@@ -360,6 +363,8 @@ def train_command(
     if saved is not None:
         checkpoint.restore(trainer, saved)
         out.say(f"resuming from {resume} at step {saved.step}")
+    # From here there is a state to save: until the command's last line, a signal only asks to stop.
+    stop = signals.stop_requests_from_now()
     claimed = None  # the default model file, created empty to hold its name until it is written
     if checkpoint_path is None and not no_save:
         try:
@@ -406,20 +411,18 @@ def train_command(
                 ("history", history_path, lambda: write_history_csv(history_path, result.history)),
                 ("curves", plot, lambda: plot_history(result.history, plot, title)),
             ]
-        # A signal now only waits: each file is finished first (the exit code then says it came).
-        with signals.stop_requests() as stop:
-            failed = write_each([job for job in jobs if job[1]], stderr_line)
-        late_signals.extend(stop)
-        return failed
-
-    late_signals: list[int] = []
+        # A signal now only waits (stop_requests_from_now): each file is finished first.
+        return write_each([job for job in jobs if job[1]], stderr_line)
 
     try:
         with out.training(config.iterations):
             result = trainer.run(out.record, out.step, save if checkpoint_path else None, checkpoint_every)
     except (Interrupted, DivergedError, NotLearning, StepFailed) as e:
+        kept: list[str] = []  # the other outputs written, for the last line to say
         if isinstance(e.result, TrainResult):
-            keep_outputs(e.result, type(e).__name__)
+            failed = keep_outputs(e.result, type(e).__name__)
+            named = ((json_path, "summary"), (history_path, "history"), (plot, "curves"))
+            kept = [str(path) for path, what in named if path and e.result.history and what not in failed]
         if isinstance(e, (Interrupted, StepFailed)):
             if checkpoint_path and trainer.last_saved_step == trainer.steps_done:
                 again = f"{program()} train --resume {checkpoint_path}"
@@ -430,6 +433,8 @@ def train_command(
                 e.hint = "nothing saved" + (" (--no-save)" if no_save else "")
         elif checkpoint_path and trainer.last_saved_step is not None:
             e.hint = f"the last good checkpoint (step {trainer.last_saved_step}) is {checkpoint_path}"
+        if kept:
+            e.hint = "; ".join(filter(None, [e.hint, "also written: " + ", ".join(kept)]))
         raise
     finally:
         trainer.close()
@@ -458,8 +463,8 @@ def train_command(
             f"model saved to {checkpoint_path}; use it with: {me} evaluate {checkpoint_path}, "
             f"{me} predict {checkpoint_path} image.png, {me} train --resume {checkpoint_path} --more 100"
         )
-    if late_signals:
-        error = Interrupted(trainer.steps_done, late_signals[0])
+    if stop:
+        error = Interrupted(trainer.steps_done, stop[0])
         error.hint = "the run had completed; its outputs are written"
         raise error
     if failed:
