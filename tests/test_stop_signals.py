@@ -221,3 +221,42 @@ def test_sigterm_during_fit_goes_to_the_callers_own_handler_after_the_model_is_k
     handled, warned = out.splitlines()
     assert handled == f"handler [{int(signal.SIGTERM)}] predicts 200"
     assert warned.startswith("warned training interrupted by SIGTERM after step ")
+
+
+PROCESS = """
+import signal, sys
+from gpunet.cli.commands import app
+from gpunet.files import signals
+signals.for_the_process()  # as gpunet's entry point does
+{body}
+"""
+
+
+def run_process(body: str) -> subprocess.CompletedProcess:
+    code = PROCESS.replace("{body}", textwrap.dedent(body))
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+
+
+def test_a_signal_before_the_command_starts_stops_it_there_saying_nothing_was_written() -> None:
+    done = run_process("""
+        signal.raise_signal(signal.SIGINT)  # while the command line is being read
+        signal.raise_signal(signal.SIGTERM)
+        app(["devices"])
+    """)
+    assert done.returncode == 130 and "Traceback" not in done.stderr
+    assert error_lines(done.stderr) == [
+        "error: interrupted by Ctrl-C; nothing was written; a second stop signal (SIGTERM) arrived while stopping; "
+        "the stop was finished all the same (kill -9 stops at once)"
+    ]
+    assert done.stdout == ""  # no work was done
+
+
+def test_a_signal_after_the_last_line_does_not_change_the_exit_code() -> None:
+    done = run_process("""
+        code = app(["--version"], standalone_mode=False)
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # between the last line and the exit
+            signal.raise_signal(signum)
+        print("exit", code)
+    """)
+    assert done.returncode == 0 and done.stderr == ""
+    assert done.stdout.splitlines()[-1] == "exit 0"

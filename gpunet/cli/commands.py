@@ -105,14 +105,17 @@ class _OneLineErrors(help.Group):
         try:
             # Ctrl-C, SIGTERM and SIGHUP unwind cleanly, never mid-file; a closed terminal loses no run.
             with signals.handling(), forgiving_output():
-                environment.check_all()  # a malformed GPUNET_* setting is refused like a bad option
-                code = super().main(
-                    args=args,
-                    prog_name=prog_name or "gpunet",
-                    complete_var=complete_var,
-                    standalone_mode=False,
-                    **extra,
-                )
+                try:
+                    environment.check_all()  # a malformed GPUNET_* setting is refused like a bad option
+                    code = super().main(
+                        args=args,
+                        prog_name=prog_name or "gpunet",
+                        complete_var=complete_var,
+                        standalone_mode=False,
+                        **extra,
+                    )
+                finally:
+                    signals.closing()  # from here (the last line, the exit) a signal is only counted
         except GpunetError as e:
             more = signals.said_after_the_first() if isinstance(e, Interrupted) else ""
             stderr_line(f"error: {worded_for_flags(e)}" + (f"; {more}" if more else ""))  # flags named as flags
@@ -1004,4 +1007,5 @@ def download_command(
 
 
 def main() -> None:
+    signals.for_the_process()  # until the exit: a late signal never changes the exit code the last line explains
     app()

@@ -58,6 +58,8 @@ class _State:
     deferring: int = 0  # nesting depth of deferred()
     pending: list[int] = field(default_factory=list)  # signals that arrived while deferring
     raised: bool = False  # Terminated was raised: later signals only count, the command is unwinding
+    closing: bool = False  # the command has ended (its last line, the exit): signals only count
+    early: bool = False  # the process's handlers are up, the command not started: a signal waits for it
     received: list[int] = field(default_factory=list)  # every stop signal since handling() was installed
 
 
@@ -73,8 +75,10 @@ def _act(signum: int) -> None:
     if requests is not None:
         requests.append(signum)  # the training loop stops at the next step; its outputs are still written
         return
-    if _state.raised:
-        return  # one Terminated is unwinding the command already: counted in `received`, never raised twice
+    if _state.raised or _state.closing or _state.early:
+        # One Terminated is unwinding the command already, or the command has ended and is saying so, or it
+        # has not begun (it then stops at its start): counted in `received`, never raised twice or late.
+        return
     _state.raised = True
     raise Terminated(signum)
 
@@ -93,8 +97,13 @@ def handling() -> Iterator[None]:
     if not _in_main_thread():
         yield
         return
+    if _state.early:  # the first command of a process, whose handlers are already up (for_the_process)
+        _state.early = False
+        if _state.received:  # a signal came before the command began: it stops here, before any work
+            _state.raised = True
+            raise Terminated(_state.received[0])
     if _state.installed == 0:
-        _state.raised, _state.received = False, []
+        _state.raised, _state.closing, _state.received = False, False, []
         # A signal the process was told to ignore (nohup's SIGHUP) stays ignored.
         _state.previous = {s: signal.signal(s, _handle) for s in STOP_SIGNALS if signal.getsignal(s) != signal.SIG_IGN}
     _state.installed += 1
@@ -135,6 +144,27 @@ def deferred() -> Iterator[None]:
         else:
             for signum in pending:  # as if they arrived now that the save is done (a stop raises once)
                 _act(signum)
+
+
+def for_the_process() -> None:
+    """gpunet's handlers from now until the process exits (a CLI process, before its command starts).
+
+    Without it a command's handlers would be removed when it ends, and a signal between its last
+    line and the exit would meet Python's defaults: a traceback, or death by the signal, with an exit
+    code that is not the one the line explains. A signal before the command begins stops it at its
+    start (`handling()`); one after `closing()` is only counted.
+    """
+    if not _in_main_thread() or _state.installed:
+        return
+    _state.raised, _state.closing, _state.received = False, False, []
+    _state.previous = {s: signal.signal(s, _handle) for s in STOP_SIGNALS if signal.getsignal(s) != signal.SIG_IGN}
+    _state.installed = 1  # never removed: the process ends with them
+    _state.early = True
+
+
+def closing() -> None:
+    """The command has ended: until the handlers are removed (or the process exits), a signal is only counted."""
+    _state.closing = True
 
 
 def stop_requests_from_now() -> list[int]:
