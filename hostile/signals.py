@@ -200,6 +200,7 @@ clf = gpunet.MLPClassifier(hidden=(8,), iterations=1000000, eval_every=50, devic
 try:
     clf.fit(X, y)
 except KeyboardInterrupt as e:
+    import signal; signal.signal(signal.SIGINT, signal.SIG_IGN)  # the caller's choice: the rest of the burst is theirs
     print("KeyboardInterrupt:", e)
     print("predicts", len(clf.predict(X)))
 """

@@ -1008,4 +1008,7 @@ def download_command(
 
 def main() -> None:
     signals.for_the_process()  # until the exit: a late signal never changes the exit code the last line explains
-    app()
+    try:
+        app()
+    finally:
+        signals.ignored_for_the_exit()

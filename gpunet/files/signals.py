@@ -162,6 +162,18 @@ def for_the_process() -> None:
     _state.early = True
 
 
+def ignored_for_the_exit() -> None:
+    """The process is exiting, its last line said: stop signals are ignored from now.
+
+    Python's finalisation puts back the default handlers of those it handled (not of ignored
+    ones), so a signal during a slow exit (threads, a cluster, numpy's teardown) would kill the
+    process and change the exit code the last line explains; only SIGKILL stops it now.
+    """
+    if _in_main_thread():
+        for s in STOP_SIGNALS:
+            signal.signal(s, signal.SIG_IGN)
+
+
 def closing() -> None:
     """The command has ended: until the handlers are removed (or the process exits), a signal is only counted."""
     _state.closing = True
