@@ -174,6 +174,27 @@ def ignored_for_the_exit() -> None:
             signal.signal(s, signal.SIG_IGN)
 
 
+@contextlib.contextmanager
+def kept_from_children() -> Iterator[None]:
+    """Processes started in the block (a local Dask cluster's) never see Ctrl-C or SIGHUP.
+
+    A terminal sends those to its whole foreground process group: without this the workers
+    would die of the Ctrl-C that asked the run to stop, each printing a traceback, while the
+    run saves. The signals are blocked while the processes start (they inherit the mask and keep
+    it); one that arrives meanwhile is handled here when the block ends. SIGTERM stays: it is how
+    the cluster stops its own processes.
+    """
+    held = {signal.SIGINT, signal.SIGHUP}
+    if not _in_main_thread():
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
 def closing() -> None:
     """The command has ended: until the handlers are removed (or the process exits), a signal is only counted."""
     _state.closing = True
