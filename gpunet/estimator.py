@@ -35,6 +35,7 @@ from gpunet.device.arrays import (
 )
 from gpunet.device.backend import Array, Device, array_namespace, is_numpy_array, to_numpy
 from gpunet.errors import ConvergenceWarning
+from gpunet.files import signals
 from gpunet.training import checkpoint, doctor, evaluation
 from gpunet.training.train import Outcome, TrainConfig, Trainer, device_rows
 
@@ -202,10 +203,11 @@ class MLPClassifier:
         try:
             if previous is not None:
                 checkpoint.restore(trainer, previous)
+            stopped = None
             result = trainer.run()
-            if result.outcome is Outcome.INTERRUPTED:  # Ctrl-C in a notebook: keep what was learned, as sklearn does
+            if result.outcome is Outcome.INTERRUPTED:  # Ctrl-C: keep what was learned (as scikit-learn does)
                 trainer.check_losses()
-                warnings.warn(f"training {result.problem}; the model holds the weights of that step", stacklevel=2)
+                stopped = f"training {result.problem}; the model holds the weights of that step"
             elif result.outcome is Outcome.NOT_LEARNING:  # a poor model is still a model: kept, with a warning
                 warnings.warn(f"{result.problem}; the model holds its last step's weights", ConvergenceWarning, 2)
             elif result.problem is not None:  # diverged: NaN weights are no model to keep
@@ -214,6 +216,19 @@ class MLPClassifier:
         finally:
             trainer.close()
         self._set_state(state, device.name, classes)
+        if trainer.stop_signals:
+            # The model is fitted and kept; the signal then acts as the caller's handler says: a
+            # KeyboardInterrupt by default, so a script or a loop of fits stops as Python users expect.
+            late = (
+                f"training had completed ({trainer.steps_done} steps) when {signals.name(trainer.stop_signals[0])} came"
+            )
+            signals.hand_over(
+                trainer.stop_signals[0],
+                f"{stopped or late}; fitted: predict, score and save work, "
+                "and fit with warm_start=True trains it further",
+            )
+        elif stopped:  # a stop that was no signal of ours (a Dask step given up): said, not raised
+            warnings.warn(stopped, stacklevel=2)
         return self
 
     def _continued(

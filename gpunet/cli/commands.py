@@ -106,16 +106,20 @@ class _OneLineErrors(help.Group):
         try:
             # Ctrl-C, SIGTERM and SIGHUP unwind cleanly, never mid-file; a closed terminal loses no run.
             with signals.handling(), forgiving_output():
-                environment.check_all()  # a malformed GPUNET_* setting is refused like a bad option
-                code = super().main(
-                    args=args,
-                    prog_name=prog_name or "gpunet",
-                    complete_var=complete_var,
-                    standalone_mode=False,
-                    **extra,
-                )
+                try:
+                    environment.check_all()  # a malformed GPUNET_* setting is refused like a bad option
+                    code = super().main(
+                        args=args,
+                        prog_name=prog_name or "gpunet",
+                        complete_var=complete_var,
+                        standalone_mode=False,
+                        **extra,
+                    )
+                finally:
+                    signals.closing()  # from here (the last line, the exit) a signal is only counted
         except GpunetError as e:
-            stderr_line(f"error: {worded_for_flags(e)}")  # a parameter is named by its flag here
+            more = signals.said_after_the_first() if isinstance(e, Interrupted) else ""
+            stderr_line(f"error: {worded_for_flags(e)}" + (f"; {more}" if more else ""))  # flags named as flags
             code = e.exit_code
         except _NoArgsIsHelp as e:  # bare `gpunet`: the help was asked for, in effect, and is not an error
             with forgiving_output():
@@ -128,7 +132,9 @@ class _OneLineErrors(help.Group):
             stderr_line(f"error: {e.format_message()}{hint}")
             code = e.exit_code
         except signals.Terminated as e:
-            stderr_line(f"error: interrupted by {signals.name(e.signum)}; {output_files.written_so_far()}")
+            more = signals.said_after_the_first()
+            line = f"error: interrupted by {signals.name(e.signum)}; {output_files.written_so_far()}"
+            stderr_line(line + (f"; {more}" if more else ""))
             code = 128 + e.signum
         except (KeyboardInterrupt, EOFError):
             stderr_line("error: interrupted")
@@ -358,6 +364,8 @@ def train_command(
     if saved is not None:
         checkpoint.restore(trainer, saved)
         out.say(f"resuming from {resume} at step {saved.step}")
+    # From here there is a state to save: until the command's last line, a signal only asks to stop.
+    stop = signals.stop_requests_from_now()
     claimed = None  # the default model file, created empty to hold its name until it is written
     if checkpoint_path is None and not no_save:
         try:
@@ -405,22 +413,22 @@ def train_command(
                 ("history", history_path, lambda path: write_history_csv(path, result.history)),
                 ("curves", plot, lambda path: plot_history(result.history, path, title)),
             )
-        # A signal now only waits: each file is finished first (the exit code then says it came).
-        with signals.stop_requests() as stop:
-            failed = write_each(jobs, stderr_line)
-        late_signals.extend(stop)
-        return failed
-
-    late_signals: list[int] = []
+        # A signal now only waits (stop_requests_from_now): each file is finished first.
+        return write_each(jobs, stderr_line)
 
     try:
         with out.training(config.iterations):
             result = trainer.run(out.record, out.step, save if checkpoint_path else None, checkpoint_every)
         if result.problem is not None:  # the outcome's line and exit code are its error's
-            keep_outputs(result, type(result.problem).__name__)
-            result.problem.hint = outcome_hint(
+            failed = keep_outputs(result, type(result.problem).__name__)
+            named = ((json_path, "summary"), (history_path, "history"), (plot, "curves"))
+            kept = [str(path) for path, what in named if path and result.history and what not in failed]
+            hint = outcome_hint(
                 result, trainer, checkpoint_path, no_save, still_there, bool(outputs.existed.get(ckpt_option))
             )
+            if kept:  # the other outputs written, for the last line to say
+                hint = "; ".join(filter(None, [hint, "also written: " + ", ".join(kept)]))
+            result.problem.hint = hint
             raise result.problem
     finally:
         trainer.close()
@@ -449,8 +457,8 @@ def train_command(
             f"model saved to {checkpoint_path}; use it with: {me} evaluate {checkpoint_path}, "
             f"{me} predict {checkpoint_path} image.png, {me} train --resume {checkpoint_path} --more 100"
         )
-    if late_signals:
-        error = Interrupted(trainer.steps_done, late_signals[0])
+    if stop:
+        error = Interrupted(trainer.steps_done, stop[0])
         error.hint = "the run had completed; its outputs are written"
         raise error
     if failed:
@@ -1007,4 +1015,8 @@ def download_command(
 
 
 def main() -> None:
-    app()
+    signals.for_the_process()  # until the exit: a late signal never changes the exit code the last line explains
+    try:
+        app()
+    finally:
+        signals.ignored_for_the_exit()

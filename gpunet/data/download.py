@@ -76,39 +76,61 @@ def download(
 
 
 class _Watchdog:
-    """Shuts the connection's socket down when a deadline passes, waking a read blocked on it."""
+    """Shuts the connection's socket down when a deadline passes, waking a read blocked on it.
+
+    The timer runs on its own thread and may fire before the connection's socket
+    exists (a slow connect): a lock orders the two, and a socket watched after
+    the deadline has passed is shut down at once, so the first-byte deadline is
+    never lost to the read deadline.
+    """
 
     def __init__(self) -> None:
         self.sock: socket.socket | None = None
         self.timer: threading.Timer | None = None
         self.fired = False
+        self._lock = threading.Lock()
+        self._armed = False
 
     def arm(self, seconds: float) -> None:
         self.disarm()
+        with self._lock:
+            self._armed, self.fired = True, False
         self.timer = threading.Timer(seconds, self._fire)
         self.timer.daemon = True
         self.timer.start()
 
     def disarm(self) -> None:
+        with self._lock:  # a timer already running _fire waits here, then finds it has nothing to do
+            self._armed = False
         if self.timer is not None:
             self.timer.cancel()
 
     def watch(self, sock: socket.socket) -> None:
         """Watch this connection through a descriptor of its own: a TLS layer takes `sock`'s over (detach)."""
         self.forget()
-        self.sock = sock.dup()
+        with self._lock:
+            self.sock = sock.dup()
+            if self.fired:  # the deadline passed while connecting: the request is not even sent
+                self._shut(self.sock)
 
     def forget(self) -> None:
-        sock, self.sock = self.sock, None
+        with self._lock:
+            sock, self.sock = self.sock, None
         if sock is not None:
             sock.close()
 
     def _fire(self) -> None:
-        self.fired = True
-        sock = self.sock
-        if sock is not None:
-            with contextlib.suppress(OSError):  # closed by forget() meanwhile
-                sock.shutdown(socket.SHUT_RDWR)
+        with self._lock:
+            if not self._armed:
+                return  # disarmed meanwhile: the response came in time
+            self.fired = True
+            if self.sock is not None:
+                self._shut(self.sock)
+
+    @staticmethod
+    def _shut(sock: socket.socket) -> None:
+        with contextlib.suppress(OSError):  # the connection may be gone already
+            sock.shutdown(socket.SHUT_RDWR)
 
     def opener(self) -> urllib.request.OpenerDirector:
         """urllib's usual opener (proxies, redirects, HTTPS) whose connections report their sockets here."""
@@ -181,7 +203,12 @@ def _fetch(url: str, dest: Path, sha256: str, progress: Progress | None, deadlin
         raise
     except Exception as e:
         if watchdog.fired:  # whatever the read that the shutdown woke up said
-            raise MirrorFailed(f"no response within {deadlines.first_byte_s:g} s of the request") from e
+            late = f"no response within {deadlines.first_byte_s:g} s of the request"
+            if isinstance(e, TimeoutError) or isinstance(getattr(e, "reason", None), TimeoutError):
+                # The wait outlasted the deadline: the socket did not exist yet to be shut down (a
+                # connect in progress), so the connect deadline ended it; the user is told how long.
+                late += f" (still connecting; given up at the {deadlines.connect_s:g} s connect deadline)"
+            raise MirrorFailed(late) from e
         raise MirrorFailed(_reason(e, received)) from e
     finally:
         watchdog.disarm()

@@ -37,6 +37,7 @@ from gpunet.core.flat import Layout
 from gpunet.data import datasets
 from gpunet.device.backend import Array, Device, resolve_device, to_numpy
 from gpunet.errors import ConfigError, GpunetError, StepFailed
+from gpunet.files import signals
 from gpunet.files.signals import stop_requested
 from gpunet.training.engine import CPU_CHUNK_ROWS, LocalEngine
 from gpunet.training.train import StepAbandoned, TrainConfig
@@ -251,7 +252,7 @@ def connect(scheduler: str | None, workers: int) -> tuple[Any, Any]:
     check_workers(workers)
     import dask
 
-    with dask.config.set(WORKER_ENVIRONMENT):
+    with dask.config.set(WORKER_ENVIRONMENT), signals.kept_from_children():  # a Ctrl-C is the run's, not theirs
         cluster = LocalCluster(
             n_workers=workers,
             threads_per_worker=1,

@@ -429,6 +429,7 @@ class Trainer:
         self.last_saved_step: int | None = None
         self.took_off_at: int | None = None  # the first step whose loss blew up (see learning_failure)
         self.save_error: WriteFailed | None = None  # why the latest save failed, None once one succeeds
+        self.stop_signals: list[int] = []  # every stop signal during run() (the first one stopped it)
 
     def set_params(self, host_params: list[np.ndarray]) -> None:
         """Put [w1, b1, ...] on the device as one flat vector; `params` are views into it."""
@@ -567,10 +568,12 @@ class Trainer:
         start = time.perf_counter()
         outcome: Outcome = Outcome.FINISHED
         problem: GpunetError | None = None
-        try:
-            # Overflow in a diverging run is caught and named by its step;
-            # numpy's warnings about it would only bury that message.
-            with np.errstate(over="ignore", invalid="ignore"), stop_requests() as stop:
+        # One block from the first evaluation to the last save: a signal anywhere in it only asks to stop
+        # (never raises), so no second signal can fall between the loop and the save it asked for.
+        # Overflow in a diverging run is caught and named by its step; numpy's warnings would bury that.
+        with np.errstate(over="ignore", invalid="ignore"), stop_requests() as stop:
+            self.stop_signals = stop
+            try:
                 if not self.history:
                     record()
                 while self.steps_done < config.iterations:
@@ -591,17 +594,16 @@ class Trainer:
                     checkpoint()
                 else:  # like a divergence: its final state is not saved
                     outcome = Outcome.NOT_LEARNING
-        except (Interrupted, StepFailed, StepAbandoned) as e:
-            # A step or evaluation the source gave up for a stop: the parameters are those of the last step.
-            problem = Interrupted(self.steps_done, e.signum) if isinstance(e, StepAbandoned) else e
-            outcome = Outcome.FAILED if isinstance(problem, StepFailed) else Outcome.INTERRUPTED
-            try:
-                with np.errstate(over="ignore", invalid="ignore"), stop_requests():  # more signals: we are stopping
+            except (Interrupted, StepFailed, StepAbandoned) as e:
+                # A step or evaluation the source gave up for a stop: the parameters are those of the last step.
+                problem = Interrupted(self.steps_done, e.signum) if isinstance(e, StepAbandoned) else e
+                outcome = Outcome.FAILED if isinstance(problem, StepFailed) else Outcome.INTERRUPTED
+                try:
                     checkpoint()  # between two steps: a consistent state to resume from
-            except DivergedError as diverged:
-                outcome, problem = Outcome.DIVERGED, diverged
-        except DivergedError as e:
-            outcome, problem = Outcome.DIVERGED, e
+                except DivergedError as diverged:
+                    outcome, problem = Outcome.DIVERGED, diverged
+            except DivergedError as e:
+                outcome, problem = Outcome.DIVERGED, e
         self.device.synchronize()
         seconds = time.perf_counter() - start
         return TrainResult(
