@@ -153,11 +153,12 @@ def output_path(option: str, value: Path | str) -> Path:
     their BESIDE bytes, and a path past PATH_MAX.
     """
     text = value.given if isinstance(value, GivenPath) else value if isinstance(value, str) else os.fspath(value)
-    if text.replace(os.sep, "/").rsplit("/", 1)[-1] in ("", ".", ".."):
-        raise OutputRefused(
-            f"{option} {shown(text)} names a directory (it ends in '{text[-1:] or '/'}'), not a file: "
-            "give the file's name"
-        )
+    if not text:
+        raise OutputRefused(f"{option} is an empty path: give the file's name")
+    last = text.replace(os.sep, "/").rsplit("/", 1)[-1]
+    if last in ("", ".", ".."):
+        ending = text[-len(last) - 1 :] if len(text) > len(last) else text  # '/', '/.', '/..', or all of it
+        raise OutputRefused(f"{option} {shown(text)} names a directory (it ends in '{ending}'), not a file")
     try:
         absolute = Path(os.path.abspath(text))
     except OSError as e:  # os.getcwd(): the working directory was removed, or is out of reach

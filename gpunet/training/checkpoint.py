@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, fields
@@ -107,8 +108,14 @@ def claim_run_path(name: str, runs: Path = RUNS, claim: Claim | None = None, opt
             except (FileExistsError, OutputInUse):  # another run's, made or claimed since the listing
                 n += 1
     except OSError as e:
+        reason = e.strerror or e
+        if not runs.is_absolute():
+            try:
+                os.getcwd()
+            except OSError:
+                reason = "the working directory was removed"
         raise CheckpointError(
-            f"{runs}: cannot keep the model there ({e.strerror or e}); use --checkpoint PATH or --no-save"
+            f"{runs}: cannot keep the model there ({reason}); use --checkpoint PATH or --no-save"
         ) from None
 
 
