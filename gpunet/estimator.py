@@ -35,7 +35,7 @@ from gpunet.device.arrays import (
 )
 from gpunet.device.backend import Array, Device, array_namespace, is_numpy_array, to_numpy
 from gpunet.errors import ConvergenceWarning
-from gpunet.files import signals
+from gpunet.files import outputs, signals
 from gpunet.training import checkpoint, doctor, evaluation
 from gpunet.training.train import Outcome, TrainConfig, Trainer, device_rows
 
@@ -346,8 +346,16 @@ class MLPClassifier:
     # --- files -----------------------------------------------------------------------------
 
     def save(self, path: str | Path) -> None:
-        """Write the fitted model as a gpunet checkpoint (atomically): `gpunet evaluate` and `predict` read it."""
-        checkpoint.write(Path(path), self._fitted())
+        """Write the fitted model as a gpunet checkpoint (atomically): `gpunet evaluate` and `predict` read it.
+
+        The path is claimed as the CLI claims its outputs (gpunet.files.outputs): refused with
+        OutputRefused (a ValueError) when it names a directory ('models/'), something that is not a
+        regular file or an unusable name, and with OutputInUse while a `gpunet train` writes it;
+        WriteFailed, the file there intact, when the write itself fails.
+        """
+        state = self._fitted()
+        with outputs.claim_outputs({"the path": path}) as claim:
+            checkpoint.write(claim.path("the path"), state)
 
 
 def load(path: str | Path, device: str = "auto") -> MLPClassifier:

@@ -67,7 +67,7 @@ from gpunet.estimator import from_checkpoint
 from gpunet.files import environment, signals
 from gpunet.files import outputs as output_files
 from gpunet.files.inputs import byte_size
-from gpunet.files.outputs import Claim, atomic_file, claim_outputs, failure_reason, write_each
+from gpunet.files.outputs import Claim, atomic_file, claim_outputs, failure_reason, given_path, write_each
 from gpunet.params import worded_for_flags
 from gpunet.training import checkpoint, doctor, evaluation, sources
 from gpunet.training.train import (
@@ -270,6 +270,7 @@ def train_command(
         Path | None,
         typer.Option(
             "--checkpoint",
+            parser=given_path,
             help="Save the run (the model, to evaluate, predict or resume) here: at the end, every "
             "--checkpoint-every steps, on Ctrl-C. Default: runs/<dataset>-<N>.npz, N one above the highest there; "
             "with --resume, the checkpoint resumed.",
@@ -280,18 +281,20 @@ def train_command(
     resume: Annotated[
         Path | None,
         typer.Option(
+            parser=given_path,  # written back too
             help="Continue the run saved in this checkpoint, to the total of steps it was started with; "
-            "a finished run needs --more N or --iterations N (the new total)."
+            "a finished run needs --more N or --iterations N (the new total).",
         ),
     ] = None,
     more: Annotated[
         int | None, typer.Option("--more", help="With --resume: train this many steps more than the checkpoint has.")
     ] = None,
     history_path: Annotated[
-        Path | None, typer.Option("--history", help="Write the metrics per evaluation as CSV.")
+        Path | None, typer.Option("--history", parser=given_path, help="Write the metrics per evaluation as CSV.")
     ] = None,
     plot: Annotated[
-        Path | None, typer.Option(help="Draw loss and accuracy against step (PNG; needs matplotlib).")
+        Path | None,
+        typer.Option(parser=given_path, help="Draw loss and accuracy against step (PNG; needs matplotlib)."),
     ] = None,
     engine: EngineOpt = "local",
     workers: WorkersOpt = 2,
@@ -368,14 +371,11 @@ def train_command(
     stop = signals.stop_requests_from_now()
     claimed = None  # the default model file, created empty to hold its name until it is written
     if checkpoint_path is None and not no_save:
-        try:
-            claimed = checkpoint_path = checkpoint.claim_run_path(ds.name)
+        try:  # locked, then made: a run killed at any moment leaves nothing the next one cannot clean
             ckpt_option = "the model file"
-            outputs.add({ckpt_option: claimed}, new=True)
+            claimed = checkpoint_path = checkpoint.claim_run_path(ds.name, claim=outputs, option=ckpt_option)
         except BaseException:
             trainer.close()
-            if claimed is not None:
-                claimed.unlink(missing_ok=True)
             raise
     batch = "full batch" if config.batch_size is None else f"batches of {config.batch_size}"
     out.say(
@@ -591,7 +591,10 @@ def bench_command(
         bool, typer.Option(help="Also time steps as samples (7500-60000) and width (16-256) grow.")
     ] = False,
     json_path: JsonOpt = None,
-    plot: Annotated[Path | None, typer.Option(help="Save figures here (PNG); the sweep's get a -sweep suffix.")] = None,
+    plot: Annotated[
+        Path | None,
+        typer.Option(parser=given_path, help="Save figures here (PNG); the sweep's get a -sweep suffix."),
+    ] = None,
     engine: EngineOpt = "local",
     workers: WorkersOpt = 2,
     scheduler: SchedulerOpt = None,

@@ -9,6 +9,7 @@ option is kept.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import typer
@@ -19,9 +20,9 @@ _KINDS: dict[Any, str] = {int: "INTEGER", float: "NUMBER", str: "TEXT"}
 
 def _value_name(param: TyperOption | TyperArgument) -> str:
     descriptor = param.type_descriptor
-    if descriptor.is_path:
-        return "PATH"
     annotation = descriptor.annotation
+    if descriptor.is_path or annotation is Path:  # a Path parsed by gpunet's own parser (outputs) too
+        return "PATH"
     if descriptor.is_list:  # list[X]: the kind of one item
         annotation = getattr(annotation, "__args__", (None,))[0]
         return "PATH" if getattr(annotation, "__name__", "") == "Path" else _KINDS.get(annotation, "VALUE")

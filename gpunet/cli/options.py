@@ -9,6 +9,7 @@ import typer
 
 from gpunet import params
 from gpunet.errors import ConfigError
+from gpunet.files.outputs import given_path
 
 DATASET_HELP = (
     "auto (MNIST if present or downloadable, else an installed Fashion-MNIST), mnist, fashion-mnist or synthetic."
@@ -41,7 +42,10 @@ BatchOpt = Annotated[int | None, typer.Option("--batch-size", help="Samples per 
 DtypeOpt = Annotated[str, typer.Option("--dtype", help="float32 or float64.")]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Seed for the initial weights and the batch order.")]
 EvalOpt = Annotated[int, typer.Option("--eval-every", help="Compute loss and accuracies every N steps.")]
-JsonOpt = Annotated[Path | None, typer.Option("--json", help="Write the machine-readable result here.")]
+# Outputs keep the text typed (given_path): 'keepme/' names a directory, which pathlib would make 'keepme'.
+JsonOpt = Annotated[
+    Path | None, typer.Option("--json", parser=given_path, help="Write the machine-readable result here.")
+]
 DeviceOpt = Annotated[str, typer.Option("--device", help="cpu, cuda, cuda:N, or auto (cuda when usable, else cpu).")]
 EngineOpt = Annotated[str, typer.Option("--engine", help="local (this process) or dask (shards on Dask workers).")]
 WorkersOpt = Annotated[int, typer.Option("--workers", help="With --engine dask: worker processes of a local cluster.")]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, fields
@@ -24,9 +25,18 @@ import numpy as np
 from gpunet.core.flat import flatten
 from gpunet.core.optimizers import OPTIMIZERS
 from gpunet.data.datasets import Dataset
-from gpunet.errors import DatasetError, DivergedError, GpunetError, OutputRefused, WriteFailed, printable, shown
+from gpunet.errors import (
+    DatasetError,
+    DivergedError,
+    GpunetError,
+    OutputInUse,
+    OutputRefused,
+    WriteFailed,
+    printable,
+    shown,
+)
 from gpunet.files import archives, inputs
-from gpunet.files.outputs import atomic_file, failure_reason
+from gpunet.files.outputs import Claim, atomic_file, failure_reason, remove_stale_placeholder
 from gpunet.training.train import DTYPES, Record, TrainConfig, Trainer, layer_sizes
 from gpunet.version import __version__
 
@@ -79,31 +89,45 @@ def capture(trainer: Trainer, classes: list[Any] | None = None) -> Checkpoint:
 RUNS = Path("runs")
 
 
-def claim_run_path(name: str, runs: Path = RUNS) -> Path:
+def claim_run_path(name: str, runs: Path = RUNS, claim: Claim | None = None, option: str = "the model file") -> Path:
     """A new default model file, runs/<name>-<N>.npz with N one above the highest there.
 
     A dataset named after its .npz file (`--data tab.npz`) gives runs/tab-<N>.npz, not tab.npz-<N>.npz.
 
     The file is created empty here, exclusively, so two runs started together
     never pick the same name and no earlier run is ever overwritten; the run's
-    first checkpoint then replaces it (atomically).
+    first checkpoint then replaces it (atomically). Given the command's `claim`,
+    the name is locked (as `option`) before the file is made, and the empty files
+    of runs killed before their first save (known by their stale locks) are removed
+    first; the claim removes its own again if nothing was saved.
     """
     name = name.removesuffix(".npz")
-    pattern = re.compile(rf"{re.escape(name)}-(\d+)\.npz")
+    pattern = re.compile(rf"{re.escape(name)}-(\d+)\.npz", re.DOTALL)
     try:
         runs.mkdir(exist_ok=True)  # ./runs: its parent is the working directory
-        taken = [int(m.group(1)) for p in runs.iterdir() if (m := pattern.fullmatch(p.name))]
+        taken = {int(m.group(1)): p for p in runs.iterdir() if (m := pattern.fullmatch(p.name))}
+        if claim is not None:
+            taken = {n: p for n, p in taken.items() if not remove_stale_placeholder(p)}
         n = max(taken, default=0) + 1
         while True:
             path = runs / f"{name}-{n}.npz"
             try:
-                path.open("x").close()
+                if claim is None:
+                    path.open("x").close()
+                else:
+                    claim.add_placeholder(option, path)
                 return path
-            except FileExistsError:
+            except (FileExistsError, OutputInUse):  # another run's, made or claimed since the listing
                 n += 1
     except OSError as e:
+        reason = e.strerror or e
+        if not runs.is_absolute():
+            try:
+                os.getcwd()
+            except OSError:
+                reason = "the working directory was removed"
         raise CheckpointError(
-            f"{runs}: cannot keep the model there ({e.strerror or e}); use --checkpoint PATH or --no-save"
+            f"{runs}: cannot keep the model there ({reason}); use --checkpoint PATH or --no-save"
         ) from None
 
 
