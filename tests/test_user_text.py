@@ -28,7 +28,8 @@ def labelled(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path
     )
     model = folder / "model.npz"
     gpunet.MLPClassifier(iterations=30, device="cpu").fit(x, np.array(LABELS, dtype=object)[y]).save(model)
-    np.savez(folder / "d.npz", x_train=x, y_train=y, x_test=x[:50], y_test=y[:50])
+    texts = np.array(LABELS)[y]  # --data takes text labels as the model was fitted on them
+    np.savez(folder / "d.npz", x_train=x, y_train=texts, x_test=x[:50], y_test=texts[:50])
     np.save(folder / "rows.npy", x[:4])
     return model, folder / "d.npz", folder / "rows.npy"
 

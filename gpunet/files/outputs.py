@@ -124,7 +124,9 @@ class GivenPath(type(Path())):  # type: ignore[misc]  # PosixPath or WindowsPath
     """A path that keeps the text it was typed as (`given`): pathlib drops a trailing slash
     ('keepme/' becomes 'keepme'), and an output named with one must be refused, not written."""
 
-    given: str
+    # Paths derived from this one (with_name, /) are GivenPaths too, without a text of their own:
+    # they have only this default, and are read as str(path).
+    given: str | None = None
 
 
 def given_path(text: str) -> Path:
@@ -152,7 +154,8 @@ def output_path(option: str, value: Path | str) -> Path:
     removed; a name too long for the file system once the temporary and lock files beside it add
     their BESIDE bytes, and a path past PATH_MAX.
     """
-    text = value.given if isinstance(value, GivenPath) else value if isinstance(value, str) else os.fspath(value)
+    given = value.given if isinstance(value, GivenPath) else None
+    text = given if given is not None else value if isinstance(value, str) else os.fspath(value)
     if not text:
         raise OutputRefused(f"{option} is an empty path: give the file's name")
     last = text.replace(os.sep, "/").rsplit("/", 1)[-1]
