@@ -491,15 +491,20 @@ def check_matches(ckpt: Checkpoint, config: TrainConfig, dataset: Dataset, path:
 def model_differences(ckpt: Checkpoint, sizes: list[int], dataset: Dataset) -> list[str]:
     """How the model in `ckpt` differs from one of layers `sizes` trained on `dataset`: its layers (the
     data's features and classes among them), the data it was trained on, the labels of its classes.
-    Empty: the same model (its settings, such as the learning rate, may differ)."""
+    Empty: the same model (its settings, such as the learning rate, may differ).
+
+    The continuation rule's model part (continuation_mismatches: layers and classes, with the
+    checkpoint's own settings, so seed, dtype and optimizer never differ), and the data by name
+    only: a new run on a new copy of the same dataset makes the same model."""
+    labels = list(dataset.classes) if dataset.classes is not None else list(range(sizes[-1]))
+    found = continuation_mismatches(ckpt, ckpt.config, sizes, classes=labels)
     differences = []
-    if ckpt.sizes != sizes:
+    if any(m.setting in LAYERS for m in found):
         differences.append(f"layers {'-'.join(map(str, ckpt.sizes))}, not {'-'.join(map(str, sizes))}")
     if ckpt.dataset != dataset.name:
         differences.append(f"dataset {printable(ckpt.dataset)}, not {printable(dataset.name)}")
-    labels = list(dataset.classes) if dataset.classes is not None else None
-    if ckpt.sizes == sizes and ckpt.classes != labels:
-        differences.append(f"classes {_named(ckpt.classes)}, not {_named(labels)}")
+    if not any(m.setting in LAYERS for m in found) and any(m.setting == "classes" for m in found):
+        differences.append(f"classes {_named(ckpt.classes)}, not {_named(labels if dataset.classes else None)}")
     return differences
 
 
