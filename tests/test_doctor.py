@@ -44,7 +44,7 @@ def assert_only_fails(checks: list[Check], expected: set[int]) -> None:
 # --- the seed's bugs, re-injected ------------------------------------------------------------
 
 
-def unscaled_from_host(cls, images, labels, device, dtype, num_classes):
+def unscaled_from_host(cls, images, labels, device, dtype, num_classes, pixels=False):
     xp = device.xp
     x = xp.astype(device.asarray(images), getattr(xp, dtype))  # the seed fed raw 0..255 pixels
     y = device.asarray(labels.astype(np.int64))

@@ -80,8 +80,9 @@ def step_calls(dtype: str) -> dict[str, dict[tuple, tuple[Any, ...]]]:
         return real_call(self, *args)
 
     fashion = datasets.load("fashion-mnist", data_dir=FASHION_DIR, offline=True)
-    trainer = Trainer(TrainConfig(dtype=dtype, eval_every=1000), fashion, resolve_device("cpu"))
-    trainer.source.engine = LocalEngine(None, 1)
+    # The reference engine (the array-API math whose fusable calls are recorded), on the GPU's schedule.
+    config = TrainConfig(dtype=dtype, eval_every=1000)
+    trainer = Trainer(config, fashion, resolve_device("cpu"), engine=LocalEngine(None, 1))
     try:
         for batch_size in (None, MINI_BATCH):
             trainer.source.order.batch_size = batch_size

@@ -122,8 +122,8 @@ def concatenate_launches(arrays) -> list[str]:
 
 def launches_per_step(monkeypatch: pytest.MonkeyPatch, fused: bool, batch_size: int | None = None) -> list[str]:
     dataset = datasets.synthetic(n_train=512, n_test=64)
-    trainer = Trainer(TrainConfig(batch_size=batch_size), dataset, resolve_device("cpu"))
-    trainer.source.engine = LocalEngine(None, 1)  # the GPU's schedule: the whole batch, one chunk
+    # The reference engine (the array-API math a GPU runs), on the GPU's schedule: the whole batch, one chunk.
+    trainer = Trainer(TrainConfig(batch_size=batch_size), dataset, resolve_device("cpu"), engine=LocalEngine(None, 1))
     trainer.source.order.batch_size = batch_size
     trainer.flat_params = trainer.flat_params.view(Counted)
     trainer.params = trainer.layout.views(trainer.flat_params)

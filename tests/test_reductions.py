@@ -67,8 +67,8 @@ def one_step(dtype: str) -> tuple[list[tuple[str, tuple[Any, ...]]], list[tuple[
         return reduction
 
     dataset = datasets.synthetic(n_train=FULL_BATCH, n_test=10)
-    trainer = Trainer(TrainConfig(dtype=dtype), dataset, resolve_device("cpu"))
-    trainer.source.engine = LocalEngine(None, 1)  # the GPU's schedule: the whole batch, one chunk
+    # The reference engine (the array-API math), on the GPU's schedule: the whole batch, one chunk.
+    trainer = Trainer(TrainConfig(dtype=dtype), dataset, resolve_device("cpu"), engine=LocalEngine(None, 1))
     try:
         trainer.step()
         fusable.__call__ = recording

@@ -10,6 +10,8 @@ work, as it refuses a bad option. An unset or empty variable is its default.
 - GPUNET_FUSE: 1 (the default) fuses the elementwise steps on cupy, 0 does not.
 - GPUNET_MIRROR_COOLOFF: seconds after every mirror failed during which `auto` does not try them
   again (default 3600; 0 tries them every time; see gpunet.data.cooloff).
+- GPUNET_CPU_ENGINE: `numba` (the default) computes numpy steps in gpunet.training.fused_cpu's
+  kernels where they can serve, `reference` always in the array-API math (gpunet.core.model).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from pathlib import Path
 
 from gpunet.errors import ConfigError
 
-NAMES = ("GPUNET_DATA", "GPUNET_MIRRORS", "GPUNET_FUSE", "GPUNET_MIRROR_COOLOFF")
+NAMES = ("GPUNET_DATA", "GPUNET_MIRRORS", "GPUNET_FUSE", "GPUNET_MIRROR_COOLOFF", "GPUNET_CPU_ENGINE")
 
 
 def _raw(name: str) -> str | None:
@@ -70,6 +72,23 @@ def fuse() -> bool:
     return value.strip() == "1"
 
 
+CPU_ENGINES = ("numba", "reference")
+
+
+def cpu_engine() -> str:
+    """$GPUNET_CPU_ENGINE: which engine computes a step on numpy, "numba" (the default) or "reference"."""
+    value = _raw("GPUNET_CPU_ENGINE")
+    if value is None:
+        return CPU_ENGINES[0]
+    if value.strip() not in CPU_ENGINES:
+        raise _refuse(
+            "GPUNET_CPU_ENGINE",
+            value,
+            "give numba (the compiled CPU kernels where they can serve, the default) or reference (the array-API math)",
+        )
+    return value.strip()
+
+
 MIRROR_COOLOFF_S = 3600
 
 
@@ -94,3 +113,4 @@ def check_all() -> None:
     mirrors()
     fuse()
     mirror_cooloff_s()
+    cpu_engine()

@@ -39,7 +39,7 @@ from gpunet.device.backend import Array, Device, resolve_device, to_numpy
 from gpunet.errors import ConfigError, GpunetError, StepFailed
 from gpunet.files import signals
 from gpunet.files.signals import stop_requested
-from gpunet.training.engine import CPU_CHUNK_ROWS, LocalEngine
+from gpunet.training.engine import CPU_CHUNK_ROWS, Engine, LocalEngine, choose_engine
 from gpunet.training.train import StepAbandoned, TrainConfig
 
 if TYPE_CHECKING:
@@ -167,9 +167,11 @@ def _device(name: str) -> Device:
     return resolve_device(name)
 
 
-def _engine(device: Device) -> LocalEngine:
-    # One thread per worker: the worker processes are the parallelism.
-    return LocalEngine(None if device.is_cuda else CPU_CHUNK_ROWS, 1)
+@functools.lru_cache(maxsize=4)
+def _engine(device: Device, dtype: str) -> Engine:
+    # One thread per worker: the worker processes are the parallelism. The local engine's choice, so
+    # that shards cut where its threads cut add up to its very bits; kept, with its buffers, per worker.
+    return choose_engine(device, dtype, workers=1)
 
 
 # Sums travel to the host (they go over the network to the client) in the arrays' own dtype,
@@ -188,14 +190,16 @@ def shard_gradient_sums(
     device = _device(shard.device)
     on_device = [device.asarray(p) for p in params]
     flat = device.xp.empty(Layout.of(params).size, dtype=on_device[0].dtype)
-    loss = _engine(device).gradient_flat(on_device, shard.x, shard.targets, scale, flat)
+    loss = _engine(device, str(on_device[0].dtype)).gradient_flat(on_device, shard.x, shard.targets, scale, flat)
     return to_numpy(loss), [to_numpy(flat)], [time.perf_counter() - start]
 
 
 def shard_evaluation_sums(params: list[np.ndarray], shard: Shard) -> tuple[Any, list[Any], list[float]]:
     device = _device(shard.device)
     on_device = [device.asarray(p) for p in params]
-    loss, correct = _engine(device).evaluation_sums(on_device, shard.x, shard.targets, shard.labels)
+    loss, correct = _engine(device, str(on_device[0].dtype)).evaluation_sums(
+        on_device, shard.x, shard.targets, shard.labels
+    )
     return to_numpy(loss), [to_numpy(correct)], []
 
 

@@ -23,6 +23,7 @@ from gpunet.core import model
 from gpunet.data.datasets import Dataset
 from gpunet.device.backend import Device, array_namespace, to_numpy
 from gpunet.training import initializers, train
+from gpunet.training.engine import LocalEngine
 from gpunet.training.train import TrainConfig, layer_sizes
 
 BATCH = 1000  # samples for the accuracy and bias-gradient checks
@@ -209,9 +210,15 @@ def _bias_gradients_per_neuron(s: _Setup) -> Outcome:
     return True, f"{len(params) // 2} layers, one gradient per neuron", ""
 
 
+def _reference(device: Device) -> LocalEngine:
+    """The doctor's steps run the network's one definition (gpunet.core.model), which it checks; the
+    numba engine's kernels are held to it by the tests (tests/test_fused_cpu.py)."""
+    return LocalEngine.for_device(device)
+
+
 def _first_steps(s: _Setup) -> Outcome:
     config = dataclasses.replace(s.config, iterations=FIRST_STEPS, eval_every=FIRST_STEPS, batch_size=None)
-    trainer = train.Trainer(config, s.dataset.first(SUBSET), s.device)
+    trainer = train.Trainer(config, s.dataset.first(SUBSET), s.device, engine=_reference(s.device))
     try:
         for _ in range(FIRST_STEPS):
             trainer.step()
@@ -230,7 +237,7 @@ def _overfits_subset(s: _Setup) -> Outcome:
     config = dataclasses.replace(
         s.config, optimizer="adam", lr=OVERFIT_LR, iterations=OVERFIT_STEPS, eval_every=OVERFIT_EVERY, batch_size=None
     )
-    trainer = train.Trainer(config, s.dataset.first(OVERFIT_SAMPLES), s.device)
+    trainer = train.Trainer(config, s.dataset.first(OVERFIT_SAMPLES), s.device, engine=_reference(s.device))
     best = 0.0
     try:
         for step in range(1, OVERFIT_STEPS + 1):

@@ -20,17 +20,17 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 from itertools import pairwise
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from gpunet.core import model
 from gpunet.core.flat import Layout
-from gpunet.device.backend import Array, Device, array_namespace, is_numpy_array
+from gpunet.device.backend import Array, Device, array_namespace, is_numpy_array, is_numpy_namespace
 
 CPU_CHUNK_ROWS = 8192
 
@@ -43,8 +43,63 @@ def _plural(n: int, noun: str) -> str:
     return f"{n} {noun}{'s' if n != 1 else ''}"
 
 
+class Engine(Protocol):
+    """What a trainer asks of an engine: LocalEngine, or gpunet.training.cpu_engine.FusedCpuEngine."""
+
+    reads_pixels: bool  # takes uint8 rows as pixels (scaling them itself) rather than scaled floats
+
+    def describe(self, rows: int | None = None) -> str: ...
+
+    def prepare(self, input_dtype: Any, say: Callable[[str], None] = ...) -> float: ...
+
+    def gradient_flat(self, params: Sequence[Array], x: Array, targets: Array, scale: float, out: Array) -> Array: ...
+
+    def gradient_sums(self, params: Sequence[Array], x: Array, targets: Array) -> tuple[Array, list[Array]]: ...
+
+    def evaluation_sums(
+        self, params: Sequence[Array], x: Array, targets: Array, labels: Array
+    ) -> tuple[Array, Array]: ...
+
+    def loss_and_gradients(self, params: Sequence[Array], x: Array, targets: Array) -> tuple[Array, list[Array]]: ...
+
+    def evaluate(self, params: Sequence[Array], x: Array, targets: Array, labels: Array) -> tuple[Array, Array]: ...
+
+    def close(self) -> None: ...
+
+
+def choose_engine(device: Device, dtype: str, workers: int | None = None) -> Engine:
+    """The engine for steps on `device` in `dtype`: on numpy, numba's CPU kernels
+    (gpunet.training.cpu_engine) unless $GPUNET_CPU_ENGINE says `reference`, numba cannot be
+    imported or the dtype is not theirs; everywhere else, and as every fallback, LocalEngine.
+
+    `workers` threads (default: one per core; the Dask engine's workers take one each).
+    """
+    from gpunet.files import environment
+
+    threads = cpu_cores() if workers is None else workers
+    reference = LocalEngine(None, 1) if device.is_cuda else LocalEngine(CPU_CHUNK_ROWS, threads)
+    if device.is_cuda or not is_numpy_namespace(device.xp) or dtype not in ("float32", "float64"):
+        return reference
+    if environment.cpu_engine() == "reference" or not numba_importable():
+        return reference
+    from gpunet.training.cpu_engine import FusedCpuEngine
+
+    return FusedCpuEngine(threads, dtype)
+
+
+def numba_importable() -> bool:
+    """Whether numba imports here (it is a dependency, but a broken or missing install falls back)."""
+    try:
+        import numba  # noqa: F401
+    except Exception:  # ImportError, or numba refusing this numpy: either way the reference serves
+        return False
+    return True
+
+
 class LocalEngine:
     """Row chunks of `chunk_rows` (None: one chunk), computed by `workers` threads."""
+
+    reads_pixels = False  # wants its rows as floats (gpunet.training.train.device_rows)
 
     def __init__(self, chunk_rows: int | None = None, workers: int = 1) -> None:
         if chunk_rows is not None and chunk_rows < 1:
@@ -61,6 +116,10 @@ class LocalEngine:
         if device.is_cuda:
             return cls(None, 1)
         return cls(CPU_CHUNK_ROWS, cpu_cores())
+
+    def prepare(self, input_dtype: Any, say: Callable[[str], None] = lambda _: None) -> float:
+        """Nothing to compile: the reference is array code."""
+        return 0.0
 
     def describe(self, rows: int | None = None) -> str:
         """The schedule in words: for `rows` rows, the chunks each thread actually sums."""

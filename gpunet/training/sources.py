@@ -54,7 +54,7 @@ def make_trainer(
     running when the trainer cannot be built."""
     source = make_source(engine, config, dataset, device, workers, scheduler, say)
     try:
-        return Trainer(config, dataset, device, source=source)
+        return Trainer(config, dataset, device, source=source, say=say)
     except BaseException:
         if source is not None:
             source.close()

@@ -31,7 +31,7 @@ from gpunet.errors import (
 from gpunet.files.inputs import byte_size
 from gpunet.files.signals import deferred, stop_requests
 from gpunet.training import initializers
-from gpunet.training.engine import LocalEngine
+from gpunet.training.engine import Engine, choose_engine
 
 DTYPES = ("float32", "float64")
 LOSS_SLOTS = 1024  # steps whose losses wait on the device to be checked together
@@ -216,19 +216,26 @@ class DeviceData:
     labels: Array
 
     @classmethod
-    def from_host(cls, images: Array, labels: Array, device: Device, dtype: str, num_classes: int) -> DeviceData:
+    def from_host(
+        cls, images: Array, labels: Array, device: Device, dtype: str, num_classes: int, pixels: bool = False
+    ) -> DeviceData:
         """Rows and class indices onto the device; arrays already there are not copied.
 
         uint8 rows are pixels: they travel as uint8 (4x fewer bytes) and are
         scaled to [0, 1] on the device, since raw 0..255 inputs are what made
-        the seed's softmax overflow. Any other numbers are used as given.
+        the seed's softmax overflow; with `pixels`, for an engine that scales
+        them as it reads them (Engine.reads_pixels), they stay uint8. Any other
+        numbers are used as given.
         """
         xp = device.xp
-        x = device_rows(images, device, dtype)
+        if pixels and images.dtype == np.uint8:
+            x = np.ascontiguousarray(device.asarray(images))  # read as they are by the engine, every step
+        else:
+            x = device_rows(images, device, dtype)
         y = xp.asarray(device.asarray(labels), dtype=xp.int64)  # a copy only where the dtype differs
         # (samples, classes) as everywhere, but a view of the contiguous (classes, samples) rows the
         # training step reads (model.one_hot_t): no kernel reads them with a stride.
-        return cls(x, model.one_hot_t(y, num_classes, x.dtype).T, y)
+        return cls(x, model.one_hot_t(y, num_classes, getattr(xp, dtype)).T, y)
 
 
 def device_rows(images: Array, device: Device, dtype: str) -> Array:
@@ -341,17 +348,17 @@ class GradientSource(Protocol):
 
 
 class LocalSource:
-    """The training set on the trainer's own device: batches from BatchOrder, gradients from a LocalEngine.
+    """The training set on the trainer's own device: batches from BatchOrder, gradients from an Engine.
 
     A trainer asks its source for a step's gradient and for the training-set
     metrics; another source (gpunet.training.distributed) keeps the samples elsewhere.
     """
 
     def __init__(
-        self, dataset: Dataset, config: TrainConfig, device: Device, engine: LocalEngine, rng: np.random.Generator
+        self, dataset: Dataset, config: TrainConfig, device: Device, engine: Engine, rng: np.random.Generator
     ) -> None:
         self.data = DeviceData.from_host(
-            dataset.train_images, dataset.train_labels, device, config.dtype, dataset.num_classes
+            dataset.train_images, dataset.train_labels, device, config.dtype, dataset.num_classes, engine.reads_pixels
         )
         self.engine = engine
         self.order = BatchOrder(self.data, config.batch_size, rng, device)
@@ -395,22 +402,37 @@ class Trainer:
     """
 
     def __init__(
-        self, config: TrainConfig, dataset: Dataset, device: Device, source: GradientSource | None = None
+        self,
+        config: TrainConfig,
+        dataset: Dataset,
+        device: Device,
+        source: GradientSource | None = None,
+        engine: Engine | None = None,
+        say: Callable[[str], None] = lambda _: None,
     ) -> None:
+        """`engine` computes the steps and evaluations here (default: engine.choose_engine's for the
+        device and dtype); its one-time compile, if any, is paid now, off every clock, and said through `say`."""
         self.config, self.device = config, device
         self.dataset_name, self.dataset_checksum = dataset.name, dataset.checksum
         self.dataset_classes = dataset.classes  # the labels' texts, kept in its checkpoints
         self.sizes = layer_sizes(config, dataset)
         samples = dataset.train_images.shape[0] + (0 if dataset.test_images is None else dataset.test_images.shape[0])
         check_fits(config, self.sizes, device, samples)
-        self.engine = LocalEngine.for_device(device)
+        self.engine = engine or choose_engine(device, config.dtype)
+        pixels = self.engine.reads_pixels and dataset.train_images.dtype == np.uint8
+        self.engine.prepare(np.uint8 if pixels else config.dtype, say)
         self.shuffle_rng = shuffle_rng(config.seed)
         self.source: GradientSource = source or LocalSource(dataset, config, device, self.engine, self.shuffle_rng)
         self.test = (  # a fit on arrays (the Python API) may have no test split
             None
             if dataset.test_images is None
             else DeviceData.from_host(
-                dataset.test_images, dataset.test_labels, device, config.dtype, dataset.num_classes
+                dataset.test_images,
+                dataset.test_labels,
+                device,
+                config.dtype,
+                dataset.num_classes,
+                self.engine.reads_pixels,
             )
         )
         host_params = initializers.he_normal(self.sizes, config.seed, config.dtype)
