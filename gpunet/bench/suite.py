@@ -33,7 +33,7 @@ from gpunet import params
 from gpunet.data.datasets import Dataset
 from gpunet.device.backend import Device, blas_info, cupy_version, describe, resolve_device
 from gpunet.errors import DeviceError
-from gpunet.training.engine import cpu_cores
+from gpunet.training.engine import LocalEngine, cpu_cores
 from gpunet.training.train import Record, TrainConfig, Trainer, layer_sizes
 from gpunet.version import __version__
 
@@ -78,9 +78,11 @@ class BenchTrainer(Protocol):
         ...
 
 
-BACKENDS = ("numpy", "cupy", "torch-cpu", "torch-cuda", "sklearn")
+# "numpy" is gpunet's engine for numpy as chosen by default (numba's CPU kernels where they serve);
+# "numpy-reference" the array-API math (gpunet.core.model) in row chunks on threads, beside it.
+BACKENDS = ("numpy", "numpy-reference", "cupy", "torch-cpu", "torch-cuda", "sklearn")
 # Backends that start from gpunet's initial weights and batch order, so their final weights are comparable.
-SAME_START = ("numpy", "cupy", "torch-cpu", "torch-cuda")
+SAME_START = ("numpy", "numpy-reference", "cupy", "torch-cpu", "torch-cuda")
 
 
 BENCH_RULES = params.table(
@@ -116,7 +118,7 @@ def unavailable(backend: str, config: TrainConfig | None = None) -> str | None:
     """Why `backend` cannot run here (or with `config`), or None."""
     if backend not in BACKENDS:
         return f"unknown backend (choose from {', '.join(BACKENDS)})"
-    if backend == "numpy":
+    if backend in ("numpy", "numpy-reference"):
         return None
     if backend == "cupy":
         try:
@@ -137,6 +139,9 @@ def make_trainer(backend: str, config: TrainConfig, dataset: Dataset) -> BenchTr
     """A fresh run from the seeded initial weights: gpunet's Trainer, or the PyTorch reference."""
     if backend in ("numpy", "cupy"):
         return Trainer(config, dataset, resolve_device(device_kind(backend)))
+    if backend == "numpy-reference":
+        device = resolve_device("cpu")
+        return Trainer(config, dataset, device, engine=LocalEngine.for_device(device))
     if backend == "sklearn":
         from gpunet.bench.sklearn_reference import SklearnTrainer
 
