@@ -463,7 +463,8 @@ def template(root: Path) -> Path:
         y = rng.integers(0, 4, 200)
         x = (np.eye(4, 6)[y] * 3 + 0.1 * rng.normal(size=(200, 6))).astype(np.float32)
         gpunet.MLPClassifier(iterations=20, device="cpu").fit(x, np.array({LABELS!r}, dtype=object)[y]).save("labels.npz")
-        np.savez("d.npz", x_train=x, y_train=y, x_test=x[:50], y_test=y[:50])
+        texts = np.array({LABELS!r})[y]  # the data is labelled as the model was trained: with those texts
+        np.savez("d.npz", x_train=x, y_train=texts, x_test=x[:50], y_test=texts[:50])
         np.save("rows.npy", x[:3])
     """)
     subprocess.run([PY, "-c", code], cwd=base, env=env, check=True, capture_output=True)
