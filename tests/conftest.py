@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import os
+import signal
 import subprocess
 from pathlib import Path
 
@@ -87,6 +88,11 @@ def privileged() -> bool:
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    # A suite started under nohup (or from any shell that ignores SIGHUP) would pass that ignoring on
+    # to every process the tests start, and gpunet keeps an ignored signal ignored, as it should: the
+    # tests of what SIGHUP does need its default, so they get it whatever started pytest.
+    if signal.getsignal(signal.SIGHUP) == signal.SIG_IGN:
+        signal.signal(signal.SIGHUP, signal.SIG_DFL)
     config.addinivalue_line(
         "markers",
         f"root: needs root or passwordless sudo (it mounts a tmpfs); skipped without, fails where ${REQUIRE_ROOT}=1",
