@@ -35,6 +35,7 @@ from gpunet.device.backend import resolve_device
 from gpunet.errors import DeviceError
 from gpunet.training.train import Record, TrainConfig, Trainer
 from tests.conftest import cuda_device, numpy_device
+from tests.helpers import invoke, one_line_error
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -1041,30 +1042,25 @@ def test_cli_bench_by_default_measures_as_documented_and_records_its_command(tmp
     [("tpu", 2, "unknown backend"), ("numpy,nonesuch", 2, "nonesuch")],
 )
 def test_cli_bench_refuses_unknown_backends(backends: str, code: int, text: str) -> None:
-    result = CliRunner().invoke(app, ["bench", "--dataset", "synthetic", "--backends", backends])
-    assert result.exit_code == code
-    assert result.stderr.startswith("error: ") and text in result.stderr and len(result.stderr.splitlines()) == 1
+    one_line_error(invoke("bench", "--dataset", "synthetic", "--backends", backends), code, text)
 
 
 @pytest.mark.skipif(cuda_device() is not None, reason="this machine has a GPU")
 def test_cli_bench_names_a_backend_that_cannot_run() -> None:
-    result = CliRunner().invoke(app, ["bench", "--dataset", "synthetic", "--backends", "numpy,cupy"])
-    assert result.exit_code == 1
-    assert result.stderr.startswith("error: backend cupy: ")
+    line = one_line_error(invoke("bench", "--dataset", "synthetic", "--backends", "numpy,cupy"), 1)
+    assert line.startswith("error: backend cupy: ")
 
 
 def test_without_torch_the_hint_names_the_cpu_build(without_torch: None) -> None:
-    result = CliRunner().invoke(app, ["bench", "--dataset", "synthetic", "--backends", "numpy,torch-cpu"])
-    assert result.exit_code == 1
-    line = result.stderr.strip()
-    assert line.startswith("error: backend torch-cpu: torch is not installed") and len(line.splitlines()) == 1
+    line = one_line_error(invoke("bench", "--dataset", "synthetic", "--backends", "numpy,torch-cpu"), 1)
+    assert line.startswith("error: backend torch-cpu: torch is not installed")
     assert "pip install torch --index-url https://download.pytorch.org/whl/cpu" in line
     assert "./setup.sh --bench" in line and "gpunet[bench]" not in line
 
 
 def test_bench_shows_progress_as_train_does_plain_lines_off_a_terminal() -> None:
     args = ["bench", "--dataset", "synthetic", "--backends", "numpy", "--iterations", "20", "--timed-steps", "2"]
-    result = CliRunner().invoke(app, [*args, "--repeats", "1", "--target-accuracy", "0.5"])
+    result = invoke(*args, "--repeats", "1", "--target-accuracy", "0.5")
     assert result.exit_code == 0, result.output
     steps = [line for line in result.output.splitlines() if line.startswith("numpy step")]
     assert [line.split()[2] for line in steps] == ["0/20", "10/20", "20/20"]

@@ -29,7 +29,7 @@ from gpunet.files.outputs import atomic_file, claim_outputs
 from gpunet.training import checkpoint
 from gpunet.training.train import TrainConfig, Trainer
 from tests.conftest import numpy_device
-from tests.helpers import QUICK
+from tests.helpers import QUICK, invoke, one_line_error
 
 runner = CliRunner()
 
@@ -39,14 +39,9 @@ pytestmark = pytest.mark.usefixtures("isolated_data")  # tests/conftest.py: noth
 
 def refused(args: list[str], code: int = 2, text: str = "") -> str:
     """Run the CLI and check it refused with one line, before doing any work."""
-    result = runner.invoke(app, args)
-    assert result.exit_code == code, result.output
-    assert "Traceback" not in result.output
+    result = invoke(*args)
     assert "dataset:" not in result.stdout and "test accuracy" not in result.stdout, "it worked before refusing"
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    assert text in lines[0], lines[0]
-    return lines[0]
+    return one_line_error(result, code, text)
 
 
 # The name of gpunet's temporary files, '.<target>.<pid>-<host>.<random>.tmp': a later run (another
