@@ -10,6 +10,13 @@ Method (see benchmarks/README.md):
 - floor: the step's floating-point operations over this machine's measured
   matrix-multiply rate, or the bytes it must read over the measured memory
   bandwidth, whichever is larger; x_floor is the step time over that floor.
+- the two products with X: the forward X @ W1 and the gradient X.T @ δ1, each
+  timed alone on the backend's own arrays, medians after warm-up, the device
+  synchronised around every run: how much of a step is the reads of X.
+
+A backend is one Backend entry (BACKENDS holds the built-in ones); every
+function here that takes a backend's name also takes a Backend of one's own,
+and every clock read goes through a `clock` parameter (time.perf_counter).
 """
 
 from __future__ import annotations
@@ -319,6 +326,7 @@ def backend_of(backend: str | Backend) -> Backend:
 
 
 def backend_name(backend: str | Backend) -> str:
+    """The name a backend is reported under."""
     return backend.name if isinstance(backend, Backend) else backend
 
 
