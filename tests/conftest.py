@@ -197,6 +197,14 @@ def small() -> Dataset:
     return synthetic(n_train=600, n_test=200)
 
 
+@pytest.fixture(scope="session")
+def fashion() -> Dataset:
+    """The real Fashion-MNIST (FASHION_DIR), read once: the learning tests' data."""
+    from gpunet.data.datasets import load
+
+    return load("fashion-mnist", data_dir=FASHION_DIR, offline=True)
+
+
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(42)

@@ -16,16 +16,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from typer.testing import CliRunner
 
 from gpunet.bench import suite
 from gpunet.data import datasets
 from gpunet.training import checkpoint
 from tests.conftest import FASHION_DIR
+from tests.helpers import invoke
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()
-runner = CliRunner()
 
 SETUP_LINE = "./setup.sh && .venv/bin/gpunet train"
 TEST_LINE = "./setup.sh --dev && .venv/bin/python -m pytest"
@@ -79,10 +78,6 @@ def small(args: list[str]) -> list[str]:
 def shape(text: str) -> str:
     """A line with every number replaced: samples show one machine's numbers, the program another's."""
     return re.sub(r"\d[\d.,]*(e[+-]?\d+)?", "#", text.strip())
-
-
-def run(args: list[str]):
-    return runner.invoke(__import__("gpunet.cli.commands", fromlist=["app"]).app, args)
 
 
 @pytest.fixture(autouse=True)
@@ -141,7 +136,7 @@ def test_readme_commands_run_as_written(commands: list[list[str]]) -> None:
     Image.fromarray(picture).save("image.png")
     own_data()
     for args in commands:
-        result = run(small(args))
+        result = invoke(*small(args))
         if args[0] == "bench" and "torch-cpu" in " ".join(args) and suite.unavailable("torch-cpu"):
             # Without the documented set-up (./setup.sh --bench) the example says how to get it.
             assert result.exit_code == 1 and "--index-url https://download.pytorch.org/whl/cpu" in result.stderr
@@ -169,32 +164,32 @@ def sample(after: str) -> list[str]:
 def test_train_first_lines_without_internet(monkeypatch: pytest.MonkeyPatch) -> None:
     mirrors = sample("its first lines are")
     monkeypatch.setenv("GPUNET_MIRRORS", ",".join(f"http://127.0.0.1:{port}/" for port in (9, 10, 11)))
-    result = run(["train", "--iterations", "0", "--no-save"])
+    result = invoke("train", "--iterations", "0", "--no-save")
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()[: len(mirrors)]
     refused = re.compile(r"mirror \S+: cannot connect \(.+\); trying \S+")
     assert len(mirrors) == 3 and all(refused.fullmatch(line) for line in mirrors[:2] + lines[:2]), lines
     assert mirrors[2] == f"MNIST unavailable (could not be downloaded): training on Fashion-MNIST from {FASHION_DIR}"
     assert lines[2] == mirrors[2]
-    offline = run(["train", "--iterations", "0", "--no-save", "--offline"])
+    offline = invoke("train", "--iterations", "0", "--no-save", "--offline")
     assert offline.output.splitlines()[0].startswith("MNIST unavailable offline: ")
 
 
 def test_the_saved_model_line() -> None:
-    result = run(["train", "--dataset", "synthetic", "--iterations", "5"])
+    result = invoke("train", "--dataset", "synthetic", "--iterations", "5")
     expected = sample("The\nlast line says where")[0].replace("fashion-mnist", "synthetic")
     assert result.output.strip().splitlines()[-1] == expected
 
 
 def test_the_refusals_and_the_not_learning_report() -> None:
-    assert run(["train", "--dataset", "synthetic", "--iterations", "5", "--checkpoint", "run.npz"]).exit_code == 0
-    finished = run(["train", "--resume", "run.npz"])
+    assert invoke("train", "--dataset", "synthetic", "--iterations", "5", "--checkpoint", "run.npz").exit_code == 0
+    finished = invoke("train", "--resume", "run.npz")
     assert shape(finished.stderr) == shape(sample("saying how to continue")[0])
-    mixed = run(["train", "--resume", "run.npz", "--more", "1", "--hidden", "32"])
+    mixed = invoke("train", "--resume", "run.npz", "--more", "1", "--hidden", "32")
     assert mixed.stderr.strip() == sample("architecture, dtype, optimizer or dataset is refused")[0]
 
     words = re.search(r"`(gpunet train --optimizer gd --lr 50 --dataset synthetic)`", README).group(1)
-    blew_up = run(shlex.split(words)[1:])
+    blew_up = invoke(*shlex.split(words)[1:])
     assert blew_up.exit_code == 3
     assert shape(blew_up.stderr) == shape(sample(words)[0])
     assert checkpoint.load(Path("run.npz")).step == 5
@@ -204,15 +199,15 @@ def test_doctor_sample_output() -> None:
     lines = sample("the exit code is 1 if any fails")
     command = shlex.split(lines[0].removeprefix("$ "))
     assert command[:2] == ["gpunet", "doctor"] and "--device" in command  # auto would add a line about the device
-    result = run(command[1:])
+    result = invoke(*command[1:])
     assert result.exit_code == 0, result.output
     assert [shape(line) for line in result.output.splitlines()] == [shape(line) for line in lines[1:]]
 
 
 def test_evaluate_sample_first_line() -> None:
     lines = sample("### Evaluate and predict")
-    assert run(["train", "--dataset", "fashion-mnist", "--iterations", "2", "--checkpoint", "run.npz"]).exit_code == 0
-    result = run([*shlex.split(lines[0].removeprefix("$ "))[1:], "--device", "cpu"])
+    assert invoke("train", "--dataset", "fashion-mnist", "--iterations", "2", "--checkpoint", "run.npz").exit_code == 0
+    result = invoke(*shlex.split(lines[0].removeprefix("$ "))[1:], "--device", "cpu")
     assert result.exit_code == 0, result.output
     assert [shape(line) for line in result.output.splitlines()[:2]] == [shape(line) for line in lines[1:3]]
 
