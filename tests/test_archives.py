@@ -96,7 +96,7 @@ def test_a_header_claiming_more_than_the_machine_has_is_refused_before_reading(
         userdata.load_path(tmp_path / "big.npz")
 
 
-def test_a_huge_npy_to_predict_is_one_line_error(model: Path, tmp_path: Path) -> None:
+def test_a_huge_npy_to_predict_is_one_line(model: Path, tmp_path: Path) -> None:
     (tmp_path / "huge.npy").write_bytes(npy_header(HUGE, "|u1") + bytes(784))
     result = runner.invoke(app, ["predict", str(model), str(tmp_path / "huge.npy"), "--device", "cpu"])
     one_line_error(result, 1, "its header declares uint8 values of shape (1000000000000,), 1 TB, but it holds 784 B")
