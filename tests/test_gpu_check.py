@@ -2,7 +2,7 @@
 
 The stand-in runs everything as the real interpreter would, except what needs a GPU: its `pytest`
 records how it was called and reports a pass, `gpunet train --device cuda` never ends (so the time
-cap must stop it), and the rest of gpunet answers at once. With a small BUDGET the run must mark
+cap must stop it), and the rest of gpunet and the version probe answer at once. With a small BUDGET the run must mark
 the stopped training CUT OFF and the steps the budget no longer allows SKIPPED, record the TF32
 and CUDA settings, and leave at most the 8 files the device tool brings back. The pytest call it
 made is then collected for real with the CPU-only test tools made unimportable, as on the GPU
@@ -33,6 +33,7 @@ case "$1 $2 $3" in
   "-m pytest "*) echo "33 passed in 0.01s"; exit 0 ;;
   "-m gpunet train") case "$*" in *"--device cuda"*) exec sleep 600 ;; esac; echo "trained"; exit 0 ;;
   "-m gpunet "*) echo "gpunet $3 answered"; exit 0 ;;
+  "-c "*) echo "versions (stand-in)"; exit 0 ;;
 esac
 if [ "$*" = "-" ]; then  # the environment probe: without torch, whose import takes seconds
   exec "{python}" -c 'import sys; sys.modules["torch"] = None; exec(sys.stdin.read())'
@@ -57,7 +58,7 @@ sys.exit(pytest.main(["-p", "no:hypothesispytest", *sys.argv[1:]]))
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """One run of the script with the stand-in and a 28 s budget (13 s for the steps)."""
+    """One run of the script with the stand-in and a 24 s budget (9 s for the steps, less the probes)."""
     tmp = tmp_path_factory.mktemp("gpu_check")
     log = tmp / "calls.log"
     stand_in = tmp / "python"
@@ -67,7 +68,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> dict:
     env = {
         **os.environ,
         "PYTHON": str(stand_in),
-        "BUDGET": "28",
+        "BUDGET": "24",
         "CUPY_TF32": "1",
         "NVIDIA_TF32_OVERRIDE": "0",
         "CUDA_VISIBLE_DEVICES": "0",
