@@ -106,7 +106,7 @@ def test_a_hundred_thousand_classes_are_refused_before_allocating() -> None:
         gpunet.MLPClassifier(iterations=1, device="cpu").fit(np.zeros((n, 2)), np.arange(n))
 
 
-def test_many_classes_of_your_data_on_a_small_machine_are_one_line_error(tmp_path: Path, monkeypatch) -> None:
+def test_many_classes_of_your_data_on_a_small_machine_are_one_line(tmp_path: Path, monkeypatch) -> None:
     rng = np.random.default_rng(0)
     y = np.arange(2000) % 1000
     np.savez(tmp_path / "many.npz", x=rng.normal(size=(2000, 3)), y=y)
