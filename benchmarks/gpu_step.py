@@ -9,10 +9,14 @@ the variants taking turns for R rounds:
 - queued: N steps queued back to back, one synchronisation at the end (what training sees);
 - host: the Python time to queue one step, with no wait for the device. When
   it is close to `queued`, the step is bound by launching kernels, not by the GPU.
-Then each fusable function, called with the arguments it had in a real step,
-is timed alone, fused and unfused (host time per call, and time per call with
-the device's work included): cupy.fuse's own call overhead can exceed the
-launches it saves for a two-operation function, so this says which to keep.
+Then each fusable function, called with the very arrays it had in a real step
+(the step's own arrays and views, in their layouts, not copies: a copy is
+C-contiguous and would time another kernel), is timed alone, fused and unfused
+(host time per call, and time per call with the device's work included):
+cupy.fuse's own call overhead can exceed the launches it saves for a
+two-operation function, so this says which to keep. The update rules change
+their arguments in place, so the trainer's parameters and optimizer state are
+put back afterwards; the record lists each timed argument's shape and strides.
 Last, it tries to capture one step as a CUDA graph (CuPy refuses cuBLAS calls
 during capture, cupy/cupy#6290) and records what happened.
 On `--device cpu` it times the numpy step the same way (a dry run of the script).
@@ -22,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import time
 from datetime import datetime, timezone
@@ -58,11 +63,11 @@ def time_variant(trainer: Trainer, steps: int) -> dict[str, float]:
 
 
 def one_step_calls(trainer: Trainer) -> list[tuple[fusable, tuple[Any, ...]]]:
-    """Every fusable call of one training step, with copies of its arguments."""
+    """Every fusable call of one training step, with the step's own arguments (held, so never reused)."""
     calls, real_call = [], fusable.__call__
 
     def recording(self: fusable, *args: Any) -> Any:
-        calls.append((self, tuple(a.copy() if hasattr(a, "copy") else a for a in args)))
+        calls.append((self, args))
         return real_call(self, *args)
 
     fusable.__call__ = recording
@@ -73,14 +78,34 @@ def one_step_calls(trainer: Trainer) -> list[tuple[fusable, tuple[Any, ...]]]:
     return calls
 
 
-def time_kernels(trainer: Trainer, calls_each: int = 200) -> dict[str, dict[str, float]]:
-    """Microseconds per call of each fusable function, alone, fused and unfused."""
-    results: dict[str, dict[str, float]] = {}
+def layout(args: tuple[Any, ...]) -> list[str]:
+    """Each argument as timed: an array's shape and strides (in elements), a scalar's type."""
+    return [f"{tuple(a.shape)} strides {strides(a)}" if hasattr(a, "strides") else type(a).__name__ for a in args]
+
+
+def strides(a: Any) -> tuple[int, ...]:
+    return tuple(s // a.itemsize for s in a.strides)
+
+
+def time_kernels(trainer: Trainer, calls_each: int = 200) -> dict[str, dict[str, Any]]:
+    """Microseconds per call of each fusable function, alone, fused and unfused, on a real step's arguments."""
+    saved = {"params": trainer.flat_params.copy(), **{k: v.copy() for k, v in trainer.optimizer.slots.items()}}
+    try:
+        return _time_kernels(trainer, calls_each)
+    finally:  # the update rules ran in place on the trainer's own vectors: put them back
+        trainer.flat_params[...] = saved.pop("params")
+        for k, v in saved.items():
+            trainer.optimizer.slots[k][...] = v
+        trainer.synchronize()
+
+
+def _time_kernels(trainer: Trainer, calls_each: int) -> dict[str, dict[str, Any]]:
+    results: dict[str, dict[str, Any]] = {}
     for kernel, args in one_step_calls(trainer):
         name = kernel.__name__
         if name in results:  # the same function again (a second layer): once is enough
             continue
-        results[name] = {}
+        results[name] = {"arguments": layout(args)}
         for variant, enabled in VARIANTS.items():
             fusable.enabled = enabled
             for _ in range(3):
@@ -134,10 +159,16 @@ def main() -> None:
     device = resolve_device(args.device)
     dataset = datasets.load("fashion-mnist", data_dir=args.data_dir, offline=True)
     trainer = Trainer(TrainConfig(), dataset, device)
-    for enabled in VARIANTS.values():  # warm-up: compiles the fused kernels, fills the memory pool
+    warm_up: dict[str, list[float]] = {}
+    for name, enabled in VARIANTS.items():  # warm-up: compiles the fused kernels, fills the memory pool
         fusable.enabled = enabled
+        warm_up[name] = []
         for _ in range(10):
+            trainer.synchronize()
+            start = time.perf_counter()
             trainer.step()
+            trainer.synchronize()
+            warm_up[name].append(1000 * (time.perf_counter() - start))
     times: dict[str, list[dict[str, float]]] = {name: [] for name in VARIANTS}
     for _ in range(args.rounds):
         for name, enabled in VARIANTS.items():
@@ -157,14 +188,23 @@ def main() -> None:
         "step_gflop": flops / 1e9,
         "input_mb": nbytes / 1e6,
         "ms_per_step": results,
+        # The first fused step compiles every fused kernel (or loads it from $CUPY_CACHE_DIR, which
+        # gpu_check.sh points at an empty folder so that this is a real compile) and starts cuBLAS.
+        "first_step_ms": {name: times_ms[0] for name, times_ms in warm_up.items()},
+        "later_warm_up_step_ms": {name: statistics.median(times_ms[1:]) for name, times_ms in warm_up.items()},
+        "kernel_cache": os.environ.get("CUPY_CACHE_DIR", "~/.cupy/kernel_cache (cupy's default)"),
     }
     record["kernels"] = time_kernels(trainer)
     record["fusion_fallbacks"] = dict(fusable.fallbacks)  # functions cupy could not fuse, and why
     if device.is_cuda:
         record["graph_capture"] = try_graph_capture(trainer)
+    for name, times_ms in warm_up.items():
+        later = statistics.median(times_ms[1:])
+        what = " (compiles the fused kernels)" if name == "fused" and device.is_cuda else ""
+        print(f"{name:8s} first step {times_ms[0]:9.1f} ms{what}, later warm-up steps {later:8.3f} ms")
     for name, r in results.items():
         print(f"{name:8s} synced {r['synced']:8.3f} ms   queued {r['queued']:8.3f} ms   host {r['host']:8.3f} ms")
-    print("per call, us (host time to queue it / with the device's work):")
+    print("per call on a real step's arguments, us (host time to queue it / with the device's work):")
     for name, r in record["kernels"].items():
         print(
             f"  {name:22s} fused {r['fused_host_us']:7.1f} / {r['fused_us']:7.1f}   "

@@ -199,31 +199,33 @@ class MLPClassifier:
             verified=False,
             num_classes=len(classes),
         )
-        trainer = Trainer(config, dataset, device)
-        try:
-            if previous is not None:
-                checkpoint.restore(trainer, previous)
-            stopped = None
-            result = trainer.run()
-            if result.outcome is Outcome.INTERRUPTED:  # Ctrl-C: keep what was learned (as scikit-learn does)
-                trainer.check_losses()
-                stopped = f"training {result.problem}; the model holds the weights of that step"
-            elif result.outcome is Outcome.NOT_LEARNING:  # a poor model is still a model: kept, with a warning
-                warnings.warn(f"{result.problem}; the model holds its last step's weights", ConvergenceWarning, 2)
-            elif result.problem is not None:  # diverged: NaN weights are no model to keep
-                raise result.problem
-            state = checkpoint.capture(trainer, _jsonable(classes))
-        finally:
-            trainer.close()
-        self._set_state(state, device.name, classes)
-        if trainer.stop_signals:
+        # The whole fit, not only the training loop, is one stop-request block: a signal while the
+        # model is captured or the engine's threads are joined must not cut that short and lose the
+        # fitted model; it only counts, and the first one is handed to the caller's handler below.
+        with signals.stop_requests() as stop_signals:
+            trainer = Trainer(config, dataset, device)
+            try:
+                if previous is not None:
+                    checkpoint.restore(trainer, previous)
+                stopped = None
+                result = trainer.run()
+                if result.outcome is Outcome.INTERRUPTED:  # Ctrl-C: keep what was learned (as scikit-learn does)
+                    trainer.check_losses()
+                    stopped = f"training {result.problem}; the model holds the weights of that step"
+                elif result.outcome is Outcome.NOT_LEARNING:  # a poor model is still a model: kept, with a warning
+                    warnings.warn(f"{result.problem}; the model holds its last step's weights", ConvergenceWarning, 2)
+                elif result.problem is not None:  # diverged: NaN weights are no model to keep
+                    raise result.problem
+                state = checkpoint.capture(trainer, _jsonable(classes))
+            finally:
+                trainer.close()
+            self._set_state(state, device.name, classes)
+        if stop_signals:
             # The model is fitted and kept; the signal then acts as the caller's handler says: a
             # KeyboardInterrupt by default, so a script or a loop of fits stops as Python users expect.
-            late = (
-                f"training had completed ({trainer.steps_done} steps) when {signals.name(trainer.stop_signals[0])} came"
-            )
+            late = f"training had completed ({trainer.steps_done} steps) when {signals.name(stop_signals[0])} came"
             signals.hand_over(
-                trainer.stop_signals[0],
+                stop_signals[0],
                 f"{stopped or late}; fitted: predict, score and save work, "
                 "and fit with warm_start=True trains it further",
             )

@@ -6,11 +6,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner, Result
 
 from gpunet.cli.commands import app
 from gpunet.errors import DivergedError, GpunetError, Interrupted, NotLearning, StepFailed
+from gpunet.training import checkpoint
 from gpunet.training.train import Outcome, TrainResult
 
 runner = CliRunner()
@@ -29,9 +32,9 @@ def error_lines(stderr: str) -> list[str]:
     return [line for line in stderr.splitlines() if line.strip()]
 
 
-def one_line_error(result: Result, code: int | None = None, text: str = "") -> str:
+def one_line_error(result: Result, code: int | None = None, text: str = "", *more: str) -> str:
     """A failure as every one must look: a non-zero exit (`code`, where given), no traceback, and one line
-    on stderr, `error: ...`, holding `text`. Returns that line."""
+    on stderr, `error: ...`, holding `text` (and each of `more`). Returns that line."""
     assert result.exit_code != 0, result.output
     if code is not None:
         assert result.exit_code == code, result.output
@@ -39,7 +42,18 @@ def one_line_error(result: Result, code: int | None = None, text: str = "") -> s
     lines = error_lines(result.stderr)
     assert len(lines) == 1, result.output
     assert lines[0].startswith("error: ") and text in lines[0], lines[0]
+    for also in more:
+        assert also in lines[0], lines[0]
     return lines[0]
+
+
+def checkpoint_refusal(path: Path) -> str:
+    """The message checkpoint.load refuses `path` with: one line."""
+    with pytest.raises(checkpoint.CheckpointError) as caught:
+        checkpoint.load(path)
+    message = str(caught.value)
+    assert "\n" not in message
+    return message
 
 
 @dataclass

@@ -22,6 +22,7 @@ from gpunet.device.backend import resolve_device
 from gpunet.errors import DatasetError
 from gpunet.training import checkpoint
 from gpunet.training.train import TrainConfig, Trainer
+from tests.helpers import invoke, one_line_error
 
 runner = CliRunner()
 pytestmark = pytest.mark.usefixtures("isolated_data")  # tests/conftest.py: nothing leaves the machine
@@ -47,14 +48,6 @@ def write_zip(path: Path, members: dict[str, bytes]) -> Path:
         for name, content in members.items():
             z.writestr(name, content)
     return path
-
-
-def one_line(result, code: int, *texts: str) -> None:
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert result.exit_code == code, result.output
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
-    for text in texts:
-        assert text in lines[0], result.output
 
 
 def splits(n: int = 60) -> dict[str, bytes]:
@@ -85,7 +78,7 @@ def test_a_huge_npy_header_in_data_is_one_line_on_every_command(tmp_path: Path) 
     bad = write_zip(tmp_path / "huge.npz", members)
     text = "member 'x_train': its header declares float64 values of shape (1000000000000,), 8 TB"
     for args in (["train", "--data", bad, *QUICK], ["doctor", "--data", bad, "--device", "cpu"]):
-        one_line(runner.invoke(app, [str(a) for a in args]), 1, str(bad), text)
+        one_line_error(invoke(*args), 1, str(bad), text)
     with pytest.raises(DatasetError, match=r"8 TB, but it holds 64 B"):
         gpunet.load_dataset(bad)
 
@@ -106,9 +99,9 @@ def test_a_header_claiming_more_than_the_machine_has_is_refused_before_reading(
 def test_a_huge_npy_to_predict_is_one_line(model: Path, tmp_path: Path) -> None:
     (tmp_path / "huge.npy").write_bytes(npy_header(HUGE, "|u1") + bytes(784))
     result = runner.invoke(app, ["predict", str(model), str(tmp_path / "huge.npy"), "--device", "cpu"])
-    one_line(result, 1, "its header declares uint8 values of shape (1000000000000,), 1 TB, but it holds 784 B")
+    one_line_error(result, 1, "its header declares uint8 values of shape (1000000000000,), 1 TB, but it holds 784 B")
     (tmp_path / "short.npy").write_bytes(npy_bytes(np.zeros((2, 784), np.uint8))[:-10])
-    one_line(runner.invoke(app, ["predict", str(model), str(tmp_path / "short.npy")]), 1, "but it holds")
+    one_line_error(runner.invoke(app, ["predict", str(model), str(tmp_path / "short.npy")]), 1, "but it holds")
 
 
 def forged_checkpoint(model: Path, tmp_path: Path, member: str, content: bytes) -> Path:
@@ -129,7 +122,7 @@ def test_a_huge_member_of_a_checkpoint_is_one_line_for_every_reader(model: Path,
         ["predict", forged, tmp_path / "one.npy", "--device", "cpu"],
         ["train", "--resume", forged, "--more", "1", "--device", "cpu"],
     ):
-        one_line(runner.invoke(app, [str(a) for a in args]), 1, f"{forged}: ", f"member '{name}'", "but it holds")
+        one_line_error(invoke(*args), 1, f"{forged}: ", f"member '{name}'", "but it holds")
     with pytest.raises(checkpoint.CheckpointError, match=f"member '{name}'"):
         gpunet.load(forged)
 
@@ -201,7 +194,7 @@ def test_a_gzip_bomb_in_an_idx_folder_is_one_line_on_train_and_evaluate(model: P
     labels = folder / "train-labels-idx1-ubyte.gz"
     labels.write_bytes(gzipped(idx_bytes(ds.train_labels) + bytes(5_000_000)))
     for args in (["train", "--data", folder, *QUICK], ["evaluate", model, "--data", folder, "--device", "cpu"]):
-        one_line(runner.invoke(app, [str(a) for a in args]), 1, str(labels), "decompresses to more than")
+        one_line_error(invoke(*args), 1, str(labels), "decompresses to more than")
 
 
 # --- a .npy where a .npz belongs (class 6) ----------------------------------------------------------
@@ -218,7 +211,7 @@ def test_a_npy_as_data_is_one_line_on_every_command(model: Path, tmp_path: Path,
         ["bench", "--data", path, "--backends", "numpy", "--iterations", "2"],
         ["doctor", "--data", path, "--device", "cpu"],
     ):
-        one_line(runner.invoke(app, [str(a) for a in args]), 1, f"{path}: {text}")
+        one_line_error(invoke(*args), 1, f"{path}: {text}")
     with pytest.raises(DatasetError, match=text):
         gpunet.load_dataset(path)
 
@@ -235,4 +228,4 @@ def test_a_npy_as_data_is_one_line_on_every_command(model: Path, tmp_path: Path,
 def test_other_files_as_data_are_named_for_what_they_hold(tmp_path: Path, content: bytes, text: str) -> None:
     path = tmp_path / "mine.npz"
     path.write_bytes(content)
-    one_line(runner.invoke(app, ["train", "--data", str(path), *QUICK]), 1, text)
+    one_line_error(runner.invoke(app, ["train", "--data", str(path), *QUICK]), 1, text)

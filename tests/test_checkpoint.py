@@ -22,16 +22,9 @@ from gpunet.errors import DivergedError, WriteFailed
 from gpunet.training import checkpoint
 from gpunet.training.train import TrainConfig, Trainer
 from tests.conftest import numpy_device
-from tests.helpers import ended
+from tests.helpers import checkpoint_refusal, ended
 
 runner = CliRunner()
-
-
-def refusal(path: Path) -> str:
-    """The one line checkpoint.load refuses `path` with."""
-    with pytest.raises(checkpoint.CheckpointError) as caught:
-        checkpoint.load(path)
-    return str(caught.value)
 
 
 def meta_of(path: Path) -> dict:
@@ -409,7 +402,7 @@ def test_the_file_names_its_format_and_the_version_that_wrote_it(tmp_path: Path,
 
 def test_optimizer_state_that_does_not_fit_is_refused(tmp_path: Path, small: datasets.Dataset) -> None:
     path = checkpoint_with_a_cut_array(tmp_path, small, "slot_m_0", 10)
-    assert refusal(path) == (
+    assert checkpoint_refusal(path) == (
         f"{path}: a damaged or foreign checkpoint (slot_m_0: shape (10, 16), but the layers need (784, 16))"
     )
 
@@ -484,24 +477,27 @@ def test_opening_a_checkpoint_never_unpickles(tmp_path: Path) -> None:
 def test_load_refusals_in_exact_words(tmp_path: Path, small: datasets.Dataset) -> None:
     import gpunet
 
-    assert refusal(tmp_path / "none.npz") == f"{tmp_path / 'none.npz'}: no such checkpoint"
+    assert checkpoint_refusal(tmp_path / "none.npz") == f"{tmp_path / 'none.npz'}: no such checkpoint"
     no_meta = tmp_path / "no-meta.npz"
     np.savez(no_meta, param_0=np.zeros(3))
-    assert refusal(no_meta).startswith(f"{no_meta}: not a readable gpunet checkpoint (")
+    assert checkpoint_refusal(no_meta).startswith(f"{no_meta}: not a readable gpunet checkpoint (")
     for meta, found in (('{"format": 2}', 2), ("[1]", None), ('{"version": 1}', None)):
         other = tmp_path / "other.npz"
         np.savez(other, meta=np.array(meta))
-        assert refusal(other) == f"{other}: checkpoint format {found} is not 1 (gpunet {gpunet.__version__})"
+        assert checkpoint_refusal(other) == f"{other}: checkpoint format {found} is not 1 (gpunet {gpunet.__version__})"
     damaged = tmp_path / "damaged.npz"
     np.savez(damaged, meta=np.array('{"format": 1}'))
-    assert refusal(damaged) == f"{damaged}: a damaged or foreign checkpoint (config: missing)"
+    assert checkpoint_refusal(damaged) == f"{damaged}: a damaged or foreign checkpoint (config: missing)"
     path = tmp_path / "c.npz"
     Trainer(TrainConfig(iterations=1, eval_every=1), small, numpy_device()).run(save=lambda t: checkpoint.save(path, t))
     with np.load(path) as f:
         arrays = {name: f[name] for name in f.files}
     arrays["param_3"] = np.full_like(arrays["param_3"], np.nan)  # the second layer's biases
     np.savez(path, **arrays)
-    assert refusal(path) == f"{path}: its layer 2 biases hold NaN or infinite values; this checkpoint cannot be used"
+    assert (
+        checkpoint_refusal(path)
+        == f"{path}: its layer 2 biases hold NaN or infinite values; this checkpoint cannot be used"
+    )
 
 
 def checkpoint_with_a_cut_array(tmp_path: Path, small: datasets.Dataset, name: str, keep: int) -> Path:
@@ -564,7 +560,7 @@ def test_class_labels_that_do_not_fit_the_outputs_are_refused(tmp_path: Path, sm
         if isinstance(classes, str)
         else f"10 output units but {len(classes)} class labels"
     )
-    assert refusal(path) == f"{path}: a damaged or foreign checkpoint (classes: {reason})"
+    assert checkpoint_refusal(path) == f"{path}: a damaged or foreign checkpoint (classes: {reason})"
 
 
 def test_class_labels_json_cannot_hold_are_refused_before_writing(tmp_path: Path, small: datasets.Dataset) -> None:

@@ -12,11 +12,11 @@ import pytest
 from typer.testing import CliRunner
 
 import gpunet
-from gpunet.cli.commands import app
 from gpunet.data import datasets as data
 from gpunet.device.backend import resolve_device
 from gpunet.training import checkpoint
 from gpunet.training.train import TrainConfig, Trainer
+from tests.helpers import checkpoint_refusal, invoke
 
 runner = CliRunner()
 
@@ -40,14 +40,6 @@ def rewritten(model: Path, tmp_path: Path, meta=None, text: str | None = None, *
     path = tmp_path / "c.npz"
     np.savez(path, meta=np.array(text if text is not None else json.dumps(record)), **(contents | arrays))
     return path
-
-
-def refusal(path: Path) -> str:
-    with pytest.raises(checkpoint.CheckpointError) as caught:
-        checkpoint.load(path)
-    message = str(caught.value)
-    assert "\n" not in message
-    return message
 
 
 def damaged(path: Path, field: str, reason: str) -> str:
@@ -97,15 +89,15 @@ CASES = [
 @pytest.mark.parametrize(("keys", "value", "field", "reason"), CASES, ids=[c[2] + "=" + repr(c[1])[:20] for c in CASES])
 def test_every_field_is_checked_and_named(model: Path, tmp_path: Path, keys, value, field: str, reason: str) -> None:
     path = rewritten(model, tmp_path, setter(*keys, value=value))
-    assert refusal(path) == damaged(path, field, reason)
+    assert checkpoint_refusal(path) == damaged(path, field, reason)
 
 
 def test_a_deep_json_is_one_line(model: Path, tmp_path: Path) -> None:
     deep = "[" * 100_000 + "]" * 100_000
     path = rewritten(model, tmp_path, text=deep)
-    assert refusal(path) == damaged(path, "meta", "nested too deeply")
+    assert checkpoint_refusal(path) == damaged(path, "meta", "nested too deeply")
     inside = rewritten(model, tmp_path, text=json.dumps({"format": 1})[:-1] + ', "history": ' + deep + "}")
-    assert refusal(inside) == damaged(inside, "meta", "nested too deeply")
+    assert checkpoint_refusal(inside) == damaged(inside, "meta", "nested too deeply")
 
 
 @pytest.mark.parametrize(
@@ -121,9 +113,9 @@ def test_a_deep_json_is_one_line(model: Path, tmp_path: Path) -> None:
 )
 def test_parameters_of_another_type_or_shape_are_refused(model: Path, tmp_path: Path, array, reason: str) -> None:
     path = rewritten(model, tmp_path, param_0=array)
-    assert refusal(path) == damaged(path, "param_0", reason)
+    assert checkpoint_refusal(path) == damaged(path, "param_0", reason)
     slot = rewritten(model, tmp_path, slot_v_0=array)
-    assert refusal(slot) == damaged(slot, "slot_v_0", reason)
+    assert checkpoint_refusal(slot) == damaged(slot, "slot_v_0", reason)
 
 
 def test_a_missing_array_or_field_is_named(model: Path, tmp_path: Path) -> None:
@@ -133,14 +125,14 @@ def test_a_missing_array_or_field_is_named(model: Path, tmp_path: Path) -> None:
     with zipfile.ZipFile(path, "w") as z:
         for name, content in members.items():
             z.writestr(name, content)
-    assert refusal(path) == damaged(path, "param_3", "missing")
+    assert checkpoint_refusal(path) == damaged(path, "param_3", "missing")
     path = rewritten(model, tmp_path, lambda meta: meta.pop("history"))
-    assert refusal(path) == damaged(path, "history", "missing")
+    assert checkpoint_refusal(path) == damaged(path, "history", "missing")
 
 
 def test_a_format_of_true_is_not_format_1(model: Path, tmp_path: Path) -> None:
     path = rewritten(model, tmp_path, setter("format", value=True))
-    assert refusal(path) == f"{path}: checkpoint format True is not 1 (gpunet {gpunet.__version__})"
+    assert checkpoint_refusal(path) == f"{path}: checkpoint format True is not 1 (gpunet {gpunet.__version__})"
 
 
 def test_every_command_that_opens_a_checkpoint_gives_the_same_line(model: Path, tmp_path: Path) -> None:
@@ -152,7 +144,7 @@ def test_every_command_that_opens_a_checkpoint_gives_the_same_line(model: Path, 
         ["predict", path, tmp_path / "one.npy", "--device", "cpu"],
         ["train", "--resume", path, "--device", "cpu"],
     ):
-        result = runner.invoke(app, [str(a) for a in args])
+        result = invoke(*args)
         assert result.exit_code == 1 and result.stderr == expected, result.output
     with pytest.raises(checkpoint.CheckpointError, match=r"config\.lr: the text 'abc'"):
         gpunet.load(path)

@@ -34,11 +34,6 @@ from gpunet.training.distributed import (  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def fashion() -> datasets.Dataset:
-    return datasets.load("fashion-mnist", data_dir=FASHION_DIR, offline=True)
-
-
-@pytest.fixture(scope="module")
 def scheduler():
     with distributed.LocalCluster(
         n_workers=2, threads_per_worker=1, host="127.0.0.1", dashboard_address=None, silence_logs=40

@@ -9,6 +9,7 @@ full file systems, and check that nothing that existed before was changed.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import stat
@@ -28,7 +29,7 @@ from gpunet.files.outputs import atomic_file, claim_outputs
 from gpunet.training import checkpoint
 from gpunet.training.train import TrainConfig, Trainer
 from tests.conftest import numpy_device
-from tests.helpers import QUICK
+from tests.helpers import QUICK, invoke, one_line_error
 
 runner = CliRunner()
 
@@ -38,14 +39,37 @@ pytestmark = pytest.mark.usefixtures("isolated_data")  # tests/conftest.py: noth
 
 def refused(args: list[str], code: int = 2, text: str = "") -> str:
     """Run the CLI and check it refused with one line, before doing any work."""
-    result = runner.invoke(app, args)
-    assert result.exit_code == code, result.output
-    assert "Traceback" not in result.output
+    result = invoke(*args)
     assert "dataset:" not in result.stdout and "test accuracy" not in result.stdout, "it worked before refusing"
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    assert text in lines[0], lines[0]
-    return lines[0]
+    return one_line_error(result, code, text)
+
+
+# The name of gpunet's temporary files, '.<target>.<pid>-<host>.<random>.tmp': a later run (another
+# process, another gpunet) must recognise a leftover by it, so the tests hold the format themselves.
+TEMPORARY = re.compile(r"\.(?P<target>.+)\.(?P<pid>\d+)-(?P<host>[0-9a-f]{8})\.[^.]+\.tmp", re.DOTALL)
+
+
+def this_host(directory: Path) -> str:
+    """The host tag gpunet writes into its temporaries' names here, read off a real one while it exists."""
+    with atomic_file(directory / "probe.bin"):
+        (name,) = [n for n in os.listdir(directory) if n.startswith(".probe.bin.")]
+    m = TEMPORARY.fullmatch(name)
+    assert m is not None and int(m["pid"]) == os.getpid(), name
+    (directory / "probe.bin").unlink()
+    return m["host"]
+
+
+def temporary_of(directory: Path, pid: int, tag: str = "x") -> Path:
+    """A leftover temporary for `directory`/c.npz, as process `pid` of this host would have named it."""
+    path = directory / f".c.npz.{pid}-{this_host(directory)}.{tag}.tmp"
+    path.write_text("x")
+    return path
+
+
+def dead_pid() -> int:
+    """The pid of a process that has exited and been reaped."""
+    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    return int(done.stdout)
 
 
 def snapshot(directory: Path) -> dict[str, tuple[int, int, bytes | None]]:
@@ -314,19 +338,24 @@ def test_a_failure_is_said_as_a_user_reads_it() -> None:
     assert failure_reason(KeyError()) == "KeyError"  # no message: at least what it was
 
 
-def test_a_temporary_files_creator_is_alive_while_its_process_runs(monkeypatch: pytest.MonkeyPatch) -> None:
-    from gpunet.files import outputs
+def test_a_temporary_files_creator_is_alive_while_its_process_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A leftover is removed only when the process named in it is gone: this one's and a running child's stay."""
+    from gpunet.files.outputs import remove_stale_temporaries
 
-    assert outputs._is_alive(os.getpid())
+    mine = temporary_of(tmp_path, os.getpid(), "mine")
     child = subprocess.Popen([sys.executable, "-c", "pass"])
     child.wait()
-    assert not outputs._is_alive(child.pid)  # exited and reaped: no such process
+    gone = temporary_of(tmp_path, child.pid, "gone")  # exited and reaped: no such process
+    assert remove_stale_temporaries(tmp_path / "c.npz") == [gone] and mine.exists()
 
     def not_ours(pid: int, signum: int) -> None:
         raise PermissionError(1, "Operation not permitted")
 
-    monkeypatch.setattr(os, "kill", not_ours)
-    assert outputs._is_alive(12345)  # another user's process: alive, and its files are not ours to remove
+    other_users = temporary_of(tmp_path, 12345, "other")
+    monkeypatch.setattr(os, "kill", not_ours)  # what kill(pid, 0) says of another user's process
+    assert remove_stale_temporaries(tmp_path / "c.npz") == [] and other_users.exists()  # alive: not ours to remove
 
 
 def test_inputs_named_before_an_output_is_added_still_protect_it(tmp_path: Path) -> None:
@@ -475,7 +504,6 @@ def test_the_writability_probe_is_named_as_a_temporary_a_later_run_removes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Killed between creating and removing its probe, a run leaves a file the next run knows to remove."""
-    from gpunet.files import outputs
 
     removed: list[str] = []
     real_unlink = os.unlink
@@ -484,35 +512,60 @@ def test_the_writability_probe_is_named_as_a_temporary_a_later_run_removes(
     )
     with claim_outputs({"--json": tmp_path / "r.json"}):
         (probe,) = removed
-    m = outputs._TMP_NAME.fullmatch(Path(probe).name)
+    m = TEMPORARY.fullmatch(Path(probe).name)
     assert m is not None and m["target"] == "r.json" and int(m["pid"]) == os.getpid()
+    assert m["host"] == this_host(tmp_path)
 
 
-def test_a_directory_replaced_by_a_file_while_checking_is_refused(tmp_path: Path) -> None:
+def test_a_directory_replaced_by_a_file_while_checking_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A race only (a file where the directory was, between the two checks); said in one line all the same."""
-    from gpunet.files.outputs import Claim
-
     blocker = tmp_path / "runs"
-    blocker.write_text("a file, not a directory")
+    blocker.mkdir()
+    out = blocker / "r.json"
+    real_exists = os.path.exists
+
+    def replaced_meanwhile(path: object) -> bool:  # the race, at its moment: after the first look at `out`
+        if Path(os.fspath(path)) == out and blocker.is_dir():
+            blocker.rmdir()
+            blocker.write_text("a file, not a directory")
+        return real_exists(path)
+
+    monkeypatch.setattr(os.path, "exists", replaced_meanwhile)
     with pytest.raises(OutputRefused) as e:
-        Claim({}, {})._check_directory("--json", blocker / "r.json")
-    assert str(e.value) == f"--json {blocker / 'r.json'}: {blocker} is not a directory"
+        claim_outputs({"--json": out})
+    assert str(e.value) == f"--json {out}: {blocker} is not a directory"
 
 
-def test_what_stands_in_an_outputs_place_is_named() -> None:
-    from gpunet.files.outputs import _kind
+def test_what_stands_in_an_outputs_place_is_named(tmp_path: Path) -> None:
+    """Each kind of file, made for real (a block device: the first in /dev, where there is one)."""
+    from gpunet.files.outputs import not_a_regular_file
 
-    kinds = [stat.S_IFREG, stat.S_IFDIR, stat.S_IFCHR, stat.S_IFBLK, stat.S_IFIFO, stat.S_IFSOCK, stat.S_IFLNK, 0]
-    assert [_kind(k | 0o644) for k in kinds] == [
-        None,
-        "a directory",
-        "a character device",
-        "a block device",
-        "a FIFO",
-        "a socket",
-        "a symbolic link",
-        "not a regular file",  # a kind this list does not know (Solaris doors, BSD whiteouts)
-    ]
+    (tmp_path / "file").write_text("x")
+    (tmp_path / "directory").mkdir()
+    os.mkfifo(tmp_path / "fifo")
+    listening = socket.socket(socket.AF_UNIX)
+    listening.bind(str(tmp_path / "socket"))
+    (tmp_path / "link").symlink_to(tmp_path / "file")
+    try:
+        kinds = {name: not_a_regular_file(tmp_path / name) for name in ("file", "directory", "fifo", "socket", "link")}
+    finally:
+        listening.close()
+    assert kinds == {
+        "file": None,
+        "directory": "a directory",
+        "fifo": "a FIFO",
+        "socket": "a socket",
+        "link": "a symbolic link",  # never followed
+    }
+    assert not_a_regular_file(Path("/dev/null")) == "a character device"
+    blocks = [e.path for e in os.scandir("/dev") if stat.S_ISBLK(e.stat(follow_symlinks=False).st_mode)]
+    for block in blocks[:1]:
+        assert not_a_regular_file(Path(block)) == "a block device"
+    assert not_a_regular_file(tmp_path / "absent") is None and not_a_regular_file(tmp_path / "file" / "x") == (
+        "below something that is not a directory"
+    )
 
 
 def test_a_target_that_keeps_changing_is_given_up_after_three_tries(
@@ -611,20 +664,21 @@ def test_only_regular_stale_temporaries_are_removed_and_listed(tmp_path: Path, m
 
     from gpunet.files import outputs
 
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    stale = [tmp_path / f".c.npz.{int(dead.stdout)}-{outputs._HOST}.{i}.tmp" for i in range(3)]
-    for i, path in enumerate(stale):
+    pid = dead_pid()
+    stale = []
+    for i in range(3):
         (tmp_path / f"unrelated-{i}").write_text("x")  # other names, listed in between, are passed over
-        path.write_text("x")
-    keep = tmp_path / f".c.npz.{int(dead.stdout)}-{outputs._HOST}.dir.tmp"
+        stale.append(temporary_of(tmp_path, pid, str(i)))
+    keep = temporary_of(tmp_path, pid, "dir")
+    keep.unlink()
     keep.mkdir()  # named like a leftover, but a directory: not gpunet's
-    link = tmp_path / f".c.npz.{int(dead.stdout)}-{outputs._HOST}.link.tmp"
+    link = temporary_of(tmp_path, pid, "link")
+    link.unlink()
     link.symlink_to(tmp_path / "unrelated-0")  # a link to a regular file: not gpunet's either
     assert sorted(outputs.remove_stale_temporaries(tmp_path / "c.npz")) == sorted(stale)
     assert keep.is_dir() and link.is_symlink() and not any(p.exists() for p in stale)
     # Age alone: exactly a day old is not yet stale, a second more is.
-    mine = tmp_path / f".c.npz.{os.getpid()}-{outputs._HOST}.mine.tmp"
-    mine.write_text("x")
+    mine = temporary_of(tmp_path, os.getpid(), "mine")
     now = time.time()
     os.utime(mine, (now - outputs.STALE_AFTER_S, now - outputs.STALE_AFTER_S))
     monkeypatch.setattr(time, "time", lambda: now)
@@ -636,13 +690,14 @@ def test_only_regular_stale_temporaries_are_removed_and_listed(tmp_path: Path, m
 
 def test_asking_whether_a_process_is_alive_sends_it_nothing(tmp_path: Path) -> None:
     """kill(pid, 0) only asks; any other number would be a real signal to someone else's process."""
-    from gpunet.files import outputs
+    from gpunet.files.outputs import remove_stale_temporaries
 
     program = "import signal, time\nfor s in (1, 2, 15): signal.signal(s, signal.SIG_DFL)\nprint('ready', flush=True)\n"
     child = subprocess.Popen([sys.executable, "-c", program + "time.sleep(60)"], stdout=subprocess.PIPE, text=True)
     assert child.stdout.readline() == "ready\n"  # its signals are at their defaults (under nohup SIGHUP is ignored)
     try:
-        assert outputs._is_alive(child.pid)
+        leftover = temporary_of(tmp_path, child.pid)
+        assert remove_stale_temporaries(tmp_path / "c.npz") == [] and leftover.exists()  # its maker is alive
         with pytest.raises(subprocess.TimeoutExpired):
             child.wait(timeout=0.5)  # still running: it was sent no signal
     finally:
@@ -655,10 +710,8 @@ def test_a_temporary_that_cannot_be_removed_does_not_stop_the_others(
 ) -> None:
     from gpunet.files import outputs
 
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    stale = [tmp_path / f".c.npz.{int(dead.stdout)}-{outputs._HOST}.{i}.tmp" for i in range(4)]
-    for path in stale:
-        path.write_text("x")
+    pid = dead_pid()
+    stale = [temporary_of(tmp_path, pid, str(i)) for i in range(4)]
     real_unlink, refused = os.unlink, []
 
     def first_one_is_busy(path, *args, **kwargs):

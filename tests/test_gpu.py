@@ -11,14 +11,9 @@ from gpunet.data import datasets
 from gpunet.device.backend import fusable, to_numpy
 from gpunet.training.initializers import he_normal
 from gpunet.training.train import TrainConfig, train
-from tests.conftest import FASHION_DIR, cuda_device, numpy_device
+from tests.conftest import cuda_device, numpy_device
 
 pytestmark = pytest.mark.gpu
-
-
-@pytest.fixture(scope="module")
-def fashion() -> datasets.Dataset:
-    return datasets.load("fashion-mnist", data_dir=FASHION_DIR, offline=True)
 
 
 def test_numpy_and_cupy_agree_after_20_full_batch_steps(fashion: datasets.Dataset) -> None:

@@ -382,6 +382,27 @@ def test_several_dead_runs_placeholders_are_all_removed_and_saved_runs_kept(tmp_
     assert checkpoint.load(runs / "synthetic-2.npz").step == 20
 
 
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--lr", "50", "--iterations", "60"],  # not learning: stopped before its first checkpoint
+        ["--lr", "1e30", "--iterations", "5"],  # diverged at step 1
+    ],
+    ids=["not learning", "diverged"],
+)
+def test_a_run_that_saved_nothing_leaves_no_empty_runs_directory(tmp_path: Path, args: list[str]) -> None:
+    result = invoke("train", "--dataset", "synthetic", "--device", "cpu", *args)
+    assert result.exit_code != 0 and "nothing was saved" in result.output, result.output
+    assert listing(tmp_path) == []
+
+
+def test_a_runs_directory_that_was_there_is_kept_even_if_empty(tmp_path: Path) -> None:
+    (tmp_path / "runs").mkdir()
+    result = invoke("train", "--dataset", "synthetic", "--device", "cpu", "--lr", "50", "--iterations", "60")
+    assert result.exit_code != 0, result.output
+    assert listing(tmp_path) == ["runs"] and os.listdir(tmp_path / "runs") == []
+
+
 def test_an_empty_file_is_removed_only_when_its_lock_shows_a_dead_run_made_it(tmp_path: Path) -> None:
     runs = tmp_path / "runs"
     runs.mkdir()

@@ -12,7 +12,12 @@ arrays over memory that is never touched:
 - no operation has only scalar inputs (the rule in gpunet.device.backend.fusable);
 - NVRTC compiles the generated CUDA source for compute_90;
 - the traced operations, run by numpy in the dtypes cupy chose, give what
-  the unfused function gives on numpy.
+  the unfused function gives on numpy;
+- a numpy float64 scalar (strong in numpy 2, weak in cupy's kernels) leaves
+  float32 work in float32 on both: the same bits on numpy, no double in the
+  kernel's parameters nor any f64 instruction in its PTX on cupy.
+Last, a function the first tracer refuses never reaches cupy.fuse's second
+implementation (whose kernels nothing here checks): it runs unfused, and says so.
 The CuPy internals this needs live in tests/cupy_fusion.py.
 """
 
@@ -21,6 +26,7 @@ from __future__ import annotations
 import functools
 import importlib
 import pkgutil
+import warnings
 from typing import Any
 
 import array_api_compat.numpy as compat_numpy
@@ -30,7 +36,7 @@ import pytest
 import gpunet
 from gpunet.core.optimizers import OPTIMIZERS, make_optimizer
 from gpunet.data import datasets
-from gpunet.device.backend import explicit_scalars, fusable, resolve_device
+from gpunet.device.backend import array_namespace, explicit_scalars, fusable, resolve_device
 from gpunet.training.engine import LocalEngine
 from gpunet.training.train import DTYPES, TrainConfig, Trainer
 from tests import cupy_fusion
@@ -208,3 +214,66 @@ def test_traced_operations_compute_what_the_unfused_function_does(dtype: str, na
             scale = max(float(np.max(np.abs(want))), np.finfo(want.dtype).tiny)
             error = float(np.max(np.abs(np.asarray(got) - want))) / scale
             assert error <= tolerance, f"{name}({shapes(args)}) in {dtype}: off by {error:.2e} of its largest value"
+
+
+@pytest.mark.parametrize("name", sorted(FUSABLES))
+def test_a_float64_scalar_leaves_float32_work_in_float32_on_both_backends(name: str) -> None:
+    # numpy 2 takes a numpy float64 scalar as strong (float32 work would run in float64), cupy's
+    # kernels as weak (cast to float32): every scalar is given the arrays' dtype before the call.
+    cupy = cupy_fusion.import_cupy()
+    fn = FUSABLES[name].fn
+    for args in cases("float32", name):
+        doubles = tuple(np.float64(a) if isinstance(a, (float, np.floating)) else a for a in args)
+        given, plain = [kept(a) for a in doubles], [kept(a) for a in args]
+        got = FUSABLES[name](*given)  # numpy, through the fusable as the step calls it
+        want = fn(*plain, xp=compat_numpy)  # float32 scalars throughout
+        results = zip(got, want) if isinstance(want, tuple) else [(got, want)]
+        for g, w in [*results, *zip(given, plain)]:  # the results and the arguments updated in place
+            if isinstance(w, np.ndarray):
+                assert g.dtype == np.float32 and np.array_equal(g, w), f"{name}({shapes(args)}) with float64 scalars"
+        stand_ins = cupy_fusion.stand_ins(doubles)
+        xp = array_namespace(next(a for a in stand_ins if hasattr(a, "shape")))
+        passed = explicit_scalars(stand_ins, xp)  # cupy, as fusable.__call__ passes them on
+        code = cupy_fusion.source(cupy_fusion.trace(lambda *a: fn(*a, xp=cupy), passed, f"gpunet_{name}"))
+        params = cupy_fusion.kernel_parameters(code, f"gpunet_{name}")
+        assert not [p for p in params if "double" in p], f"{name}({shapes(args)}): {params}"
+        ptx = cupy_fusion.compile_ptx(code)
+        assert ".f64" not in ptx, f"{name}({shapes(args)}) computes in double: {ptx.count('.f64')} f64 operations"
+
+
+class RanUnfused(Exception):
+    """The body was called with real cupy arrays: the unfused path (stopped before it launches anything)."""
+
+
+def test_a_function_the_first_tracer_refuses_runs_unfused_never_with_the_second() -> None:
+    # cupy.fuse, when its first tracer fails (here: an array after the reduction, "Shape mismatch"),
+    # switches the function to new_fusion for good, silently; gpunet refuses that before new_fusion
+    # traces, so no kernel the checks above never saw can run. Stand-ins: nothing is launched.
+    cupy = cupy_fusion.import_cupy()
+    bodies: list[bool] = []  # for each call of the body: whether it got real cupy arrays (unfused)
+
+    @fusable
+    def sum_then_add(a: Any, b: Any, xp: Any) -> Any:
+        bodies.append(isinstance(a, cupy.ndarray))
+        if isinstance(a, cupy.ndarray):
+            raise RanUnfused  # the stand-ins' memory must not be touched
+        return xp.sum(a, axis=0) + b
+
+    a, b = cupy_fusion.stand_ins((np.ones((4, 3), np.float32), np.ones((4, 3), np.float32)))
+    try:
+        with pytest.warns(UserWarning) as warned, pytest.raises(RanUnfused):
+            sum_then_add(a, b)
+        assert bodies == [False, True]  # traced once, by the first tracer; then the plain function
+        assert [str(w.message) for w in warned] == [
+            "gpunet: cupy could not fuse sum_then_add, which runs unfused (SecondTracerRefused: cupy's first "
+            "fusion tracer failed for (float32 2-D, float32 2-D), and cupy.fuse's second implementation "
+            "(new_fusion) makes kernels the CPU checks never saw)"
+        ]
+        assert "float32 2-D" in fusable.second_tracer["sum_then_add"]
+        with warnings.catch_warnings(), pytest.raises(RanUnfused):  # unfused straight away, no second warning
+            warnings.simplefilter("error")
+            sum_then_add(a, b)
+        assert bodies == [False, True, True]
+    finally:  # the record is the process's: tests/test_gpu.py asserts no real function is in it
+        fusable.second_tracer.pop("sum_then_add", None)
+        fusable.fallbacks.pop("sum_then_add", None)

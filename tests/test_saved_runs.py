@@ -71,7 +71,7 @@ def test_a_runs_folder_that_cannot_hold_the_model_is_one_line_before_training() 
 def test_a_run_that_stops_before_saving_gives_its_name_back() -> None:
     result = runner.invoke(app, [*QUICK, "--optimizer", "gd", "--lr", "1e30"])
     assert result.exit_code == 3
-    assert list(Path("runs").iterdir()) == []
+    assert not Path("runs").exists()  # its placeholder and the runs/ it made are both gone
 
 
 def test_resuming_a_finished_run_is_refused_with_how_to_continue() -> None:

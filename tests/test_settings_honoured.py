@@ -15,15 +15,10 @@ from gpunet.cli.commands import app
 from gpunet.device import backend
 from gpunet.errors import ConfigError, ValuesOutOfRange
 from gpunet.training import checkpoint
+from tests.helpers import one_line_error
 
 runner = CliRunner()
 QUICK = ["--device", "cpu", "--eval-every", "1"]
-
-
-def one_line(result, code: int, text: str) -> None:
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert result.exit_code == code, result.output
-    assert len(lines) == 1 and lines[0].startswith("error: ") and text in lines[0], result.output
 
 
 def blobs(n: int = 120, classes=("a", "b", "c"), features: int = 5, seed: int = 0):
@@ -44,7 +39,7 @@ def test_resume_with_another_seed_is_refused_and_the_checkpoint_kept(tmp_path: P
     assert first.exit_code == 0, first.output
     before = path.read_bytes()
     result = runner.invoke(app, ["train", "--resume", str(path), "--more", "2", "--seed", "7", *QUICK])
-    one_line(result, 1, f"{path} continues the run of seed 0: --seed 7 would change nothing")
+    one_line_error(result, 1, f"{path} continues the run of seed 0: --seed 7 would change nothing")
     assert path.read_bytes() == before  # and no seed 7 recorded in it
     same = runner.invoke(app, ["train", "--resume", str(path), "--more", "2", "--seed", "0", *QUICK])
     assert same.exit_code == 0, same.output  # the seed it has: nothing ignored
@@ -117,13 +112,13 @@ def test_many_classes_of_your_data_on_a_small_machine_are_one_line(tmp_path: Pat
     np.savez(tmp_path / "many.npz", x=rng.normal(size=(2000, 3)), y=y)
     monkeypatch.setattr(backend.Device, "memory_bytes", lambda self: 4_000_000)  # a 4 MB machine
     result = runner.invoke(app, ["train", "--data", str(tmp_path / "many.npz"), "--iterations", "1", *QUICK])
-    one_line(result, 2, "1,000 classes: the one-hot targets of 2,000 samples alone need 8 MB, more than the 4 MB")
+    one_line_error(result, 2, "1,000 classes: the one-hot targets of 2,000 samples alone need 8 MB, more than the 4 MB")
 
 
 def test_labels_beyond_the_class_limit_of_your_data_say_so(tmp_path: Path) -> None:
     np.savez(tmp_path / "huge.npz", x=np.zeros((4, 2)), y=np.array([0, 1, 2, 99_999]))
     result = runner.invoke(app, ["train", "--data", str(tmp_path / "huge.npz"), *QUICK])
-    one_line(result, 1, "y holds labels up to 99,999: gpunet trains at most 65,536 classes")
+    one_line_error(result, 1, "y holds labels up to 99,999: gpunet trains at most 65,536 classes")
 
 
 # --- inputs float32 cannot hold --------------------------------------------------------------------
@@ -147,7 +142,7 @@ def test_float64_data_beyond_float32_on_the_cli(tmp_path: Path) -> None:
     x[0, 0] = -1e300
     np.savez(tmp_path / "big.npz", x=x, y=y)
     result = runner.invoke(app, ["train", "--data", str(tmp_path / "big.npz"), "--iterations", "3", *QUICK])
-    one_line(result, 1, "the inputs hold values up to 1e+300, beyond float32's range")
+    one_line_error(result, 1, "the inputs hold values up to 1e+300, beyond float32's range")
     model = tmp_path / "m.npz"
     np.savez(tmp_path / "ok.npz", x=x[1:], y=y[1:])
     trained = runner.invoke(
@@ -155,7 +150,7 @@ def test_float64_data_beyond_float32_on_the_cli(tmp_path: Path) -> None:
     )
     assert trained.exit_code == 0, trained.output
     np.save(tmp_path / "rows.npy", x[:2])
-    one_line(runner.invoke(app, ["predict", str(model), str(tmp_path / "rows.npy")]), 1, "beyond float32's range")
+    one_line_error(runner.invoke(app, ["predict", str(model), str(tmp_path / "rows.npy")]), 1, "beyond float32's range")
 
 
 def test_config_error_is_a_value_error() -> None:

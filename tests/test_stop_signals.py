@@ -223,6 +223,44 @@ def test_sigterm_during_fit_goes_to_the_callers_own_handler_after_the_model_is_k
     assert warned.startswith("warned training interrupted by SIGTERM after step ")
 
 
+def test_ctrl_c_after_ctrl_c_until_the_fit_returns_never_loses_the_model() -> None:
+    # Signals all through the fit's end (its model captured, its threads joined), with a caller's
+    # handler that raises at its first call: the fit must hand over only once the model is kept.
+    proc = start_fit("""
+        import threading, time
+        calls = []
+        def raise_once(signum, frame):
+            calls.append(signum)
+            if len(calls) == 1:
+                raise KeyboardInterrupt("the caller's stop")
+        signal.signal(signal.SIGINT, raise_once)
+        started, done = threading.Event(), threading.Event()
+        step_then_start = train.Trainer.step
+        def stepped(self):
+            step_then_start(self)
+            if self.steps_done >= 3:  # mid-fit (the test has read "fitting"): gpunet's handlers are up
+                started.set()
+        train.Trainer.step = stepped
+        def burst():
+            started.wait()
+            while not done.is_set():
+                signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
+                time.sleep(0.0002)
+        threading.Thread(target=burst, daemon=True).start()
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                clf.fit(X, y)
+        except KeyboardInterrupt as e:
+            print("stopped:", e)
+        done.set()
+        print("predicts", len(clf.predict(X)))
+    """)
+    out, err = proc.communicate("go\n", timeout=120)
+    assert proc.returncode == 0, err
+    assert out.splitlines() == ["stopped: the caller's stop", "predicts 200"], err
+
+
 PROCESS = """
 import signal, sys
 from gpunet.cli.commands import app

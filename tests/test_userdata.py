@@ -11,12 +11,9 @@ import pytest
 from idxfiles import FILE_NAMES, write_dataset, write_idx
 
 import gpunet
-from gpunet import estimator
 from gpunet.data import datasets, userdata
-from gpunet.device import arrays
-from gpunet.device.backend import to_numpy
 from gpunet.errors import DatasetError
-from gpunet.training import checkpoint, doctor, train
+from gpunet.training import checkpoint
 from tests.conftest import FASHION_DIR
 from tests.helpers import invoke, one_line_error
 
@@ -253,51 +250,6 @@ def test_doctor_and_bench_take_data(npz_file: Path, tmp_path: Path) -> None:
 def test_load_dataset_reads_a_path_too(idx_folder: Path) -> None:
     x_train, y_train, x_test, _ = gpunet.load_dataset(idx_folder)
     assert x_train.shape == (300, 48) and x_test.shape == (100, 48) and set(np.unique(y_train)) == {0, 1, 2}
-
-
-def readme_python_blocks() -> list[str]:
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
-    return re.findall(r"^```python\n(.*?)^```$", readme, flags=re.M | re.S)
-
-
-def write_readme_data() -> None:
-    """mine.npz as the README's Python example reads it: x and y, float features and string labels."""
-    rng = np.random.default_rng(0)
-    x = rng.normal(3.0, 2.0, size=(5000, 20))
-    y = np.array(["low", "mid", "high"])[np.digitize(x[:, 0] + x[:, 1], [5.0, 7.0])]
-    np.savez("mine.npz", x=x, y=y)
-
-
-def test_readme_python_example_runs_as_written() -> None:
-    numpy_block = readme_python_blocks()[0]
-    write_readme_data()
-    scope: dict = {}
-    exec(compile(numpy_block, "README.md", "exec"), scope)
-    model = scope["model"]
-    assert model.n_iter_ == 400 and list(model.classes_) == ["high", "low", "mid"]
-    assert model.score(scope["X"][4000:], scope["y"][4000:]) > 0.9
-
-
-@pytest.mark.gpu
-def test_readme_cupy_example_runs_as_written(monkeypatch: pytest.MonkeyPatch) -> None:
-    """On a GPU: the cupy example trains on the device, and X is never copied to the host."""
-    import cupy
-
-    numpy_block, cupy_block = readme_python_blocks()[:2]
-    write_readme_data()
-    scope: dict = {}
-    exec(compile(numpy_block, "README.md", "exec"), scope)
-    copies: list[tuple] = []  # every array gpunet brings to the host goes through backend.to_numpy
-
-    def recording(a):
-        copies.append(tuple(a.shape))
-        return to_numpy(a)
-
-    for module in (arrays, estimator, train, doctor):
-        monkeypatch.setattr(module, "to_numpy", recording)
-    exec(compile(cupy_block, "README.md", "exec"), scope)
-    assert scope["model"].device_.startswith("cuda") and isinstance(scope["predicted"], cupy.ndarray)
-    assert not [shape for shape in copies if 4000 in shape or 1000 in shape], copies
 
 
 @pytest.mark.slow

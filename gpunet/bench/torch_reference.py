@@ -110,3 +110,29 @@ class TorchTrainer:
 
     def host_params(self) -> list[np.ndarray]:
         return [p.detach().cpu().numpy() for p in self.params]
+
+
+class TorchXProducts:
+    """The step's two products with X in PyTorch, timed alone by the bench (gpunet.bench.suite.XProducts):
+    forward X @ W1, and X.T @ δ1, the product autograd computes for W1's gradient."""
+
+    def __init__(self, images: np.ndarray, w1: np.ndarray, delta: np.ndarray, device: str) -> None:
+        import torch
+
+        self.torch, self.device = torch, torch.device(device)
+        dtype = getattr(torch, str(w1.dtype))
+        self.x = torch.from_numpy(np.array(images)).to(self.device).to(dtype)
+        if images.dtype == np.uint8:  # pixels, scaled as TorchTrainer scales them
+            self.x /= 255.0
+        self.w1 = torch.from_numpy(w1).to(self.device)
+        self.delta = torch.from_numpy(delta).to(self.device)
+
+    def forward(self) -> None:
+        self.x @ self.w1
+
+    def gradient(self) -> None:
+        self.x.T @ self.delta
+
+    def synchronize(self) -> None:
+        if self.device.type == "cuda":
+            self.torch.cuda.synchronize()

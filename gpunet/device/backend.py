@@ -20,8 +20,8 @@ from gpunet.errors import DeviceError, install_hint
 from gpunet.files import environment
 
 __all__ = [
-    "Device", "array_namespace", "blas_info", "describe", "explicit_scalars", "fusable", "matmul_into",
-    "resolve_device", "to_numpy",
+    "Device", "SecondTracerRefused", "array_namespace", "blas_info", "describe", "explicit_scalars", "fusable",
+    "matmul_into", "resolve_device", "second_tracer_tracing", "signature", "to_numpy",
 ]  # fmt: skip
 
 
@@ -129,10 +129,12 @@ class fusable:  # lower case: it is used as a decorator
     float32 work float64), so left alone the two backends would compute in
     different precisions.
 
-    If cupy's first fusion tracer fails, `cupy.fuse` switches the function
-    to its second implementation (cupy/_core/new_fusion) for good, without a
-    word; that is recorded in `second_tracer` and warned about once, since it
-    is another kernel than the one tests/test_kernels.py checked.
+    If cupy's first fusion tracer fails (for a dtype or ndim it was not
+    checked with, say), `cupy.fuse` switches the function to its second
+    implementation (cupy/_core/new_fusion) for good, without a word: another
+    kernel than the one tests/test_kernels.py checked. That switch is refused
+    here: the function runs unfused from then on, recorded in `second_tracer`
+    and `fallbacks` and warned about once, naming it.
     """
 
     # $GPUNET_FUSE=0 turns fusion off (benchmarks compare fused and unfused steps); None: not read yet.
@@ -157,19 +159,18 @@ class fusable:  # lower case: it is used as a decorator
         if fusable.enabled is None:
             fusable.enabled = environment.fuse()
         if fusable.enabled and self._kernel() is not False:
-            if self._proven:
+            try:  # a first call traces and compiles; nothing has run on the device if that fails
                 result = self._fused(*args)
-                if getattr(self._fused, "new_fusion", None) is not None and self.__name__ not in fusable.second_tracer:
-                    self._note_second_tracer()  # new arguments (another dtype or ndim) the first tracer refused
-                return result
-            try:  # the first call traces and compiles; nothing has run on the device if that fails
-                result = self._fused(*args)
+            except SecondTracerRefused as e:  # new arguments (another dtype or ndim) the first tracer refused
+                self._refuse_second_tracer(e, args)
             except Exception as e:
+                if self._proven:  # the kernel has run before: this is the device's error, not fusion's
+                    raise
                 self._give_up(e)
             else:
                 self._proven = True
-                if getattr(self._fused, "new_fusion", None) is not None:
-                    self._note_second_tracer()
+                if getattr(self._fused, "new_fusion", None) is not None:  # a cupy the guard cannot see
+                    self._refuse_second_tracer(SecondTracerRefused("it ran with new_fusion once"), args)
                 return result
         # Unfused, still with the raw module, as the tracer has it: array-api-compat's
         # cupy sign() assigns through a boolean mask, which reads the mask's count back
@@ -183,22 +184,51 @@ class fusable:  # lower case: it is used as a decorator
             fn = self.fn
 
             def with_cupy(*args: Any) -> Any:
+                if second_tracer_tracing():  # checked before it traces, so its kernel never runs
+                    raise SecondTracerRefused(f"cupy.fuse turned to new_fusion for {fn.__name__}")
                 return fn(*args, xp=cupy)  # the raw module: cupy.fuse traces its ufuncs, not the compat layer's
 
             self._fused = cupy.fuse(kernel_name=f"gpunet_{fn.__name__}")(with_cupy)
         return self._fused
 
-    def _note_second_tracer(self) -> None:
-        why = "cupy's first fusion tracer failed, so cupy.fuse runs it with its second implementation (new_fusion)"
+    def _refuse_second_tracer(self, error: SecondTracerRefused, args: tuple[Any, ...]) -> None:
+        """Unfused from now on (cupy.fuse would send every later call to new_fusion too); said once."""
+        why = (
+            f"cupy's first fusion tracer failed for ({signature(args)}), and cupy.fuse's second "
+            "implementation (new_fusion) makes kernels the CPU checks never saw"
+        )
         fusable.second_tracer[self.__name__] = why
-        warnings.warn(f"gpunet: {self.__name__}: {why}, a kernel the CPU checks did not see", stacklevel=3)
+        self._give_up(SecondTracerRefused(why), stacklevel=4)
 
-    def _give_up(self, error: Exception) -> None:
+    def _give_up(self, error: Exception, stacklevel: int = 3) -> None:
         """Run unfused from now on: slower, same results; say so once rather than stop a run."""
         self._fused = False
         reason = f"{type(error).__name__}: {str(error).strip().splitlines()[0] if str(error).strip() else ''}"
         fusable.fallbacks[self.__name__] = reason
-        warnings.warn(f"gpunet: cupy could not fuse {self.__name__}, which runs unfused ({reason})", stacklevel=3)
+        message = f"gpunet: cupy could not fuse {self.__name__}, which runs unfused ({reason})"
+        warnings.warn(message, stacklevel=stacklevel)
+
+
+class SecondTracerRefused(RuntimeError):
+    """cupy.fuse's second implementation was about to trace a fusable function: gpunet runs it unfused instead."""
+
+
+def second_tracer_tracing() -> bool:
+    """Whether cupy.fuse's second implementation (new_fusion) is tracing a function on this thread now.
+
+    cupy 14 sets this flag around new_fusion's trace (cupy/_core/new_fusion.pyx,
+    `_get_fused_kernel`); a cupy without it falls back to the check after the call.
+    """
+    try:
+        from cupy._core import _fusion_thread_local
+    except ImportError:
+        return False
+    return bool(getattr(_fusion_thread_local, "is_new_fusing", lambda: False)())
+
+
+def signature(args: tuple[Any, ...]) -> str:
+    """The arguments as cupy.fuse keys its kernels: each array's dtype and ndim, each scalar's type."""
+    return ", ".join(f"{a.dtype} {a.ndim}-D" if hasattr(a, "shape") else type(a).__name__ for a in args)
 
 
 def explicit_scalars(args: tuple[Any, ...], xp: Any) -> tuple[Any, ...]:

@@ -585,6 +585,15 @@ class Claim:
                 f"{option} {shown(out)}: cannot write in {shown(e.filename or out.parent)} ({failure_reason(e)})"
             ) from None
 
+    def directory(self, path: Path) -> None:
+        """Make directory `path` if it is missing (its parent must exist); one this claim made is
+        removed at release if it stayed empty (a run that saved nothing leaves no empty runs/)."""
+        try:
+            path.mkdir()
+        except FileExistsError:
+            return
+        self._made_dirs.append(path)
+
     def add_placeholder(self, option: str, path: Path | str) -> Path:
         """Claim `path` as a new output and create it, empty, to hold its name; returns the resolved path.
 

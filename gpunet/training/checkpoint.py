@@ -104,7 +104,12 @@ def claim_run_path(name: str, runs: Path = RUNS, claim: Claim | None = None, opt
     name = name.removesuffix(".npz")
     pattern = re.compile(rf"{re.escape(name)}-(\d+)\.npz", re.DOTALL)
     try:
-        runs.mkdir(exist_ok=True)  # ./runs: its parent is the working directory
+        # ./runs: its parent is the working directory. Made through the claim, which removes it
+        # again if the run saved nothing there.
+        if claim is None:
+            runs.mkdir(exist_ok=True)
+        else:
+            claim.directory(runs)
         taken = {int(m.group(1)): p for p in runs.iterdir() if (m := pattern.fullmatch(p.name))}
         if claim is not None:
             taken = {n: p for n, p in taken.items() if not remove_stale_placeholder(p)}
