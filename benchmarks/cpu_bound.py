@@ -30,6 +30,7 @@ from gpunet.bench.suite import machine_info, measure_floor, step_cost
 from gpunet.bench.torch_reference import TorchTrainer
 from gpunet.data import datasets
 from gpunet.device.backend import resolve_device
+from gpunet.training.engine import LocalEngine
 from gpunet.training.train import TrainConfig, Trainer
 
 
@@ -66,7 +67,9 @@ def main() -> None:
     args = parser.parse_args()
     dataset = datasets.load("fashion-mnist", offline=True)
     config = TrainConfig()
-    trainer = Trainer(config, dataset, resolve_device("cpu"))
+    cpu = resolve_device("cpu")
+    # The reference engine: its row chunks are what this script times.
+    trainer = Trainer(config, dataset, cpu, engine=LocalEngine.for_device(cpu))
     torch_trainer = TorchTrainer(config, dataset, "cpu")
     cases = {
         "numpy step": trainer.step,

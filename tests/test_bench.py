@@ -717,7 +717,7 @@ def test_run_bench_says_what_it_does_and_records_the_settings() -> None:
     ds = datasets.synthetic(n_train=300, n_test=50)
     report = suite.run_bench(settings, ds, ["numpy", "tpu"], said.append)
     assert said == [
-        "tpu: skipped (unknown backend (choose from numpy, cupy, torch-cpu, torch-cuda, sklearn))",
+        "tpu: skipped (unknown backend (choose from numpy, numpy-reference, cupy, torch-cpu, torch-cuda, sklearn))",
         "measuring this machine's cpu matrix-multiply rate and memory bandwidth",
         "numpy: training 4 steps",
         "timing steps: 2 rounds of 2 per backend, taking turns",
@@ -871,10 +871,12 @@ def test_each_backend_runs_where_its_name_says() -> None:
     from gpunet.bench.sklearn_reference import sklearn_unavailable
     from gpunet.bench.torch_reference import torch_unavailable
 
-    assert list(suite.BACKENDS) == ["numpy", "cupy", "torch-cpu", "torch-cuda", "sklearn"]
-    assert [suite.device_kind(b) for b in suite.BACKENDS] == ["cpu", "cuda", "cpu", "cuda", "cpu"]
-    assert suite.unavailable("tpu") == "unknown backend (choose from numpy, cupy, torch-cpu, torch-cuda, sklearn)"
-    assert suite.unavailable("numpy") is None
+    assert list(suite.BACKENDS) == ["numpy", "numpy-reference", "cupy", "torch-cpu", "torch-cuda", "sklearn"]
+    assert [suite.device_kind(b) for b in suite.BACKENDS] == ["cpu", "cpu", "cuda", "cpu", "cuda", "cpu"]
+    assert suite.unavailable("tpu") == (
+        "unknown backend (choose from numpy, numpy-reference, cupy, torch-cpu, torch-cuda, sklearn)"
+    )
+    assert suite.unavailable("numpy") is None and suite.unavailable("numpy-reference") is None
     assert (suite.unavailable("torch-cpu"), suite.unavailable("torch-cuda")) == (
         torch_unavailable("cpu"),
         torch_unavailable("cuda"),

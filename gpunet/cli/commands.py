@@ -564,7 +564,8 @@ def bench_command(
     backends: Annotated[
         str | None,
         typer.Option(
-            help="Comma-separated, from numpy, cupy, torch-cpu, torch-cuda, sklearn; default: all that run here."
+            help="Comma-separated, from numpy, numpy-reference, cupy, torch-cpu, torch-cuda, sklearn; "
+            "default: all that run here."
         ),
     ] = None,
     dataset: DatasetOpt = "fashion-mnist",
