@@ -157,10 +157,10 @@ def test_its_pytest_call_collects_every_gpu_test_without_the_cpu_only_tools(run:
     )
     assert on_the_image == everywhere
     assert {
-        "tests/test_userdata.py::test_readme_cupy_example_runs_as_written",
+        "tests/test_readme.py::test_python_blocks_run_as_written[gpu.md]",  # docs/gpu.md's cupy estimator example
+        "tests/test_readme.py::test_documented_commands_run_as_written[gpu.md-block0]",  # its cuda commands
         "tests/test_gpu.py::test_minibatches_on_cuda_match_numpy",
     } <= everywhere
-    assert any(t.startswith("tests/test_readme.py::test_readme_commands_run_as_written[") for t in everywhere)
     assert len(everywhere) >= 33
 
 

@@ -107,8 +107,11 @@ def test_signals_during_a_periodic_save_stop_the_run_at_that_save(tmp_path: Path
         proc.send_signal(signum)
     proc.send_signal(signal.SIGCONT)
     code, stderr = finish(proc)
-    assert code in (129, 130)  # SIGHUP (1) or SIGINT (2): the kernel hands the pending ones over lowest first
-    name = "SIGHUP (terminal closed)" if code == 129 else "Ctrl-C"
+    # Which of the three is handled first is not fixed: pending signals resumed by SIGCONT may land on
+    # different threads of the process, each tripping Python's flag when it lands (seen: SIGTERM first).
+    names = {129: "SIGHUP (terminal closed)", 130: "Ctrl-C", 143: "SIGTERM"}
+    assert code in names
+    name = names[code]
     assert stopped_line(stderr, name, c) == 5
     assert "2 more stop signals (" in stderr
     assert leftovers(tmp_path) == []
