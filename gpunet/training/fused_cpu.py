@@ -325,6 +325,7 @@ def _stage(x: Any, start: int, rows: int, columns: int, block: Any) -> None:
 def _forward(block: Any, rows: int, packed: Any, offsets: Any, dims: Any, acts: Any) -> None:
     """Every layer's output for the block's rows (rounded up to ROWS): ReLU'd, but the logits."""
     layers = dims.shape[0] - 1
+    zero = packed.dtype.type(0)
     for layer in range(layers):
         inp = block if layer == 0 else acts[layer - 1]
         n_in, n_out = dims[layer], dims[layer + 1]
@@ -337,11 +338,11 @@ def _forward(block: Any, rows: int, packed: Any, offsets: Any, dims: Any, acts: 
                     for j in range(TILE):
                         out[i + q, t + j] = b[t + j]
                 rows_times(inp, i, w, t, n_in, out, i, t)
-                if layer < layers - 1:
+                if layer < layers - 1:  # the ReLU, as a select (a branch per unit mispredicts half the time)
                     for q in range(ROWS):
                         for j in range(TILE):
-                            if not out[i + q, t + j] > 0:
-                                out[i + q, t + j] = 0
+                            v = out[i + q, t + j]
+                            out[i + q, t + j] = v if v > 0 else zero
 
 
 @njit(cache=True)
@@ -368,6 +369,7 @@ def _part_gradient(
     acts = np.zeros((layers, BLOCK_ROWS, widest), dtype)
     deltas = np.zeros((2, BLOCK_ROWS, widest), dtype)
     grad[:] = 0
+    zero = dtype.type(0)
     neg_scale = -scale
     loss = 0.0  # summed in float64, whatever the dtype: 60,000 shares added one by one
     for s in range(start, stop, BLOCK_ROWS):
@@ -375,22 +377,23 @@ def _part_gradient(
         grouped = padded_rows(rows)
         _stage(x, s, rows, x.shape[1], block)
         _forward(block, grouped, packed, offsets, dims, acts)
-        # The softmax and its cross-entropy per row, in the reference's operations (model.gradient_into).
+        # The softmax and its cross-entropy per row: the reference's (model.gradient_into) but for p = e / total.
         logits = acts[layers - 1]
         delta = deltas[0]
         for i in range(rows):
             z_max = logits[i, 0]
             for c in range(1, classes):
                 z_max = max(z_max, logits[i, c])
-            total = logits[i, 0] * 0
+            total = zero
             for c in range(classes):
-                total += math.exp(logits[i, c] - z_max)
+                e = math.exp(logits[i, c] - z_max)
+                delta[i, c] = e
+                total += e
             log_s = math.log(total)
-            for c in range(classes):
-                log_p = logits[i, c] - z_max - log_s
+            for c in range(classes):  # softmax as e / total: one exp per class, not two
                 t = targets_t[c, s + i]
-                delta[i, c] = (math.exp(log_p) - t) * scale
-                loss += float((t * log_p) * neg_scale)
+                delta[i, c] = (delta[i, c] / total - t) * scale
+                loss += float((t * (logits[i, c] - z_max - log_s)) * neg_scale)
             for c in range(classes, dims[layers]):
                 delta[i, c] = 0
         for i in range(rows, grouped):
@@ -422,8 +425,8 @@ def _part_gradient(
                         rows_times(delta, i, w_t, t, n_out, below, i, t)
                         for q in range(ROWS):
                             for j in range(TILE):
-                                if not inp[i + q, t + j] > 0:
-                                    below[i + q, t + j] = 0
+                                v = below[i + q, t + j]
+                                below[i + q, t + j] = v if inp[i + q, t + j] > 0 else zero
                 which = 1 - which
     return loss
 
