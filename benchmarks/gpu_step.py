@@ -37,6 +37,7 @@ from gpunet.bench.suite import machine_info, step_cost
 from gpunet.data import datasets
 from gpunet.device.backend import fusable, resolve_device
 from gpunet.errors import GpunetError
+from gpunet.training.engine import LocalEngine
 from gpunet.training.train import TrainConfig, Trainer
 
 VARIANTS = {"fused": True, "unfused": False}
@@ -158,7 +159,8 @@ def main() -> None:
     args = parser.parse_args()
     device = resolve_device(args.device)
     dataset = datasets.load("fashion-mnist", data_dir=args.data_dir, offline=True)
-    trainer = Trainer(TrainConfig(), dataset, device)
+    # The array-API step, what a GPU runs (on the CPU the numba kernels would stand in for it by default).
+    trainer = Trainer(TrainConfig(), dataset, device, engine=LocalEngine.for_device(device))
     warm_up: dict[str, list[float]] = {}
     for name, enabled in VARIANTS.items():  # warm-up: compiles the fused kernels, fills the memory pool
         fusable.enabled = enabled

@@ -123,11 +123,17 @@ def privileged() -> bool:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    # A suite started under nohup (or from any shell that ignores SIGHUP) would pass that ignoring on
-    # to every process the tests start, and gpunet keeps an ignored signal ignored, as it should: the
-    # tests of what SIGHUP does need its default, so they get it whatever started pytest.
-    if signal.getsignal(signal.SIGHUP) == signal.SIG_IGN:
-        signal.signal(signal.SIGHUP, signal.SIG_DFL)
+    # A suite started under nohup ignores SIGHUP, one started in the background of a script (`cmd &`)
+    # ignores SIGINT, and that ignoring passes on to every process the tests start; gpunet keeps an
+    # ignored signal ignored, as it should. The tests of what the stop signals do need their defaults,
+    # so they get them whatever started pytest (Python's own Ctrl-C handler for SIGINT).
+    for signum, default in (
+        (signal.SIGHUP, signal.SIG_DFL),
+        (signal.SIGTERM, signal.SIG_DFL),
+        (signal.SIGINT, signal.default_int_handler),
+    ):
+        if signal.getsignal(signum) == signal.SIG_IGN:
+            signal.signal(signum, default)
     config.addinivalue_line(
         "markers",
         f"root: needs root or passwordless sudo (it mounts a tmpfs); skipped without, fails where ${REQUIRE_ROOT}=1",
@@ -215,6 +221,36 @@ def device_dtype(request: pytest.FixtureRequest) -> tuple[Device, str]:
 def in_a_scratch_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Each test runs in its own empty directory: `gpunet train` keeps its model in ./runs by default."""
     monkeypatch.chdir(tmp_path)
+
+
+def _gpunet_children() -> set[int]:
+    """This process's children (from /proc) whose command line runs gpunet or a script of the tests."""
+    found = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            command = (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except (OSError, ValueError, IndexError):
+            continue  # gone meanwhile
+        if parent == os.getpid() and ("gpunet" in command or "/tests/" in command):
+            found.add(int(stat.parent.name))
+    return found
+
+
+@pytest.fixture(autouse=True)
+def no_gpunet_left_running() -> Any:
+    """A test that fails while a long `gpunet train` it started runs (a signal that never came, a
+    timeout) would leave the run going for hours, loading the machine under every later test: what a
+    test started and left running is killed when it ends. Set up before the other fixtures of a test
+    and torn down after them, so a fixture's own processes are stopped by that fixture first."""
+    before = _gpunet_children()
+    yield
+    for pid in _gpunet_children() - before:
+        try:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+        except (ProcessLookupError, ChildProcessError):
+            pass
 
 
 @pytest.fixture(autouse=True)
