@@ -2,7 +2,8 @@
 reference wherever the kernels cannot serve (numba missing, $GPUNET_CPU_ENGINE, other arrays).
 
 Where numba cannot be imported every engine here is the reference, and the comparisons still hold
-(trivially); the tests that name the engine expect the reference there.
+(trivially), with floats where the engine does not read pixels; the tests that name the engine
+expect the reference there.
 """
 
 from __future__ import annotations
@@ -70,7 +71,7 @@ def test_gradient_sums_match_the_reference(dtype: str, sizes: list[int], rows: i
     reference = LocalEngine(CPU_CHUNK_ROWS, 2)
     want_loss, want = reference.gradient_sums(params, x, targets)
     engine = fused(dtype)
-    for rows_given in (pixels, x):  # uint8 pixels, read as they are, and floats
+    for rows_given in (pixels, x) if engine.reads_pixels else (x,):  # uint8 pixels, read as they are, and floats
         loss, grads = engine.gradient_sums(params, rows_given, targets)
         assert abs(float(loss) - float(want_loss)) <= TOLERANCE[dtype] * max(abs(float(want_loss)), 1.0)
         for g, w in zip(grads, want):
@@ -87,6 +88,8 @@ def test_the_flat_gradient_is_scaled_and_the_evaluation_sums_match(dtype: str) -
     want = np.empty(Layout.of(params).size, dtype)
     want_loss = reference.gradient_flat(params, x, targets, 1.0 / rows, want)
     engine = fused(dtype)
+    if not engine.reads_pixels:  # the reference, where numba is missing, takes the rows scaled
+        pixels = x
     got = np.full_like(want, np.nan)
     loss = engine.gradient_flat(params, pixels, targets, 1.0 / rows, got)
     assert relative(got, want) <= TOLERANCE[dtype]
@@ -107,10 +110,14 @@ def test_pixels_give_the_very_bits_of_the_scaled_rows_and_parts_add_in_order() -
     sizes, rows = [784, 16, 16, 10], 301
     pixels, x, targets, _, params = problem(np.random.default_rng(3), sizes, rows, "float32")
     two = fused("float32", 2)
+    if not two.reads_pixels:  # the reference (numba missing) takes scaled rows: the pixels' half is moot
+        pixels = x
     flat = [np.empty(Layout.of(params).size, np.float32) for _ in range(3)]
     loss_pixels = two.gradient_flat(params, pixels, targets, 0.5, flat[0])
     loss_floats = two.gradient_flat(params, x, targets, 0.5, flat[1])
     assert np.array_equal(flat[0], flat[1]) and loss_pixels == loss_floats
+    if not NUMBA:  # the reference adds its threads' products another way (tests/test_distributed.py)
+        return
     one = fused("float32", 1)
     half = rows // 2 + 1 if rows % 2 else rows // 2
     first = one.gradient_flat(params, pixels[:half], targets[:half], 0.5, flat[1])
@@ -177,7 +184,7 @@ def test_the_default_engine_on_numpy_is_numba_where_it_imports() -> None:
         assert engine.reads_pixels == NUMBA
         engine.close()
     assert choose_engine(CPU, "float32", 3).describe(60_000) == (
-        "numba CPU kernels, 3 threads of 20,000 rows" if NUMBA else "3 threads, 3 chunks of 6,667 rows per thread"
+        "numba CPU kernels, 3 threads of 20,000 rows" if NUMBA else "3 threads, 3 chunks of 6,666-6,667 rows per thread"
     )
 
 
@@ -250,3 +257,33 @@ def test_the_first_run_says_it_compiles_and_the_next_loads_the_cache(tmp_path: P
     # Said before the first step, which it never slows: the line comes before "training ...".
     lines = first.stdout.splitlines()
     assert lines.index(said[0]) < next(i for i, line in enumerate(lines) if line.startswith("training "))
+
+
+def test_these_tests_hold_where_numba_cannot_be_imported(tmp_path: Path) -> None:
+    """The suite runs where numba is missing: this file, with an `import numba` that fails, passes
+    with the reference engine in every role (the fallback's own tests above run in processes)."""
+    blocked = tmp_path / "no-numba" / "numba"
+    blocked.mkdir(parents=True)
+    (blocked / "__init__.py").write_text('raise ImportError("numba is blocked for this run")\n')
+    here = Path(__file__)
+    path = os.pathsep.join([str(blocked.parent), str(here.parents[1]), os.environ.get("PYTHONPATH", "")])
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(here), "-k", "not hold_where_numba"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "PYTHONPATH": path},
+        cwd=here.parents[1],
+    )
+    assert done.returncode == 0, done.stdout[-3000:]
+    assert " passed" in done.stdout and "failed" not in done.stdout, done.stdout[-3000:]
+
+
+def test_the_tile_kernels_are_what_the_generator_writes() -> None:
+    """Edited by hand, the tile kernels would drift from benchmarks/fused_cpu_codegen.py, the one
+    place that says how they are written (and why)."""
+    import runpy
+
+    codegen = runpy.run_path(str(Path(__file__).parents[1] / "benchmarks" / "fused_cpu_codegen.py"))
+    source = Path(codegen["TARGET"]).read_text()
+    assert codegen["generated"]() in source

@@ -813,8 +813,9 @@ def machine_info() -> dict[str, Any]:
     versions = {"python": platform.python_version(), "numpy": np.__version__, "gpunet": __version__}
     if cupy_version():
         versions["cupy"] = cupy_version()
-    with contextlib.suppress(Exception):  # absent or broken: the record leaves it out
-        versions["torch"] = __import__("torch").__version__
+    for library in ("numba", "torch"):  # numba compiles the CPU kernels; torch is a reference
+        with contextlib.suppress(Exception):  # absent or broken: the record leaves it out
+            versions[library] = __import__(library).__version__
     return {
         "cpu": cpu_name(),
         "cores": cpu_cores(),
