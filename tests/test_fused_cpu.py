@@ -9,6 +9,7 @@ expect the reference there.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from dataclasses import replace
@@ -23,12 +24,12 @@ from gpunet.core import model
 from gpunet.core.flat import Layout
 from gpunet.data import datasets
 from gpunet.device.backend import Device, resolve_device
-from gpunet.training.engine import CPU_CHUNK_ROWS, LocalEngine, choose_engine, numba_importable
+from gpunet.training.engine import CPU_CHUNK_ROWS, LocalEngine, choose_engine, numba_problem
 from gpunet.training.initializers import he_normal
 from gpunet.training.train import TrainConfig, Trainer
 
 CPU = resolve_device("cpu")
-NUMBA = numba_importable()
+NUMBA = numba_problem() is None
 TOLERANCE = {"float32": 1e-5, "float64": 1e-12}  # the largest difference, relative to the largest entry
 
 
@@ -222,11 +223,39 @@ TRAIN = (
 )
 
 
-def test_without_numba_the_reference_trains() -> None:
-    done = run_python(TRAIN.format(block="sys.modules['numba'] = None; "))
+def test_without_numba_the_reference_trains_saying_why_and_an_explicit_numba_is_refused() -> None:
+    without = "sys.modules['numba'] = None; "
+    done = run_python(TRAIN.format(block=without))
     assert done.returncode == 0, done.stderr
-    assert "numba" not in done.stdout and "rows per thread)" in done.stdout, done.stdout
-    assert "step 3/3" in done.stdout
+    why = "numba cannot be imported (import of numba halted; None in sys.modules)"
+    said = f"the compiled CPU kernels cannot run here: {why}; the steps run in the array-API math"
+    assert said in done.stdout.splitlines(), done.stdout
+    assert "rows per thread)" in done.stdout and "step 3/3" in done.stdout
+    refused = run_python(TRAIN.format(block=without), {"GPUNET_CPU_ENGINE": "numba"})
+    assert refused.returncode == 2 and refused.stdout == "", refused.stdout
+    assert refused.stderr.strip().splitlines() == [f"error: $GPUNET_CPU_ENGINE is 'numba', but {why}"]
+
+
+@pytest.mark.root  # a read-only file system, mounted
+def test_where_numba_cannot_cache_its_kernels_the_reference_trains_saying_why(tmp_path: Path) -> None:
+    """A read-only install with no writable cache directory: numba refuses to define cached
+    kernels at all, which must not become a traceback."""
+    from filesystems import run_privileged, tmpfs
+
+    with tmpfs(tmp_path / "ro", "64m") as ro:
+        shutil.copytree(
+            Path(__file__).parents[1] / "gpunet", ro / "gpunet", ignore=shutil.ignore_patterns("__pycache__")
+        )
+        run_privileged("mount", "-o", "remount,ro", str(ro))
+        nowhere = {"PYTHONPATH": str(ro), "HOME": str(ro / "home"), "XDG_CACHE_HOME": str(ro / "cache")}
+        done = run_python(TRAIN.format(block=""), {**nowhere, "NUMBA_CACHE_DIR": ""}, cwd=tmp_path)
+        refused = run_python(TRAIN.format(block=""), {**nowhere, "NUMBA_CACHE_DIR": "", "GPUNET_CPU_ENGINE": "numba"})
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+    assert "the compiled CPU kernels cannot run here: numba has no writable directory" in done.stdout, done.stdout
+    assert "set NUMBA_CACHE_DIR to one; the steps run in the array-API math" in done.stdout
+    assert "rows per thread)" in done.stdout and "step 3/3" in done.stdout
+    assert refused.returncode == 2 and len(refused.stderr.strip().splitlines()) == 1, refused.stderr
+    assert refused.stderr.startswith("error: $GPUNET_CPU_ENGINE is 'numba', but numba has no writable directory")
 
 
 def test_gpunet_cpu_engine_reference_pins_the_reference(tmp_path: Path) -> None:
@@ -235,8 +264,8 @@ def test_gpunet_cpu_engine_reference_pins_the_reference(tmp_path: Path) -> None:
     assert "numba" not in done.stdout and "rows per thread)" in done.stdout, done.stdout
     refused = run_python(TRAIN.format(block=""), {"GPUNET_CPU_ENGINE": "fast"})
     assert refused.returncode == 2 and refused.stderr.strip().splitlines() == [
-        "error: $GPUNET_CPU_ENGINE is 'fast': give numba (the compiled CPU kernels where they can serve, the "
-        "default) or reference (the array-API math)"
+        "error: $GPUNET_CPU_ENGINE is 'fast': give numba (the compiled CPU kernels, the default where they can "
+        "run) or reference (the array-API math)"
     ]
 
 

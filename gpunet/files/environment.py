@@ -10,8 +10,10 @@ work, as it refuses a bad option. An unset or empty variable is its default.
 - GPUNET_FUSE: 1 (the default) fuses the elementwise steps on cupy, 0 does not.
 - GPUNET_MIRROR_COOLOFF: seconds after every mirror failed during which `auto` does not try them
   again (default 3600; 0 tries them every time; see gpunet.data.cooloff).
-- GPUNET_CPU_ENGINE: `numba` (the default) computes numpy steps in gpunet.training.fused_cpu's
-  kernels where they can serve, `reference` always in the array-API math (gpunet.core.model).
+- GPUNET_CPU_ENGINE: `numba` computes numpy steps in gpunet.training.fused_cpu's kernels where
+  they can serve, and is refused where they cannot run at all (numba missing, no cache directory);
+  `reference` always in the array-API math (gpunet.core.model). Unset: numba's where they can run,
+  else the reference, saying why.
 """
 
 from __future__ import annotations
@@ -75,16 +77,17 @@ def fuse() -> bool:
 CPU_ENGINES = ("numba", "reference")
 
 
-def cpu_engine() -> str:
-    """$GPUNET_CPU_ENGINE: which engine computes a step on numpy, "numba" (the default) or "reference"."""
+def cpu_engine() -> str | None:
+    """$GPUNET_CPU_ENGINE: which engine computes a step on numpy, "numba" or "reference"; None when
+    unset (numba's kernels where they can run, else the reference, saying why)."""
     value = _raw("GPUNET_CPU_ENGINE")
     if value is None:
-        return CPU_ENGINES[0]
+        return None
     if value.strip() not in CPU_ENGINES:
         raise _refuse(
             "GPUNET_CPU_ENGINE",
             value,
-            "give numba (the compiled CPU kernels where they can serve, the default) or reference (the array-API math)",
+            "give numba (the compiled CPU kernels, the default where they can run) or reference (the array-API math)",
         )
     return value.strip()
 
@@ -113,4 +116,7 @@ def check_all() -> None:
     mirrors()
     fuse()
     mirror_cooloff_s()
-    cpu_engine()
+    if cpu_engine() == "numba":  # asked for by name: refused now, before any work, if the kernels cannot run
+        from gpunet.training.engine import require_numba
+
+        require_numba()

@@ -18,6 +18,7 @@ On a GPU the whole batch is one chunk: fewer, larger kernels are what it wants.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from collections.abc import Callable, Sequence
@@ -67,10 +68,13 @@ class Engine(Protocol):
     def close(self) -> None: ...
 
 
-def choose_engine(device: Device, dtype: str, workers: int | None = None) -> Engine:
+def choose_engine(
+    device: Device, dtype: str, workers: int | None = None, say: Callable[[str], None] = lambda _: None
+) -> Engine:
     """The engine for steps on `device` in `dtype`: on numpy, numba's CPU kernels
-    (gpunet.training.cpu_engine) unless $GPUNET_CPU_ENGINE says `reference`, numba cannot be
-    imported or the dtype is not theirs; everywhere else, and as every fallback, LocalEngine.
+    (gpunet.training.cpu_engine) unless $GPUNET_CPU_ENGINE says `reference`, the dtype is not
+    theirs or they cannot run here (numba_problem(): then said through `say`, or refused where
+    $GPUNET_CPU_ENGINE asks for numba); everywhere else, and as every fallback, LocalEngine.
 
     `workers` threads (default: one per core; the Dask engine's workers take one each).
     """
@@ -80,20 +84,53 @@ def choose_engine(device: Device, dtype: str, workers: int | None = None) -> Eng
     reference = LocalEngine(None, 1) if device.is_cuda else LocalEngine(CPU_CHUNK_ROWS, threads)
     if device.is_cuda or not is_numpy_namespace(device.xp) or dtype not in ("float32", "float64"):
         return reference
-    if environment.cpu_engine() == "reference" or not numba_importable():
+    wanted = environment.cpu_engine()
+    if wanted == "reference":
+        return reference
+    problem = numba_problem()
+    if problem is not None:
+        if wanted == "numba":  # asked for by name: honoured or refused, never replaced
+            require_numba()
+        say(f"the compiled CPU kernels cannot run here: {problem}; the steps run in the array-API math")
         return reference
     from gpunet.training.cpu_engine import FusedCpuEngine
 
     return FusedCpuEngine(threads, dtype)
 
 
-def numba_importable() -> bool:
-    """Whether numba imports here (it is a dependency, but a broken or missing install falls back)."""
+@functools.cache
+def numba_problem() -> str | None:
+    """Why numba's CPU kernels cannot run in this process, or None when they can. numba is a
+    dependency, but an install may be broken, or refuse this numpy; and numba must have somewhere
+    to cache the compiled kernels (it refuses to define them otherwise)."""
     try:
         import numba  # noqa: F401
-    except Exception:  # ImportError, or numba refusing this numpy: either way the reference serves
-        return False
-    return True
+    except Exception as e:  # ImportError, or numba refusing this numpy: either way the reference serves
+        return f"numba cannot be imported ({_first_line(e)})"
+    try:
+        from gpunet.training import fused_cpu  # noqa: F401  (defines the kernels; compiles nothing yet)
+    except RuntimeError as e:
+        if "cannot cache" not in str(e):
+            raise
+        return (
+            "numba has no writable directory to cache its kernels in (neither beside gpunet/training/fused_cpu.py "
+            "nor in the user's cache directory); set NUMBA_CACHE_DIR to one"
+        )
+    return None
+
+
+def require_numba() -> None:
+    """What $GPUNET_CPU_ENGINE=numba asks: the kernels, or a ConfigError saying why they cannot run here."""
+    from gpunet.errors import ConfigError
+
+    problem = numba_problem()
+    if problem is not None:
+        raise ConfigError(f"$GPUNET_CPU_ENGINE is 'numba', but {problem}")
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
 
 
 class LocalEngine:

@@ -418,7 +418,7 @@ class Trainer:
         self.sizes = layer_sizes(config, dataset)
         samples = dataset.train_images.shape[0] + (0 if dataset.test_images is None else dataset.test_images.shape[0])
         check_fits(config, self.sizes, device, samples)
-        self.engine = engine or choose_engine(device, config.dtype)
+        self.engine = engine or choose_engine(device, config.dtype, say=say)
         pixels = self.engine.reads_pixels and dataset.train_images.dtype == np.uint8
         self.engine.prepare(np.uint8 if pixels else config.dtype, say)
         self.shuffle_rng = shuffle_rng(config.seed)
