@@ -301,6 +301,8 @@ CASES = [
          env={"GPUNET_MIRROR_COOLOFF": "abc"}, says=("$GPUNET_MIRROR_COOLOFF is 'abc'",)),
     Case(9, "GPUNET_FUSE=maybe", [*SYNTHETIC, "--no-save"], "refused", env={"GPUNET_FUSE": "maybe"},
          says=("$GPUNET_FUSE is 'maybe'",)),
+    Case(9, "GPUNET_CPU_ENGINE=fast", [*SYNTHETIC, "--no-save"], "refused", env={"GPUNET_CPU_ENGINE": "fast"},
+         says=("$GPUNET_CPU_ENGINE is 'fast'",)),
     Case(9, "Python: GPUNET_MIRRORS not a URL", "import gpunet\ngpunet.load_dataset('mnist')", "refused",
          env={"GPUNET_MIRRORS": "http://[::1"}, says=("GPUNET_MIRRORS",)),
     # 11. leftovers

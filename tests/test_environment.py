@@ -41,6 +41,7 @@ MALFORMED = [
     ("GPUNET_MIRRORS", " , ,", "give comma-separated http:// or https:// base URLs"),
     ("GPUNET_MIRRORS", "https:///no-host/", "is not an http:// or https:// URL"),
     ("GPUNET_FUSE", "yes", "give 1 (fuse the elementwise steps on cupy, the default) or 0"),
+    ("GPUNET_CPU_ENGINE", "Numba", "give numba (the compiled CPU kernels, the default where they can run)"),
 ]
 
 
