@@ -37,6 +37,7 @@ from gpunet.device.backend import Array, Device, array_namespace, is_numpy_array
 from gpunet.errors import ConvergenceWarning
 from gpunet.files import outputs, signals
 from gpunet.training import checkpoint, doctor, evaluation
+from gpunet.training.engine import choose_engine
 from gpunet.training.train import Outcome, TrainConfig, Trainer, device_rows
 
 DEFAULT = TrainConfig()
@@ -203,7 +204,11 @@ class MLPClassifier:
         # model is captured or the engine's threads are joined must not cut that short and lose the
         # fitted model; it only counts, and the first one is handed to the caller's handler below.
         with signals.stop_requests() as stop_signals:
-            trainer = Trainer(config, dataset, device)
+            # Where the compiled CPU kernels cannot run, the fit still trains (in the reference) and warns why.
+            engine = choose_engine(
+                device, config.dtype, say=lambda why: warnings.warn(why, RuntimeWarning, stacklevel=4)
+            )
+            trainer = Trainer(config, dataset, device, engine=engine)
             try:
                 if previous is not None:
                     checkpoint.restore(trainer, previous)

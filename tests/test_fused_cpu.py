@@ -236,6 +236,28 @@ def test_without_numba_the_reference_trains_saying_why_and_an_explicit_numba_is_
     assert refused.stderr.strip().splitlines() == [f"error: $GPUNET_CPU_ENGINE is 'numba', but {why}"]
 
 
+FIT = """
+import sys, warnings
+sys.modules["numba"] = None
+import numpy as np
+import gpunet
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    x = np.random.default_rng(0).random((50, 4)).astype("float32")
+    gpunet.MLPClassifier(iterations=3).fit(x, np.arange(50) % 3)
+for w in caught:
+    print(w.category.__name__, "|", w.message, "|", w.filename)
+"""
+
+
+def test_a_python_fit_without_numba_warns_why_from_the_callers_line_and_trains() -> None:
+    done = run_python(FIT)
+    assert done.returncode == 0, done.stderr
+    why = "numba cannot be imported (import of numba halted; None in sys.modules)"
+    said = f"the compiled CPU kernels cannot run here: {why}; the steps run in the array-API math"
+    assert done.stdout.splitlines() == [f"RuntimeWarning | {said} | <string>"], done.stdout
+
+
 @pytest.mark.root  # a read-only file system, mounted
 def test_where_numba_cannot_cache_its_kernels_the_reference_trains_saying_why(tmp_path: Path) -> None:
     """A read-only install with no writable cache directory: numba refuses to define cached
