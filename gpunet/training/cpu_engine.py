@@ -22,14 +22,14 @@ import numpy as np
 
 from gpunet.core.flat import Layout
 from gpunet.device.backend import Array, is_numpy_array
-from gpunet.training.engine import CPU_CHUNK_ROWS, LocalEngine, _even_split, _plural
+from gpunet.training.engine import CPU_CHUNK_ROWS, LocalEngine, SumsEngine, _even_split, _plural
 
 # numba's default threading layer (workqueue) aborts the process when two threads launch parallel
 # kernels at once; a step is one launch, so launches from several threads simply take turns.
 _launch = threading.Lock()
 
 
-class FusedCpuEngine:
+class FusedCpuEngine(SumsEngine):
     """Full-batch sums in numba kernels, on `workers` threads: one part of the rows each."""
 
     reads_pixels = True  # give it uint8 pixels as they are: it scales them as it reads them
@@ -43,7 +43,7 @@ class FusedCpuEngine:
         self.reference = LocalEngine(CPU_CHUNK_ROWS, self.workers)  # for what the kernels cannot take
         self._packing: Any = None
         self._buffers: dict[tuple, np.ndarray] = {}
-        self._views: dict[int, tuple[np.ndarray, list[np.ndarray]]] = {}
+        self._view_cache = {}
 
     def describe(self, rows: int | None = None) -> str:
         if rows is None:
@@ -92,6 +92,14 @@ class FusedCpuEngine:
         packing.load(list(params))
         return packing
 
+    def _launch_arguments(self, params: Sequence[Array], x: Array, targets: Array) -> tuple[Any, np.ndarray, Any]:
+        """The kernels compiled, the parameters packed, each thread's first row (and the end) and the
+        targets as (classes, samples): what both launches take."""
+        self.prepare(x.dtype)
+        bounds = np.array([a for a, _ in self.parts(x.shape[0])] + [x.shape[0]], np.int64)
+        targets_t = np.ascontiguousarray(targets.T, dtype=self.dtype)  # the trainer's are already: no copy
+        return self._packed(params), bounds, targets_t
+
     def _buffer(self, name: str, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
         key = (name, shape, np.dtype(dtype).name)
         buffer = self._buffers.get(key)
@@ -104,13 +112,10 @@ class FusedCpuEngine:
         into `out` (gpunet.core.flat's layout of `params`): LocalEngine.gradient_flat's sums."""
         if not self._serves(params, x):
             return self.reference.gradient_flat(params, x, targets, scale, out)
-        self.prepare(x.dtype)
-        packing = self._packed(params)
-        bounds = np.array([a for a, _ in self.parts(x.shape[0])] + [x.shape[0]], np.int64)
+        packing, bounds, targets_t = self._launch_arguments(params, x, targets)
         parts = len(bounds) - 1
         grads = self._buffer("grads", (parts, packing.packed.size), self.dtype)
         losses = self._buffer("losses", (parts,), self.dtype)
-        targets_t = np.ascontiguousarray(targets.T, dtype=self.dtype)
         with _launch:
             self.kernels.gradient_parts(
                 np.ascontiguousarray(x),
@@ -125,22 +130,18 @@ class FusedCpuEngine:
                 grads,
                 losses,
             )
-        total = grads[0] if parts == 1 else grads[0].copy()
+        total = grads[0] if parts == 1 else self._buffer("total", grads[0].shape, self.dtype)
+        if parts > 1:
+            np.copyto(total, grads[0])  # into a kept vector: no allocation per step
         loss = losses[0]
         for p in range(1, parts):  # added in a fixed order, as LocalEngine adds its threads' sums
             total += grads[p]
             loss = loss + losses[p]
-        views = self._views_of(out, params)
+        views = self._views(out, params)
         for layer in range(len(params) // 2):
             np.copyto(views[2 * layer], packing.weight_view(total, layer))
             np.copyto(views[2 * layer + 1], packing.bias_view(total, layer))
         return loss
-
-    def _views_of(self, flat: Array, params: Sequence[Array]) -> list[np.ndarray]:
-        known = self._views.get(id(flat))
-        if known is None or known[0] is not flat:
-            known = self._views[id(flat)] = (flat, Layout.of(params).views(flat))
-        return known[1]
 
     def gradient_sums(self, params: Sequence[Array], x: Array, targets: Array) -> tuple[Array, list[Array]]:
         """Summed loss and gradients over all rows (as LocalEngine.gradient_sums)."""
@@ -154,11 +155,8 @@ class FusedCpuEngine:
         """Summed loss and number of correct predictions over all rows (as LocalEngine.evaluation_sums)."""
         if not self._serves(params, x):
             return self.reference.evaluation_sums(params, x, targets, labels)
-        self.prepare(x.dtype)
-        packing = self._packed(params)
-        bounds = np.array([a for a, _ in self.parts(x.shape[0])] + [x.shape[0]], np.int64)
+        packing, bounds, targets_t = self._launch_arguments(params, x, targets)
         sums = self._buffer("evaluation", (len(bounds) - 1, 2), np.float64)
-        targets_t = np.ascontiguousarray(targets.T, dtype=self.dtype)
         with _launch:
             self.kernels.evaluation_parts(
                 np.ascontiguousarray(x),
@@ -176,18 +174,6 @@ class FusedCpuEngine:
         for p in range(1, parts.shape[0]):
             loss, correct = loss + parts[p, 0], correct + parts[p, 1]
         return loss, correct
-
-    def loss_and_gradients(self, params: Sequence[Array], x: Array, targets: Array) -> tuple[Array, list[Array]]:
-        """Mean loss and gradients over all rows of `x`, as one full-batch gradient."""
-        loss_sum, grad_sums = self.gradient_sums(params, x, targets)
-        n = x.shape[0]
-        return loss_sum / n, [g / n for g in grad_sums]
-
-    def evaluate(self, params: Sequence[Array], x: Array, targets: Array, labels: Array) -> tuple[Array, Array]:
-        """Mean loss and accuracy over all rows, read from the output layer."""
-        loss_sum, correct = self.evaluation_sums(params, x, targets, labels)
-        n = x.shape[0]
-        return loss_sum / n, correct / n
 
     def close(self) -> None:
         self.reference.close()

@@ -87,10 +87,10 @@ def choose_engine(
     wanted = environment.cpu_engine()
     if wanted == "reference":
         return reference
+    if wanted == "numba":  # asked for by name: honoured or refused, never replaced
+        require_numba()
     problem = numba_problem()
     if problem is not None:
-        if wanted == "numba":  # asked for by name: honoured or refused, never replaced
-            require_numba()
         say(f"the compiled CPU kernels cannot run here: {problem}; the steps run in the array-API math")
         return reference
     from gpunet.training.cpu_engine import FusedCpuEngine
@@ -133,7 +133,39 @@ def _first_line(error: BaseException) -> str:
     return text.splitlines()[0] if text else type(error).__name__
 
 
-class LocalEngine:
+class SumsEngine:
+    """What an engine derives from its sums (gradient_sums, evaluation_sums): the means; and the views
+    of a flat gradient vector it writes into, made once per vector (each view is host-side work)."""
+
+    _view_cache: dict[int, tuple[Array, list[Array]]]
+
+    def gradient_sums(self, params: Sequence[Array], x: Array, targets: Array) -> tuple[Array, list[Array]]:
+        raise NotImplementedError
+
+    def evaluation_sums(self, params: Sequence[Array], x: Array, targets: Array, labels: Array) -> tuple[Array, Array]:
+        raise NotImplementedError
+
+    def loss_and_gradients(self, params: Sequence[Array], x: Array, targets: Array) -> tuple[Array, list[Array]]:
+        """Mean loss and gradients over all rows of `x`, as one full-batch gradient."""
+        loss_sum, grad_sums = self.gradient_sums(params, x, targets)
+        n = x.shape[0]
+        return loss_sum / n, [g / n for g in grad_sums]
+
+    def evaluate(self, params: Sequence[Array], x: Array, targets: Array, labels: Array) -> tuple[Array, Array]:
+        """Mean loss and accuracy over all rows, read from the output layer."""
+        loss_sum, correct = self.evaluation_sums(params, x, targets, labels)
+        n = x.shape[0]
+        return loss_sum / n, correct / n
+
+    def _views(self, flat: Array, params: Sequence[Array]) -> list[Array]:
+        """`params`' shapes as views of `flat`, kept for as long as `flat` is the vector given."""
+        known = self._view_cache.get(id(flat))
+        if known is None or known[0] is not flat:
+            known = self._view_cache[id(flat)] = (flat, Layout.of(params).views(flat))
+        return known[1]
+
+
+class LocalEngine(SumsEngine):
     """Row chunks of `chunk_rows` (None: one chunk), computed by `workers` threads."""
 
     reads_pixels = False  # wants its rows as floats (gpunet.training.train.device_rows)
@@ -240,13 +272,6 @@ class LocalEngine:
             buffer = self._buffers[key] = array_namespace(like).empty_like(like)
         return buffer
 
-    def _views(self, flat: Array, params: Sequence[Array]) -> list[Array]:
-        """`params`' shapes as views of `flat`, made once per vector (each view is host-side work)."""
-        known = self._view_cache.get(id(flat))
-        if known is None or known[0] is not flat:
-            known = self._view_cache[id(flat)] = (flat, Layout.of(params).views(flat))
-        return known[1]
-
     def _ones(self, i: int, x: Array) -> Array:
         """A vector of ones as long as `x` has rows, in its dtype, kept: on a GPU, each fill is a launch."""
         key = (i, x.shape[0], str(x.dtype), type(x))
@@ -259,18 +284,6 @@ class LocalEngine:
         """Summed loss and number of correct predictions over all rows."""
         loss_sum, (correct,) = self._reduce(model.evaluation_sums, params, x, targets, labels)
         return loss_sum, correct
-
-    def loss_and_gradients(self, params: Sequence[Array], x: Array, targets: Array) -> tuple[Array, list[Array]]:
-        """Mean loss and gradients over all rows of `x`, as one full-batch gradient."""
-        loss_sum, grad_sums = self.gradient_sums(params, x, targets)
-        n = x.shape[0]
-        return loss_sum / n, [g / n for g in grad_sums]
-
-    def evaluate(self, params: Sequence[Array], x: Array, targets: Array, labels: Array) -> tuple[Array, Array]:
-        """Mean loss and accuracy over all rows, read from the output layer."""
-        loss_sum, correct = self.evaluation_sums(params, x, targets, labels)
-        n = x.shape[0]
-        return loss_sum / n, correct / n
 
     # --- the schedule ------------------------------------------------------------------------
 
